@@ -1,0 +1,1 @@
+"""The ``ics2`` command line."""

@@ -1,0 +1,479 @@
+"""The consolidation as booking systems describe it: one carrier's master B/L and the tree of house B/Ls below it.
+
+The JSON form is the one of ``shared/examples/seed-coload.json`` (and of the Avro ``BookingEvent`` record).
+``Consolidation.from_json`` accepts it as it is and raises ``BookingError`` with the path of the first field it
+cannot use. Format checks (EORI, HS code, ...) are not done here: they are rules of the validator, so that a
+booking with a bad value still yields a plan and findings instead of a parse failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from streams.errors import BookingError
+
+
+class Mode(StrEnum):
+    """Mode of transport of the master leg; it decides the lodging deadline."""
+
+    DEEP_SEA_CONTAINER = "deep_sea_container"
+    DEEP_SEA_BULK = "deep_sea_bulk"
+    SHORT_SEA = "short_sea"
+
+
+class Role(StrEnum):
+    """What a party is in the consolidation."""
+
+    CARRIER = "carrier"
+    MASTER_LOADER = "master_loader"
+    CO_LOADER = "co_loader"
+    SHIPPER = "shipper"
+    CONSIGNEE = "consignee"
+    NOTIFY = "notify"
+    SELLER = "seller"
+    BUYER = "buyer"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    street: str
+    city: str
+    postcode: str | None
+    country: str
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    email: str | None = None
+    phone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """A party of the booking; ``automated_filer`` says whether it files ICS2 data itself."""
+
+    id: str
+    name: str
+    eori: str | None
+    role: Role
+    type_of_person: int
+    address: Address
+    automated_filer: bool = False
+    contact: Contact | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Packages:
+    type: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class GoodsItem:
+    description: str
+    hs_code: str
+    packages: Packages
+    gross_mass_kg: float
+    container: str | None = None
+    un_number: str | None = None
+    """UN number of dangerous goods (4 digits), if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    id: str
+    size_type: str | None
+    packed_status: str | None
+    supplier_type: str | None
+    seals: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MasterBill:
+    """The ocean carrier's transport document: the key every house filing links to."""
+
+    mbl_number: str
+    document_type: str
+    carrier: str
+    mode: Mode
+    vessel_imo: str | None
+    voyage: str | None
+    port_of_loading: str
+    loading_at: datetime
+    port_of_discharge: str
+    customs_office_of_first_entry: str
+    transhipment_ports: tuple[str, ...] = ()
+    containers: tuple[Container, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HouseBill:
+    """A house B/L; a *lowest* one (issued to the actual shipper) carries goods, shipper, seller and buyer."""
+
+    hbl_number: str
+    issuer: str
+    parent: str | None
+    customer: str
+    shipper: str | None = None
+    consignee: str | None = None
+    notify_party: str | None = None
+    seller: str | None = None
+    buyer: str | None = None
+    place_of_acceptance: str | None = None
+    place_of_delivery: str | None = None
+    goods: tuple[GoodsItem, ...] = ()
+    f15_requested: bool = False
+    """The issuer asks the master loader to file F15 for this HBL instead of F14 + F16."""
+
+
+@dataclass(frozen=True, slots=True)
+class Consolidation:
+    """One booking event: a master B/L, its house B/L tree and the parties they name."""
+
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    planning_party: str
+    master: MasterBill
+    house_bills: tuple[HouseBill, ...]
+    parties: Mapping[str, Party]
+    version: int = 1
+
+    @property
+    def mbl(self) -> str:
+        return self.master.mbl_number
+
+    @property
+    def carrier(self) -> Party | None:
+        return self.parties.get(self.master.carrier)
+
+    def party(self, party_id: str | None) -> Party | None:
+        """The party with this id, or None when the booking does not describe it."""
+        return None if party_id is None else self.parties.get(party_id)
+
+    def house_bill(self, hbl_number: str) -> HouseBill | None:
+        return next((h for h in self.house_bills if h.hbl_number == hbl_number), None)
+
+    def children(self, hbl_number: str) -> tuple[HouseBill, ...]:
+        """The HBLs issued below this one (by the co-loader it was issued to)."""
+        return tuple(h for h in self.house_bills if h.parent == hbl_number)
+
+    def is_lowest(self, hbl: HouseBill) -> bool:
+        """A lowest HBL has no HBL below it: it is the one issued to the actual shipper."""
+        return not any(h.parent == hbl.hbl_number for h in self.house_bills)
+
+    def lowest_hbls(self) -> tuple[HouseBill, ...]:
+        """Every lowest HBL, in booking order."""
+        return tuple(h for h in self.house_bills if self.is_lowest(h))
+
+    def chain(self, hbl: HouseBill) -> tuple[HouseBill, ...]:
+        """The HBLs from the master loader's (top) down to ``hbl`` itself.
+
+        Raises ``BookingError`` on a parent that does not exist or a cycle, which no real B/L tree has.
+        """
+        path: list[HouseBill] = [hbl]
+        seen = {hbl.hbl_number}
+        current = hbl
+        while current.parent is not None:
+            parent = self.house_bill(current.parent)
+            if parent is None:
+                raise BookingError(
+                    f"house bill {current.hbl_number} names parent {current.parent}, which is not in the booking"
+                )
+            if parent.hbl_number in seen:
+                raise BookingError(f"house bills form a cycle at {parent.hbl_number}")
+            seen.add(parent.hbl_number)
+            path.append(parent)
+            current = parent
+        return tuple(reversed(path))
+
+    def walk(self) -> Iterator[tuple[int, HouseBill]]:
+        """Depth-first walk of the HBL tree as (depth, hbl), roots first, for display."""
+
+        def visit(hbl: HouseBill, depth: int) -> Iterator[tuple[int, HouseBill]]:
+            yield depth, hbl
+            for child in self.children(hbl.hbl_number):
+                yield from visit(child, depth + 1)
+
+        for root in (h for h in self.house_bills if h.parent is None):
+            yield from visit(root, 0)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Consolidation:
+        """Build a consolidation from the booking event's JSON form (the seed's shape)."""
+        return _Reader(data).consolidation()
+
+    def to_json(self) -> dict[str, Any]:
+        """The booking event's JSON form, the inverse of ``from_json``."""
+        return _to_json(self)
+
+
+def parse_datetime(value: str, path: str = "") -> datetime:
+    """ICS2 dates are UTC with a ``Z``; offsets are accepted and converted, naive times are refused."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (TypeError, ValueError) as exc:
+        raise BookingError(f"{path}: {value!r} is not a date-time like 2027-06-15T12:00:00Z") from exc
+    if parsed.tzinfo is None:
+        raise BookingError(f"{path}: {value!r} has no time zone; write it in UTC with a trailing Z")
+    return parsed.astimezone(UTC)
+
+
+def format_datetime(value: datetime) -> str:
+    """The ICS2 form ``YYYY-MM-DDThh:mm:ssZ``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Reader:
+    """Reads the JSON form field by field so that every error names its path."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        if not isinstance(data, Mapping):
+            raise BookingError(f"a booking event is a JSON object, not {type(data).__name__}")
+        self.data = data
+
+    @staticmethod
+    def _get(obj: Mapping[str, Any], key: str, path: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
+        value = obj.get(key)
+        if value is None:
+            if required:
+                raise BookingError(f"{path}.{key} is missing")
+            return None
+        if isinstance(value, bool) and kind in (int, float, (int, float)):
+            raise BookingError(f"{path}.{key} must be a number, not a boolean")
+        if not isinstance(value, kind):
+            expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise BookingError(f"{path}.{key} must be {expected}, not {type(value).__name__} ({value!r})")
+        return value
+
+    def _object(self, obj: Mapping[str, Any], key: str, path: str, required: bool = True) -> Mapping[str, Any] | None:
+        return self._get(obj, key, path, Mapping, required)
+
+    def _list(self, obj: Mapping[str, Any], key: str, path: str) -> list[Any]:
+        return self._get(obj, key, path, list, required=False) or []
+
+    def _str(self, obj: Mapping[str, Any], key: str, path: str, required: bool = True) -> str | None:
+        return self._get(obj, key, path, str, required)
+
+    def consolidation(self) -> Consolidation:
+        d = self.data
+        master = self._master(self._object(d, "master", "$"))
+        house_bills = tuple(
+            self._house_bill(h, f"$.house_bills[{i}]") for i, h in enumerate(self._list(d, "house_bills", "$"))
+        )
+        parties: dict[str, Party] = {}
+        for i, p in enumerate(self._list(d, "parties", "$")):
+            party = self._party(p, f"$.parties[{i}]")
+            if party.id in parties:
+                raise BookingError(f"$.parties[{i}].id: party {party.id} is described twice")
+            parties[party.id] = party
+        numbers = [h.hbl_number for h in house_bills]
+        for number in numbers:
+            if numbers.count(number) > 1:
+                raise BookingError(f"$.house_bills: house bill number {number} appears more than once")
+        version = self._get(d, "version", "$", int, required=False)
+        return Consolidation(
+            event_id=self._str(d, "event_id", "$"),
+            event_type=self._str(d, "event_type", "$"),
+            occurred_at=parse_datetime(self._str(d, "occurred_at", "$"), "$.occurred_at"),
+            planning_party=self._str(d, "planning_party", "$"),
+            master=master,
+            house_bills=house_bills,
+            parties=parties,
+            version=1 if version is None else version,
+        )
+
+    def _master(self, m: Mapping[str, Any]) -> MasterBill:
+        p = "$.master"
+        mode = self._str(m, "mode", p)
+        try:
+            parsed_mode = Mode(mode)
+        except ValueError as exc:
+            known = ", ".join(x.value for x in Mode)
+            raise BookingError(f"{p}.mode: {mode!r} is not a known mode ({known})") from exc
+        containers = tuple(
+            self._container(c, f"{p}.containers[{i}]") for i, c in enumerate(self._list(m, "containers", p))
+        )
+        return MasterBill(
+            mbl_number=self._str(m, "mbl_number", p),
+            document_type=self._str(m, "document_type", p, required=False) or "N704",
+            carrier=self._str(m, "carrier", p),
+            mode=parsed_mode,
+            vessel_imo=self._str(m, "vessel_imo", p, required=False),
+            voyage=self._str(m, "voyage", p, required=False),
+            port_of_loading=self._str(m, "port_of_loading", p),
+            loading_at=parse_datetime(self._str(m, "loading_at", p), f"{p}.loading_at"),
+            port_of_discharge=self._str(m, "port_of_discharge", p),
+            customs_office_of_first_entry=self._str(m, "customs_office_of_first_entry", p),
+            transhipment_ports=tuple(self._strings(m, "transhipment_ports", p)),
+            containers=containers,
+        )
+
+    def _strings(self, obj: Mapping[str, Any], key: str, path: str) -> list[str]:
+        values = self._list(obj, key, path)
+        for i, v in enumerate(values):
+            if not isinstance(v, str):
+                raise BookingError(f"{path}.{key}[{i}] must be str, not {type(v).__name__}")
+        return values
+
+    def _container(self, c: Mapping[str, Any], p: str) -> Container:
+        if not isinstance(c, Mapping):
+            raise BookingError(f"{p} must be an object")
+        return Container(
+            id=self._str(c, "id", p),
+            size_type=self._str(c, "size_type", p, required=False),
+            packed_status=self._str(c, "packed_status", p, required=False),
+            supplier_type=self._str(c, "supplier_type", p, required=False),
+            seals=tuple(self._strings(c, "seals", p)),
+        )
+
+    def _house_bill(self, h: Mapping[str, Any], p: str) -> HouseBill:
+        if not isinstance(h, Mapping):
+            raise BookingError(f"{p} must be an object")
+        goods = tuple(self._goods(g, f"{p}.goods[{i}]") for i, g in enumerate(self._list(h, "goods", p)))
+        return HouseBill(
+            hbl_number=self._str(h, "hbl_number", p),
+            issuer=self._str(h, "issuer", p),
+            parent=self._str(h, "parent", p, required=False),
+            customer=self._str(h, "customer", p),
+            shipper=self._str(h, "shipper", p, required=False),
+            consignee=self._str(h, "consignee", p, required=False),
+            notify_party=self._str(h, "notify_party", p, required=False),
+            seller=self._str(h, "seller", p, required=False),
+            buyer=self._str(h, "buyer", p, required=False),
+            place_of_acceptance=self._str(h, "place_of_acceptance", p, required=False),
+            place_of_delivery=self._str(h, "place_of_delivery", p, required=False),
+            goods=goods,
+            f15_requested=bool(self._get(h, "f15_requested", p, bool, required=False)),
+        )
+
+    def _goods(self, g: Mapping[str, Any], p: str) -> GoodsItem:
+        if not isinstance(g, Mapping):
+            raise BookingError(f"{p} must be an object")
+        packages = self._object(g, "packages", p)
+        count = self._get(packages, "count", f"{p}.packages", int)
+        return GoodsItem(
+            description=self._str(g, "description", p),
+            hs_code=self._str(g, "hs_code", p),
+            packages=Packages(type=self._str(packages, "type", f"{p}.packages"), count=count),
+            gross_mass_kg=float(self._get(g, "gross_mass_kg", p, (int, float))),
+            container=self._str(g, "container", p, required=False),
+            un_number=self._str(g, "un_number", p, required=False),
+        )
+
+    def _party(self, d: Mapping[str, Any], p: str) -> Party:
+        if not isinstance(d, Mapping):
+            raise BookingError(f"{p} must be an object")
+        role = self._str(d, "role", p)
+        try:
+            parsed_role = Role(role)
+        except ValueError as exc:
+            raise BookingError(f"{p}.role: {role!r} is not a known role") from exc
+        a = self._object(d, "address", p)
+        ap = f"{p}.address"
+        contact = self._object(d, "contact", p, required=False)
+        type_of_person = self._get(d, "type_of_person", p, int, required=False)
+        return Party(
+            id=self._str(d, "id", p),
+            name=self._str(d, "name", p),
+            eori=self._str(d, "eori", p, required=False),
+            role=parsed_role,
+            type_of_person=2 if type_of_person is None else type_of_person,
+            address=Address(
+                street=self._str(a, "street", ap),
+                city=self._str(a, "city", ap),
+                postcode=self._str(a, "postcode", ap, required=False),
+                country=self._str(a, "country", ap),
+            ),
+            automated_filer=bool(self._get(d, "automated_filer", p, bool, required=False)),
+            contact=None
+            if contact is None
+            else Contact(
+                email=self._str(contact, "email", f"{p}.contact", required=False),
+                phone=self._str(contact, "phone", f"{p}.contact", required=False),
+            ),
+        )
+
+
+def _to_json(c: Consolidation) -> dict[str, Any]:
+    m = c.master
+    return {
+        "event_id": c.event_id,
+        "event_type": c.event_type,
+        "occurred_at": format_datetime(c.occurred_at),
+        "planning_party": c.planning_party,
+        "version": c.version,
+        "master": {
+            "mbl_number": m.mbl_number,
+            "document_type": m.document_type,
+            "carrier": m.carrier,
+            "mode": m.mode.value,
+            "vessel_imo": m.vessel_imo,
+            "voyage": m.voyage,
+            "port_of_loading": m.port_of_loading,
+            "loading_at": format_datetime(m.loading_at),
+            "port_of_discharge": m.port_of_discharge,
+            "customs_office_of_first_entry": m.customs_office_of_first_entry,
+            "transhipment_ports": list(m.transhipment_ports),
+            "containers": [
+                {
+                    "id": k.id,
+                    "size_type": k.size_type,
+                    "packed_status": k.packed_status,
+                    "supplier_type": k.supplier_type,
+                    "seals": list(k.seals),
+                }
+                for k in m.containers
+            ],
+        },
+        "house_bills": [
+            {
+                "hbl_number": h.hbl_number,
+                "issuer": h.issuer,
+                "parent": h.parent,
+                "customer": h.customer,
+                "shipper": h.shipper,
+                "consignee": h.consignee,
+                "notify_party": h.notify_party,
+                "seller": h.seller,
+                "buyer": h.buyer,
+                "place_of_acceptance": h.place_of_acceptance,
+                "place_of_delivery": h.place_of_delivery,
+                "f15_requested": h.f15_requested,
+                "goods": [
+                    {
+                        "description": g.description,
+                        "hs_code": g.hs_code,
+                        "packages": {"type": g.packages.type, "count": g.packages.count},
+                        "gross_mass_kg": g.gross_mass_kg,
+                        "container": g.container,
+                        "un_number": g.un_number,
+                    }
+                    for g in h.goods
+                ],
+            }
+            for h in c.house_bills
+        ],
+        "parties": [
+            {
+                "id": p.id,
+                "name": p.name,
+                "eori": p.eori,
+                "role": p.role.value,
+                "type_of_person": p.type_of_person,
+                "address": {
+                    "street": p.address.street,
+                    "city": p.address.city,
+                    "postcode": p.address.postcode,
+                    "country": p.address.country,
+                },
+                "automated_filer": p.automated_filer,
+                "contact": None if p.contact is None else {"email": p.contact.email, "phone": p.contact.phone},
+            }
+            for p in c.parties.values()
+        ],
+    }
