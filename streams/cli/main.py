@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "render": "streams.cli.domain:render",
     "parse": "streams.cli.domain:parse",
     "worker": "streams.cli.worker:worker",
+    "gateway": "streams.cli.gateway:gateway",
     "demo": "streams.cli.demo:demo",
     "status": "streams.cli.status:status",
 }

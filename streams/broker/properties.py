@@ -1,0 +1,87 @@
+"""The single-node KRaft broker's ``server.properties``, built as a dict so listeners can be added later.
+
+One process is both controller and broker, with a static one-voter quorum; everything listens on the loopback
+interface only. Internal topics get replication factor 1 because there is one node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The listener names used below; a later SASL_SCRAM or SSL listener adds its own name beside CLIENT.
+CLIENT_LISTENER = "CLIENT"
+CONTROLLER_LISTENER = "CONTROLLER"
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One named listener: where it binds and which security protocol it speaks."""
+
+    name: str
+    host: str
+    port: int
+    protocol: str = "PLAINTEXT"
+
+    @property
+    def address(self) -> str:
+        return f"{self.name}://{self.host}:{self.port}"
+
+
+def server_properties(
+    *,
+    node_id: int,
+    host: str,
+    client_port: int,
+    controller_port: int,
+    log_dir: Path,
+    auto_create_topics: bool = False,
+    extra_listeners: tuple[Listener, ...] = (),
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The broker's configuration.
+
+    ``auto.create.topics.enable`` is off: every topic comes from the catalogue (``ics2 topics apply``) and Faust
+    creates its internal topics through the admin API, so a typo in a topic name fails loudly instead of
+    creating a stray topic.
+    """
+    client = Listener(CLIENT_LISTENER, host, client_port)
+    controller = Listener(CONTROLLER_LISTENER, host, controller_port)
+    broker_listeners = (client, *extra_listeners)
+    all_listeners = (*broker_listeners, controller)
+    properties = {
+        "process.roles": "broker,controller",
+        "node.id": str(node_id),
+        "controller.quorum.voters": f"{node_id}@{host}:{controller_port}",
+        "controller.listener.names": CONTROLLER_LISTENER,
+        "inter.broker.listener.name": CLIENT_LISTENER,
+        "listeners": ",".join(listener.address for listener in all_listeners),
+        "advertised.listeners": ",".join(listener.address for listener in broker_listeners),
+        "listener.security.protocol.map": ",".join(f"{item.name}:{item.protocol}" for item in all_listeners),
+        "log.dirs": str(log_dir),
+        "num.partitions": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "4",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "true" if auto_create_topics else "false",
+        "delete.topic.enable": "true",
+    }
+    properties.update(overrides or {})
+    return properties
+
+
+def render_properties(properties: Mapping[str, str]) -> str:
+    """Java properties text; values here never hold characters that need escaping except backslashes."""
+    lines = ["# written by streams.broker on every start; edit the code, not this file"]
+    lines.extend(f"{key}={value.replace(chr(92), chr(92) * 2)}" for key, value in properties.items())
+    return "\n".join(lines) + "\n"
+
+
+def write_properties(path: Path, properties: Mapping[str, str]) -> None:
+    path.write_text(render_properties(properties), encoding="utf-8")

@@ -1,0 +1,121 @@
+"""``ics2 broker``: run the local Kafka broker (KRaft, one node) without Docker.
+
+Exit codes: 0 on success (``status``: the broker runs), 1 when the platform is unusable (no Java, no Maven, the
+broker did not come up), 3 from ``status`` when no broker runs for the state folder.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from streams.broker import BrokerStatus, LocalBroker
+from streams.errors import PlatformError
+from streams.settings import Settings
+
+EXIT_OK = 0
+EXIT_PLATFORM = 1
+EXIT_NOT_RUNNING = 3
+
+_state_dir = click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The broker's state folder (default: <ICS2_STATE_DIR>/kafka).",
+)
+_port = click.option("--port", type=int, help="Client port (default: the port of ICS2_BOOTSTRAP_SERVERS).")
+_controller_port = click.option("--controller-port", type=int, help="Controller port (default: client port + 1).")
+
+
+def _broker(state_dir: Path | None, port: int | None = None, controller_port: int | None = None) -> LocalBroker:
+    settings = Settings.from_env()
+    overrides = {"state_dir": state_dir, "port": port, "controller_port": controller_port}
+    if port is not None and controller_port is None:
+        overrides["controller_port"] = port + 1
+    return LocalBroker.from_settings(settings, **overrides)
+
+
+def _fail(console: Console, exc: PlatformError) -> None:
+    console.print(f"[red]error[/red] {exc}", markup=True, highlight=False)
+    sys.exit(EXIT_PLATFORM)
+
+
+def _status_table(status: BrokerStatus) -> Table:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    state = "ready" if status.ready else ("running, not answering" if status.running else "stopped")
+    rows = [
+        ("state", state),
+        ("pid", str(status.pid) if status.pid else "-"),
+        ("bootstrap", status.bootstrap_servers),
+        ("kafka", status.version),
+        ("state dir", str(status.state_dir)),
+        ("uptime", f"{status.uptime_s:.0f}s" if status.uptime_s is not None else "-"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+@click.group()
+def broker() -> None:
+    """Start, stop and inspect the local Kafka broker (KRaft, one node, jars from Maven Central)."""
+
+
+@broker.command()
+@_state_dir
+@_port
+@_controller_port
+@click.option("--timeout", type=float, default=90.0, show_default=True, help="Seconds to wait for readiness.")
+def start(state_dir: Path | None, port: int | None, controller_port: int | None, timeout: float) -> None:
+    """Start the broker in the background, or report the one already running."""
+    console = Console()
+    local = _broker(state_dir, port, controller_port)
+    try:
+        status = local.start(timeout=timeout)
+    except PlatformError as exc:
+        _fail(console, exc)
+        return
+    headline = "started" if status.started_now else "already running"
+    console.print(f"Kafka broker {headline} on [bold]{status.bootstrap_servers}[/bold] (pid {status.pid})")
+    labels = {"jars": "jar fetch", "format": "storage format", "start_to_ready": "start to ready"}
+    for phase, seconds in status.timings.items():
+        note = " (cached)" if phase == "jars" and seconds == 0 else ""
+        console.print(f"  {labels.get(phase, phase)}: {seconds:.2f}s{note}", highlight=False)
+
+
+@broker.command()
+@_state_dir
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds before SIGKILL.")
+def stop(state_dir: Path | None, timeout: float) -> None:
+    """Stop the broker (SIGTERM, then SIGKILL after the timeout)."""
+    console = Console()
+    try:
+        stopped = _broker(state_dir).stop(timeout=timeout)
+    except PlatformError as exc:
+        _fail(console, exc)
+        return
+    console.print("Kafka broker stopped" if stopped else "No Kafka broker was running")
+
+
+@broker.command()
+@_state_dir
+@_port
+def status(state_dir: Path | None, port: int | None) -> None:
+    """Show whether the broker runs and answers clients; exit 3 when it does not run."""
+    console = Console()
+    current = _broker(state_dir, port).status()
+    console.print(_status_table(current))
+    sys.exit(EXIT_OK if current.running else EXIT_NOT_RUNNING)
+
+
+@broker.command()
+@_state_dir
+@click.option("-n", "--lines", type=int, default=60, show_default=True, help="How many lines of the server log.")
+def logs(state_dir: Path | None, lines: int) -> None:
+    """Print the end of the broker's output and server log."""
+    click.echo(_broker(state_dir).log_tail(lines))

@@ -1,0 +1,191 @@
+"""Who must act on a customs answer, how urgently, and what to tell them.
+
+The facts per message (kind, action, urgency, actors) are the ``MESSAGE_SPECS`` table of
+``streams.messages.notifications``; this module turns actors into parties of the consolidation, adds the party
+whose HBL is at fault for co-loaded cargo, and words the alert. Alert ids are derived from the notification's
+identity and the recipient, so a redelivered notification yields the same alert id and can be deduplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from streams.domain.ledger import FilingRecord
+from streams.domain.model import format_datetime
+from streams.messages.notifications import Action, Actor, Notification, NotificationKind, Urgency
+
+#: Kinds whose cause lies in the data of one HBL: its issuer is told too, not only the filer.
+FAULT_KINDS = frozenset(
+    {
+        NotificationKind.REJECTED,
+        NotificationKind.LIFECYCLE_ERROR,
+        NotificationKind.DO_NOT_LOAD,
+        NotificationKind.RFI,
+        NotificationKind.RFS,
+        NotificationKind.CONTROL,
+        NotificationKind.CONTROL_AEO,
+        NotificationKind.ARRIVAL_REJECTED,
+    }
+)
+
+#: Title per kind; ``{filing}``, ``{hbl}`` and ``{mbl}`` are filled in.
+TITLES: Mapping[NotificationKind, str] = MappingProxyType(
+    {
+        NotificationKind.REGISTERED: "{filing} for {hbl} registered",
+        NotificationKind.REJECTED: "{filing} for {hbl} rejected: fix and re-file",
+        NotificationKind.LIFECYCLE_ERROR: "{filing} for {hbl} refused in its lifecycle: fix and re-file",
+        NotificationKind.NOT_COMPLETE: "ENS for {hbl} not complete: chase the missing filer",
+        NotificationKind.PENDING: "ENS for {hbl} pending: your filing is missing",
+        NotificationKind.ASSESSMENT_COMPLETE: "Risk assessment complete for {hbl}",
+        NotificationKind.DO_NOT_LOAD: "DO NOT LOAD {hbl}: stop loading now",
+        NotificationKind.RFI: "Request for information on {hbl}: answer before the deadline",
+        NotificationKind.RFI_NOTICE_TO_CARRIER: "Customs asked for information on {hbl}",
+        NotificationKind.RFS: "Request for screening of {hbl}: screen and answer",
+        NotificationKind.RFS_NOTICE_TO_CARRIER: "Customs asked for high-risk screening of {hbl}",
+        NotificationKind.CONTROL: "Control: present the goods of {hbl}",
+        NotificationKind.CONTROL_AEO: "Control (AEO): present the goods of {hbl}",
+        NotificationKind.AMENDMENT_ACCEPTED: "Amendment of {filing} for {hbl} accepted",
+        NotificationKind.ARRIVAL_REGISTERED: "Arrival registered for {mbl}",
+        NotificationKind.ARRIVAL_REJECTED: "Arrival notification for {mbl} refused",
+        NotificationKind.INVALIDATION_ACCEPTED: "Invalidation of {filing} for {hbl} accepted",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PartyAlert:
+    """What one party must know or do about one customs answer (the ``PartyAlert`` Avro contract)."""
+
+    alert_id: str
+    party: str
+    urgency: Urgency
+    action: Action
+    title: str
+    message: str
+    mbl: str | None
+    hbl: str | None
+    hbl_chain: tuple[tuple[str, str], ...]
+    party_at_fault: str | None
+    lrn: str | None
+    mrn: str | None
+    referral_reference: str | None
+    deadline: datetime | None
+    message_type: str
+    created_at: datetime
+
+    def to_record(self) -> dict[str, Any]:
+        """The Avro record (``schemas/avro/PartyAlert.avsc``)."""
+        return {
+            "alert_id": self.alert_id,
+            "party_id": self.party,
+            "urgency": self.urgency.value,
+            "action": self.action.value,
+            "title": self.title,
+            "message": self.message,
+            "mbl": self.mbl or "",
+            "hbl": self.hbl,
+            "hbl_chain": [{"hbl": h, "issuer": i} for h, i in self.hbl_chain],
+            "party_at_fault": self.party_at_fault,
+            "lrn": self.lrn,
+            "mrn": self.mrn,
+            "referral_reference": self.referral_reference,
+            "deadline": None if self.deadline is None else format_datetime(self.deadline),
+            "notification_message_type": self.message_type,
+            "created_at": format_datetime(self.created_at),
+            "acknowledged": False,
+        }
+
+
+def alert_id(source_id: str, party: str) -> str:
+    """Deterministic: the same source event and recipient always give the same id."""
+    return hashlib.sha256(f"{source_id}|{party}".encode()).hexdigest()[:24]
+
+
+def recipients(notification: Notification, record: FilingRecord) -> tuple[str, ...]:
+    """The parties that must hear of this notification, in order, without repeats."""
+    parties: list[str] = []
+    for actor in notification.actors:
+        if actor is Actor.FILER:
+            parties.append(record.filer)
+        elif actor is Actor.CARRIER:
+            parties.append(record.carrier)
+        elif actor is Actor.SUPPLEMENTARY_DECLARANT:
+            missing = [record.party_for_eori(e) for e in (notification.addressee, *notification.missing_filers)]
+            parties.extend(p for p in missing if p)
+            if not any(missing) and record.supplementary_declarant:
+                parties.append(record.supplementary_declarant)
+    if notification.kind in FAULT_KINDS and record.hbl_chain:
+        parties.append(record.party_at_fault)
+    if not parties:
+        parties.append(record.planning_party)
+    return tuple(dict.fromkeys(parties))
+
+
+def describe(notification: Notification, record: FilingRecord) -> str:
+    """The alert's text: what happened, where in the HBL chain, and what to do."""
+    parts: list[str] = []
+    if record.hbl_chain:
+        chain = " > ".join(f"{h} ({issuer})" for h, issuer in record.hbl_chain)
+        parts.append(f"HBL chain: {chain}; the data at fault is on the HBL of {record.party_at_fault}.")
+    if notification.errors:
+        errors = "; ".join(
+            f"code {e.code}"
+            + (f" at {e.pointer}" if e.pointer else "")
+            + (f": {e.description}" if e.description else "")
+            for e in notification.errors
+        )
+        parts.append(f"Customs errors: {errors}.")
+    missing = [record.party_for_eori(e) or e for e in notification.missing_filers]
+    if missing:
+        parts.append(f"Not filed yet by: {', '.join(missing)}.")
+    if notification.deadline is not None:
+        parts.append(f"Answer due by {format_datetime(notification.deadline)}.")
+    if notification.kind is NotificationKind.DO_NOT_LOAD:
+        parts.append(
+            "The goods must not be loaded. Contact the customs office of first entry; no reply message exists."
+        )
+    if notification.mrn:
+        parts.append(f"MRN {notification.mrn}.")
+    return " ".join(parts)
+
+
+def _error_text(code: str, pointer: str | None, description: str | None) -> str:
+    return f"code {code}" + (f" at {pointer}" if pointer else "") + (f": {description}" if description else "")
+
+
+def alerts_for(
+    notification: Notification, record: FilingRecord, notification_id: str, now: datetime
+) -> tuple[PartyAlert, ...]:
+    """One alert per recipient for a correlated notification."""
+    hbl = notification.hbl or record.hbl
+    title = TITLES[notification.kind].format(
+        filing=record.filing.value, hbl=hbl or record.mbl, mbl=notification.mbl or record.mbl
+    )
+    message = describe(notification, record)
+    at_fault = record.party_at_fault if notification.kind in FAULT_KINDS else None
+    return tuple(
+        PartyAlert(
+            alert_id=alert_id(notification_id, party),
+            party=party,
+            urgency=notification.urgency,
+            action=notification.action,
+            title=title,
+            message=message,
+            mbl=record.mbl,
+            hbl=hbl,
+            hbl_chain=record.hbl_chain,
+            party_at_fault=at_fault,
+            lrn=notification.lrn or record.lrn,
+            mrn=notification.mrn or record.mrn,
+            referral_reference=notification.referral_reference,
+            deadline=notification.deadline,
+            message_type=notification.message_type,
+            created_at=now,
+        )
+        for party in recipients(notification, record)
+    )

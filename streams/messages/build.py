@@ -1,0 +1,604 @@
+"""Builders of customs' notifications (IE3R01, IE3N99, ...) from typed values.
+
+Customs builds these in reality; the project builds them for its simulator and its tests, so that the parser and
+the pipeline are exercised with messages that validate against ``schemas/xsd/notifications/``. Every builder
+validates what it returns: a simulator that emits invalid XML would hide parser bugs.
+
+Decisions without a public source: the LRN of a rejected filing travels in
+IE3N99's ``functionalReference``; an RFI's answer deadline travels as an ``additionalInformation`` whose code is
+``ANSWER-DEADLINE`` and whose text is the UTC date-time; request types are ``RFI``/``RFS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from lxml import etree
+
+from streams.domain.model import format_datetime
+from streams.errors import RenderError
+from streams.messages import NS
+from streams.messages.notifications import NotificationError
+from streams.messages.schemas import validate
+
+MASTER_BL = "N704"
+HOUSE_BL = "N714"
+DEADLINE_CODE = "ANSWER-DEADLINE"
+RFI_REQUEST_TYPE = "RFI"
+RFS_REQUEST_TYPE = "RFS"
+DEFAULT_SCREENING_METHODS = ("XRY", "ETD")
+
+
+def _q(name: str) -> str:
+    return f"{{{NS}}}{name}"
+
+
+def _add(parent: etree._Element, name: str, text: str | None = None) -> etree._Element:
+    child = etree.SubElement(parent, _q(name))
+    if text is not None:
+        child.text = text
+    return child
+
+
+def _date(parent: etree._Element, name: str, value: datetime) -> None:
+    """ICS2 v2 wraps every date in a ``DateTime`` child (``NotificationDateType`` and its siblings)."""
+    _add(_add(parent, name), "DateTime", format_datetime(value))
+
+
+def _party(parent: etree._Element, name: str, eori: str | None) -> None:
+    if eori is not None:
+        _add(_add(parent, name), "identificationNumber", eori)
+
+
+def _document(parent: etree._Element, name: str, number: str | None, doc_type: str) -> None:
+    if number is not None:
+        group = _add(parent, name)
+        _add(group, "documentNumber", number)
+        _add(group, "type", doc_type)
+
+
+def _country(parent: etree._Element, name: str, country: str | None) -> None:
+    if country is not None:
+        _add(_add(parent, name), "country", country)
+
+
+def _office(parent: etree._Element, name: str, reference: str | None) -> None:
+    if reference is not None:
+        _add(_add(parent, name), "referenceNumber", reference)
+
+
+def _equipment(parent: etree._Element, containers: Iterable[str]) -> None:
+    for container in containers:
+        _add(_add(parent, "transportEquipment"), "containerIdentificationNumber", container)
+
+
+def _pointer(parent: etree._Element, path: str) -> None:
+    _add(_add(parent, "pointer"), "messageElementPath", path)
+
+
+def _finish(root: etree._Element) -> bytes:
+    """Serialise after validating against the project's XSD; invalid values raise ``SchemaValidationError``."""
+    validate(root, etree.QName(root).localname)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def _root(message_type: str) -> etree._Element:
+    return etree.Element(_q(message_type), nsmap={None: NS})
+
+
+def build_ie3r01(
+    *,
+    lrn: str,
+    mrn: str,
+    registered_at: datetime,
+    circumstance: str,
+    mbl: str | None = None,
+    carrier: str | None = None,
+    declarant: str | None = None,
+    office: str | None = None,
+    member_state: str | None = None,
+) -> bytes:
+    """Registration: the filing's LRN gets an MRN. ``circumstance`` is the filing type (``F15``, CL742)."""
+    root = _root("IE3R01")
+    _add(root, "LRN", lrn)
+    _add(root, "MRN", mrn)
+    _date(root, "registrationDate", registered_at)
+    _add(root, "SpecificCircumstanceIndicator", circumstance)
+    _country(root, "addressedMemberState", member_state)
+    _document(root, "transportDocument", mbl, MASTER_BL)
+    _party(root, "carrier", carrier)
+    _party(root, "declarant", declarant)
+    _office(root, "customsOfficeOfFirstEntry", office)
+    return _finish(root)
+
+
+def build_ie3n99(
+    *,
+    errors: Sequence[NotificationError],
+    notified_at: datetime,
+    lrn: str | None = None,
+    mbl: str | None = None,
+    declarant: str | None = None,
+    office: str | None = None,
+    member_state: str | None = None,
+) -> bytes:
+    """Rejection of a filing; the rejected filing's LRN goes in ``functionalReference``."""
+    root = _root("IE3N99")
+    if lrn is not None:
+        _add(root, "functionalReference", lrn)
+    _date(root, "notificationDate", notified_at)
+    _country(root, "addressedMemberState", member_state)
+    _document(root, "transportDocument", mbl, MASTER_BL)
+    _party(root, "declarant", declarant)
+    _office(root, "customsOfficeOfFirstEntry", office)
+    for error in errors:
+        group = _add(root, "error")
+        if error.description is not None:
+            _add(group, "description", error.description)
+        _add(group, "validationCode", error.code)
+        if error.pointer is not None:
+            _pointer(group, error.pointer)
+    return _finish(root)
+
+
+def _lifecycle_error(
+    message_type: str,
+    *,
+    errors: Sequence[NotificationError],
+    notified_at: datetime,
+    declarant: str,
+    lrn: str | None,
+    mrn: str | None,
+    mbl: str | None,
+    office: str | None,
+    member_state: str | None,
+) -> bytes:
+    root = _root(message_type)
+    if lrn is not None:
+        _add(root, "LRN", lrn)
+    if mrn is not None:
+        _add(root, "MRN", mrn)
+    _date(root, "notificationDate", notified_at)
+    _country(root, "addressedMemberState", member_state)
+    _document(root, "transportDocument", mbl, MASTER_BL)
+    _party(root, "declarant", declarant)
+    _office(root, "customsOfficeOfFirstEntry", office)
+    for error in errors:
+        if error.pointer is None or error.description is None:
+            raise RenderError(f"{message_type} errors need a description and a pointer: {error}")
+        group = _add(root, "error")
+        _add(group, "description", error.description)
+        _add(group, "validationCode", error.code)
+        _pointer(group, error.pointer)
+    return _finish(root)
+
+
+def build_ie3n01(
+    *,
+    errors: Sequence[NotificationError],
+    notified_at: datetime,
+    declarant: str,
+    lrn: str | None = None,
+    mrn: str | None = None,
+    mbl: str | None = None,
+    office: str | None = None,
+    member_state: str | None = None,
+) -> bytes:
+    """Lifecycle validation error (duplicate LRN or linking key, wrong state)."""
+    return _lifecycle_error(
+        "IE3N01",
+        errors=errors,
+        notified_at=notified_at,
+        declarant=declarant,
+        lrn=lrn,
+        mrn=mrn,
+        mbl=mbl,
+        office=office,
+        member_state=member_state,
+    )
+
+
+def build_ie3n07(
+    *,
+    errors: Sequence[NotificationError],
+    notified_at: datetime,
+    declarant: str,
+    lrn: str | None = None,
+    mrn: str | None = None,
+    mbl: str | None = None,
+    office: str | None = None,
+    member_state: str | None = None,
+) -> bytes:
+    """Arrival refused: the ENS is in the wrong state (shaped like IE3N01, for want of a public table)."""
+    return _lifecycle_error(
+        "IE3N07",
+        errors=errors,
+        notified_at=notified_at,
+        declarant=declarant,
+        lrn=lrn,
+        mrn=mrn,
+        mbl=mbl,
+        office=office,
+        member_state=member_state,
+    )
+
+
+def build_ie3n02(
+    *,
+    mrn: str,
+    notified_at: datetime,
+    mbl: str,
+    declarant: str,
+    office: str,
+    missing_filers: Sequence[str],
+) -> bytes:
+    """ENS not complete, to the filer whose filing waits: lists the supplementary declarants that have not filed."""
+    root = _root("IE3N02")
+    _add(root, "MRN", mrn)
+    _date(root, "notificationDate", notified_at)
+    _document(root, "transportDocument", mbl, MASTER_BL)
+    _party(root, "declarant", declarant)
+    _office(root, "customsOfficeOfFirstEntry", office)
+    for eori in missing_filers:
+        _party(root, "supplementaryDeclarant", eori)
+    return _finish(root)
+
+
+def build_ie3n11(*, notified_at: datetime, mbl: str, office: str, supplementary_declarant: str) -> bytes:
+    """ENS pending, to the supplementary declarant that has not filed yet."""
+    root = _root("IE3N11")
+    _date(root, "notificationDate", notified_at)
+    _document(root, "transportDocument", mbl, MASTER_BL)
+    _office(root, "customsOfficeOfFirstEntry", office)
+    _party(root, "supplementaryDeclarant", supplementary_declarant)
+    return _finish(root)
+
+
+def build_ie3n03(
+    *,
+    mrn: str,
+    completed_at: datetime,
+    member_state: str,
+    hbls: Sequence[str] = (),
+    mbl: str | None = None,
+    carrier: str | None = None,
+    declarant: str | None = None,
+    containers: Sequence[str] = (),
+) -> bytes:
+    """Assessment complete for the named house documents (or the whole filing when none are named)."""
+    root = _root("IE3N03")
+    _add(root, "MRN", mrn)
+    _date(root, "completionDate", completed_at)
+    if hbls or containers:
+        assessed = _add(root, "assessmentComplete")
+        for hbl in hbls:
+            _document(assessed, "transportDocument", hbl, HOUSE_BL)
+        _equipment(assessed, containers)
+    _country(root, "responsibleMemberState", member_state)
+    _document(root, "transportDocument", mbl, MASTER_BL)
+    _party(root, "carrier", carrier)
+    _party(root, "declarant", declarant)
+    return _finish(root)
+
+
+def build_ie3q01(
+    *,
+    mrn: str,
+    issued_at: datetime,
+    member_state: str,
+    hbl: str | None = None,
+    mbl: str | None = None,
+    carrier: str | None = None,
+    declarant: str | None = None,
+    containers: Sequence[str] = (),
+) -> bytes:
+    """Do Not Load, to the filer and the carrier."""
+    root = _root("IE3Q01")
+    _date(root, "documentIssueDate", issued_at)
+    _add(root, "MRN", mrn)
+    _country(root, "responsibleMemberState", member_state)
+    _document(root, "transportDocument", mbl, MASTER_BL)
+    _document(root, "transportDocumentHouse", hbl, HOUSE_BL)
+    _party(root, "carrier", carrier)
+    _party(root, "declarant", declarant)
+    details = _add(root, "doNotLoadDetails")
+    _document(details, "transportDocument", hbl, HOUSE_BL)
+    _equipment(details, containers)
+    return _finish(root)
+
+
+def _information_request(
+    root: etree._Element,
+    *,
+    referral_reference: str,
+    hbl: str | None,
+    mbl: str | None,
+    deadline: datetime | None,
+    question: str | None,
+) -> None:
+    details = _add(root, "referralRequestDetails")
+    _add(details, "referralRequestReference", referral_reference)
+    _add(details, "requestType", RFI_REQUEST_TYPE)
+    _document(details, "transportDocumentHouse", hbl, HOUSE_BL)
+    _document(details, "transportDocumentMaster", mbl, MASTER_BL)
+    if question is not None:
+        _add(_add(details, "additionalInformation"), "text", question)
+    if deadline is not None:
+        info = _add(details, "additionalInformation")
+        _add(info, "code", DEADLINE_CODE)
+        _add(info, "text", format_datetime(deadline))
+
+
+def build_ie3q02(
+    *,
+    mrn: str,
+    issued_at: datetime,
+    member_state: str,
+    declarant: str,
+    referral_reference: str,
+    hbl: str | None = None,
+    mbl: str | None = None,
+    deadline: datetime | None = None,
+    question: str | None = None,
+) -> bytes:
+    """Request for information to the filer; answered with IE3R02 quoting ``referral_reference``."""
+    root = _root("IE3Q02")
+    _date(root, "documentIssueDate", issued_at)
+    _add(root, "MRN", mrn)
+    _country(root, "responsibleMemberState", member_state)
+    _party(root, "declarant", declarant)
+    _information_request(
+        root, referral_reference=referral_reference, hbl=hbl, mbl=mbl, deadline=deadline, question=question
+    )
+    return _finish(root)
+
+
+def build_ie3n04(
+    *,
+    mrn: str,
+    issued_at: datetime,
+    member_state: str,
+    carrier: str,
+    referral_reference: str,
+    hbl: str | None = None,
+    mbl: str | None = None,
+    deadline: datetime | None = None,
+    question: str | None = None,
+) -> bytes:
+    """Notice to the carrier that an RFI is open on a house filing naming it."""
+    root = _root("IE3N04")
+    _date(root, "documentIssueDate", issued_at)
+    _add(root, "MRN", mrn)
+    _country(root, "responsibleMemberState", member_state)
+    _party(root, "carrier", carrier)
+    _information_request(
+        root, referral_reference=referral_reference, hbl=hbl, mbl=mbl, deadline=deadline, question=question
+    )
+    return _finish(root)
+
+
+def _screening_request(root: etree._Element, *, referral_reference: str, hbl: str, methods: Sequence[str]) -> None:
+    details = _add(root, "referralRequestDetails")
+    _add(details, "referralRequestReference", referral_reference)
+    _add(details, "requestType", RFS_REQUEST_TYPE)
+    for method in methods:
+        _add(_add(details, "recommendedHRCMScreeningMethod"), "method", method)
+    _document(details, "transportDocumentHouse", hbl, HOUSE_BL)
+
+
+def build_ie3q03(
+    *,
+    mrn: str,
+    issued_at: datetime,
+    member_state: str,
+    declarant: str,
+    referral_reference: str,
+    hbl: str,
+    mbl: str | None = None,
+    methods: Sequence[str] = DEFAULT_SCREENING_METHODS,
+) -> bytes:
+    """Request for high-risk cargo screening to the filer; answered with IE3R03."""
+    root = _root("IE3Q03")
+    _date(root, "documentIssueDate", issued_at)
+    _add(root, "MRN", mrn)
+    _country(root, "responsibleMemberState", member_state)
+    _document(root, "transportDocument", mbl, MASTER_BL)
+    _party(root, "declarant", declarant)
+    _screening_request(root, referral_reference=referral_reference, hbl=hbl, methods=methods)
+    return _finish(root)
+
+
+def build_ie3n05(
+    *,
+    mrn: str,
+    issued_at: datetime,
+    member_state: str,
+    carrier: str,
+    referral_reference: str,
+    hbl: str,
+    mbl: str | None = None,
+    methods: Sequence[str] = DEFAULT_SCREENING_METHODS,
+) -> bytes:
+    """Notice to the carrier that screening was requested for a house filing naming it."""
+    root = _root("IE3N05")
+    _date(root, "documentIssueDate", issued_at)
+    _add(root, "MRN", mrn)
+    _country(root, "responsibleMemberState", member_state)
+    _document(root, "transportDocument", mbl, MASTER_BL)
+    _party(root, "carrier", carrier)
+    _screening_request(root, referral_reference=referral_reference, hbl=hbl, methods=methods)
+    return _finish(root)
+
+
+def _control(
+    message_type: str,
+    *,
+    mrn: str,
+    notified_at: datetime,
+    office_of_control: str,
+    hbls: Sequence[str],
+    mbl: str | None,
+    declarant: str | None,
+    containers: Sequence[str],
+    place: str | None,
+    scheduled_at: datetime | None,
+) -> bytes:
+    root = _root(message_type)
+    _add(root, "MRN", mrn)
+    _date(root, "notificationDate", notified_at)
+    if scheduled_at is not None:
+        _date(root, "scheduledControlDate", scheduled_at)
+    _office(root, "customsOfficeOfControl", office_of_control)
+    _document(root, "transportDocument", mbl, MASTER_BL)
+    control = _add(root, "control")
+    examination = _add(control, "examinationPlace")
+    if place is not None:
+        _add(examination, "placeOfExamination", place)
+    master = _add(_add(control, "controlSubject"), "consignmentMasterLevel")
+    for hbl in hbls:
+        _document(_add(master, "consignmentHouseLevel"), "transportDocumentHouseLevel", hbl, HOUSE_BL)
+    _equipment(master, containers)
+    _party(root, "declarant", declarant)
+    return _finish(root)
+
+
+def build_ie3n08(
+    *,
+    mrn: str,
+    notified_at: datetime,
+    office_of_control: str,
+    hbls: Sequence[str] = (),
+    mbl: str | None = None,
+    declarant: str | None = None,
+    containers: Sequence[str] = (),
+    place: str | None = None,
+    scheduled_at: datetime | None = None,
+) -> bytes:
+    """Control notification: the named consignments must be presented for examination."""
+    return _control(
+        "IE3N08",
+        mrn=mrn,
+        notified_at=notified_at,
+        office_of_control=office_of_control,
+        hbls=hbls,
+        mbl=mbl,
+        declarant=declarant,
+        containers=containers,
+        place=place,
+        scheduled_at=scheduled_at,
+    )
+
+
+def build_ie3n09(
+    *,
+    mrn: str,
+    notified_at: datetime,
+    office_of_control: str,
+    hbls: Sequence[str] = (),
+    mbl: str | None = None,
+    declarant: str | None = None,
+    containers: Sequence[str] = (),
+    place: str | None = None,
+    scheduled_at: datetime | None = None,
+) -> bytes:
+    """Control notification for an AEO (shaped like IE3N08, for want of a public table)."""
+    return _control(
+        "IE3N09",
+        mrn=mrn,
+        notified_at=notified_at,
+        office_of_control=office_of_control,
+        hbls=hbls,
+        mbl=mbl,
+        declarant=declarant,
+        containers=containers,
+        place=place,
+        scheduled_at=scheduled_at,
+    )
+
+
+def _completion(
+    message_type: str,
+    *,
+    mrn: str,
+    completed_at: datetime,
+    declarant: str,
+    mbl: str | None,
+    office: str | None,
+    member_state: str | None,
+) -> bytes:
+    root = _root(message_type)
+    _add(root, "MRN", mrn)
+    _date(root, "completionDate", completed_at)
+    _country(root, "addressedMemberState", member_state)
+    _document(root, "transportDocument", mbl, MASTER_BL)
+    _party(root, "declarant", declarant)
+    _office(root, "customsOfficeOfFirstEntry", office)
+    return _finish(root)
+
+
+def build_ie3n10(
+    *,
+    mrn: str,
+    completed_at: datetime,
+    declarant: str,
+    mbl: str | None = None,
+    office: str | None = None,
+    member_state: str | None = None,
+) -> bytes:
+    """Amendment accepted."""
+    return _completion(
+        "IE3N10",
+        mrn=mrn,
+        completed_at=completed_at,
+        declarant=declarant,
+        mbl=mbl,
+        office=office,
+        member_state=member_state,
+    )
+
+
+def build_ie3r07(
+    *,
+    mrn: str,
+    completed_at: datetime,
+    declarant: str,
+    mbl: str | None = None,
+    office: str | None = None,
+    member_state: str | None = None,
+) -> bytes:
+    """Invalidation accepted."""
+    return _completion(
+        "IE3R07",
+        mrn=mrn,
+        completed_at=completed_at,
+        declarant=declarant,
+        mbl=mbl,
+        office=office,
+        member_state=member_state,
+    )
+
+
+def build_ie3r04(
+    *,
+    mrn: str,
+    registered_at: datetime,
+    lrn: str | None = None,
+    mbl: str | None = None,
+    carrier: str | None = None,
+    declarant: str | None = None,
+    office: str | None = None,
+    member_state: str | None = None,
+) -> bytes:
+    """Arrival registered (shaped like IE3R01, for want of a public table)."""
+    root = _root("IE3R04")
+    if lrn is not None:
+        _add(root, "LRN", lrn)
+    _add(root, "MRN", mrn)
+    _date(root, "registrationDate", registered_at)
+    _country(root, "addressedMemberState", member_state)
+    _document(root, "transportDocument", mbl, MASTER_BL)
+    _party(root, "carrier", carrier)
+    _party(root, "declarant", declarant)
+    _office(root, "customsOfficeOfFirstEntry", office)
+    return _finish(root)

@@ -1,0 +1,220 @@
+"""Building blocks shared by the ICS2 renderers: qualified elements, party blocks, the filing header, final checks.
+
+Every renderer builds its tree through ``Render`` so that a value the message needs and the booking lacks becomes a
+``RenderError`` naming the element and the HBL (or the MBL for the master level), never an incomplete message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import TypeVar
+
+from lxml import etree
+
+from streams.domain.model import Address, Consolidation, HouseBill, Party, format_datetime
+from streams.domain.planning import FilingDraft
+from streams.errors import RenderError
+from streams.messages import NS
+from streams.messages.schemas import SchemaValidationError, validate
+
+T = TypeVar("T")
+
+#: CL754: the ocean carrier's master bill of lading, the key every house filing links to.
+MASTER_BILL_TYPE = "N704"
+#: CL754: house bill of lading.
+HOUSE_BILL_TYPE = "N714"
+#: CL018: maritime transport.
+MODE_MARITIME = "1"
+#: CL750: the vessel is identified by its IMO ship identification number.
+IMO_IDENTIFICATION = "10"
+#: CL116 method of payment of the transport charges. Bookings do not carry it; "Z" (not pre-paid) is assumed.
+DEFAULT_METHOD_OF_PAYMENT = "Z"
+#: CL745 supplementary filing type given with the supplementary declarant of an F14 (the F16 at house level).
+SUPPLEMENTARY_FILING_TYPE = "1"
+#: CL707 communication types.
+EMAIL = "EM"
+PHONE = "TE"
+
+_MICRO = Decimal("0.000001")
+
+
+def q(name: str) -> str:
+    """The qualified tag of an ICS2 element."""
+    return f"{{{NS}}}{name}"
+
+
+def sub(parent: etree._Element, name: str, text: str | int | None = None) -> etree._Element:
+    """Append a qualified child, with text when given."""
+    child = etree.SubElement(parent, q(name))
+    if text is not None:
+        child.text = str(text)
+    return child
+
+
+def new_root(message_type: str) -> etree._Element:
+    return etree.Element(q(message_type), nsmap={None: NS})
+
+
+def decimal_text(value: float | Decimal) -> str:
+    """n..16,6 without exponent or trailing zeros: 820.5, 1450, 0.25."""
+    number = value if isinstance(value, Decimal) else Decimal(repr(value))
+    return format(number.quantize(_MICRO, rounding=ROUND_HALF_EVEN).normalize(), "f")
+
+
+def country_of(locode: str) -> str:
+    """The country part of a UN/LOCODE (``JPTYO`` -> ``JP``)."""
+    return locode[:2].upper()
+
+
+def routing(stops: Iterable[str | None]) -> list[str]:
+    """Countries in the order the stops are passed, a country repeated only when the route returns to it."""
+    countries: list[str] = []
+    for stop in stops:
+        if stop and (not countries or countries[-1] != country_of(stop)):
+            countries.append(country_of(stop))
+    return countries
+
+
+@dataclass(frozen=True, slots=True)
+class Render:
+    """One draft being rendered: finds the data, and names the element and the HBL when something is missing."""
+
+    draft: FilingDraft
+
+    @property
+    def consolidation(self) -> Consolidation:
+        return self.draft.consolidation
+
+    @property
+    def message_type(self) -> str:
+        return self.draft.planned.filing.message_type
+
+    def where(self) -> str:
+        planned = self.draft.planned
+        bill = f"HBL {planned.hbl}" if planned.hbl else f"MBL {self.consolidation.mbl}"
+        return f"{self.message_type} for {bill} (LRN {self.draft.lrn})"
+
+    def fail(self, element: str, reason: str) -> RenderError:
+        return RenderError(f"{self.where()}: cannot fill {element}: {reason}")
+
+    def need(self, value: T | None, element: str, reason: str) -> T:
+        """The value, or a ``RenderError`` naming the element when it is missing or empty."""
+        if value is None or value == "" or value == ():
+            raise self.fail(element, reason)
+        return value
+
+    def party(self, party_id: str | None, element: str) -> Party:
+        party_id = self.need(party_id, element, "the booking names no party for it")
+        return self.need(self.consolidation.party(party_id), element, f"party {party_id} is not in the booking")
+
+    def eori(self, party: Party, element: str) -> str:
+        return self.need(party.eori, element, f"party {party.id} has no EORI")
+
+    def house_bill(self) -> HouseBill:
+        number = self.need(self.draft.planned.hbl, "transportDocumentHouseLevel", "the planned filing names no HBL")
+        return self.need(
+            self.consolidation.house_bill(number), "transportDocumentHouseLevel", "the HBL is not in the booking"
+        )
+
+    def carrier_eori(self, element: str = "carrier/identificationNumber") -> str:
+        carrier = self.party(self.consolidation.master.carrier, element)
+        return self.eori(carrier, element)
+
+
+def address_block(parent: etree._Element, name: str, address: Address) -> etree._Element:
+    block = sub(parent, name)
+    sub(block, "city", address.city)
+    sub(block, "country", address.country)
+    if address.street:
+        sub(block, "street", address.street)
+    if address.postcode:
+        sub(block, "postCode", address.postcode)
+    return block
+
+
+def communications(parent: etree._Element, party: Party) -> int:
+    """The party's e-mail and phone as ``communication`` blocks; returns how many were written."""
+    written = 0
+    contact = party.contact
+    for identifier, kind in ((contact.email, EMAIL), (contact.phone, PHONE)) if contact else ():
+        if identifier:
+            block = sub(parent, "communication")
+            sub(block, "identifier", identifier)
+            sub(block, "type", kind)
+            written += 1
+    return written
+
+
+def party_block(parent: etree._Element, name: str, party: Party) -> etree._Element:
+    """Consignor, consignee, notify party, buyer or seller: name, EORI if any, type of person, address, contact."""
+    block = sub(parent, name)
+    sub(block, "name", party.name)
+    if party.eori:
+        sub(block, "identificationNumber", party.eori)
+    sub(block, "typeOfPerson", party.type_of_person)
+    address_block(block, "address", party.address)
+    communications(block, party)
+    return block
+
+
+def identified(parent: etree._Element, name: str, eori: str) -> etree._Element:
+    block = sub(parent, name)
+    sub(block, "identificationNumber", eori)
+    return block
+
+
+def transport_document(parent: etree._Element, name: str, number: str, doc_type: str) -> etree._Element:
+    block = sub(parent, name)
+    sub(block, "documentNumber", number)
+    sub(block, "type", doc_type)
+    return block
+
+
+def place(parent: etree._Element, name: str, locode: str) -> etree._Element:
+    block = sub(parent, name)
+    sub(block, "UNLOCODE", locode)
+    return block
+
+
+def routing_block(parent: etree._Element, name: str, countries: list[str]) -> None:
+    for number, country in enumerate(countries, start=1):
+        block = sub(parent, name)
+        sub(block, "sequenceNumber", number)
+        sub(block, "country", country)
+
+
+def filing_header(root: etree._Element, ctx: Render) -> None:
+    """LRN, issue date, the filing type as specific circumstance indicator, the member state of first entry."""
+    draft = ctx.draft
+    sub(root, "LRN", ctx.need(draft.lrn, "LRN", "the draft has no LRN"))
+    sub(root, "documentIssueDate", format_datetime(draft.issued_at))
+    sub(root, "SpecificCircumstanceIndicator", draft.planned.filing.value)
+    office = ctx.need(
+        ctx.consolidation.master.customs_office_of_first_entry,
+        "addressedMemberState/country",
+        "the booking names no customs office of first entry",
+    )
+    sub(sub(root, "addressedMemberState"), "country", country_of(office))
+
+
+def declarant_block(root: etree._Element, ctx: Render) -> None:
+    """The filer, with EORI, address and at least one way to reach it."""
+    filer = ctx.party(ctx.draft.planned.filer, "declarant")
+    block = sub(root, "declarant")
+    sub(block, "name", filer.name)
+    sub(block, "identificationNumber", ctx.eori(filer, "declarant/identificationNumber"))
+    address_block(block, "address", filer.address)
+    if not communications(block, filer):
+        raise ctx.fail("declarant/communication", f"party {filer.id} has no e-mail or phone")
+
+
+def finish(root: etree._Element, message_type: str, where: str) -> bytes:
+    """Serialise as UTF-8 with a declaration and check it against the project's XSD before it leaves."""
+    data = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    try:
+        validate(data, message_type)
+    except SchemaValidationError as exc:
+        raise RenderError(f"{where}: the rendered message breaks its schema: {exc}") from exc
+    return data

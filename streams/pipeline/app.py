@@ -1,0 +1,185 @@
+"""The Faust application and its wiring, built by one function that the worker, the demo and the tests share.
+
+Topology (every topic, table and changelog named in ``streams.topics``)::
+
+    bookings ──plan-bookings──▶ filing-drafts, filings.outbound ─▶ (gateway connector)
+                    │            notifications.parsed (ledger entries, key lrn:<LRN>)
+                    └──────────▶ ens-events (key MBL), alerts + party queues
+    notifications.inbound ──parse-notifications──▶ notifications.parsed (key: correlation key)
+    notifications.parsed ──correlate (tables: ledger, parked)──▶ ens-events, notifications.parsed (mrn:/ref: keys)
+    ens-events ──track-ens (table: ens-state)──▶ alerts, party queues
+    timer watchdog ──▶ ens-events (tick) for ENS whose deadline nears with filings missing
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import structlog
+from yarl import URL
+
+from streams.contracts.avro import SchemaCatalogue
+from streams.domain.lifecycle import EnsState
+from streams.pipeline.dead_letters import DeadLetterSink
+from streams.pipeline.handlers import (
+    BookingStage,
+    Correlator,
+    LifecycleTracker,
+    NotificationParser,
+    ticks_due,
+)
+from streams.pipeline.records import ens_event
+from streams.pipeline.runner import Producer, StageRunner, StageStats, add_stage
+from streams.pipeline.stage import Emit
+from streams.settings import ProcessingGuarantee, SecurityProtocol, Settings
+from streams.topics import Catalogue, TopicSpec, with_partitions
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Pipeline:
+    """The built app with what tests, views and the demo need to see."""
+
+    app: faust.App
+    settings: Settings
+    catalogue: Catalogue
+    stats: StageStats
+    tables: dict[str, faust.Table] = field(default_factory=dict)
+    runners: dict[str, StageRunner] = field(default_factory=dict)
+
+
+def faust_app(settings: Settings) -> faust.App:
+    """A Faust app configured from the settings; no agents yet."""
+    options: dict[str, Any] = {
+        "broker": settings.faust_broker_url,
+        "store": "memory://",
+        "processing_guarantee": settings.processing_guarantee.value,
+        "topic_partitions": settings.default_partitions,
+        "topic_replication_factor": 1,
+        "topic_allow_declare": True,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "datadir": str(settings.state_dir / "faust" / settings.app_id),
+        "web_host": settings.web_host,
+        "web_port": settings.web_port,
+        "web_bind": settings.web_host,
+        "canonical_url": URL(f"http://{settings.web_host}:{settings.web_port}"),
+        "broker_commit_every": 100,
+        "broker_commit_interval": 1.0,
+        "stream_wait_empty": True,
+    }
+    if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
+        options["processing_guarantee"] = "exactly_once"
+    if settings.security_protocol is not SecurityProtocol.PLAINTEXT:
+        options["broker_credentials"] = _credentials(settings)
+    return faust.App(settings.app_id, **options)
+
+
+def _credentials(settings: Settings) -> Any:
+    ssl_context = settings.kafka_client_kwargs().get("ssl_context")
+    if settings.security_protocol.value.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=ssl_context,
+        )
+    return faust.SSLCredentials(ssl_context)
+
+
+def _table(app: faust.App, name: str, changelog: TopicSpec, settings: Settings) -> faust.Table:
+    """A table whose changelog is the catalogue's explicitly named, compacted topic."""
+    spec = with_partitions(changelog, settings.default_partitions)
+    schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw")
+    topic = app.topic(spec.name, schema=schema, partitions=spec.partitions, config=spec.config())
+    return app.Table(name, default=None, schema=schema, partitions=spec.partitions, changelog_topic=topic)
+
+
+def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, clock: Clock = utc_now) -> Pipeline:
+    """Build the app, its topics, tables and agents; the CLI's worker and the tests call this same function."""
+    schemas = schemas or SchemaCatalogue.load()
+    catalogue = Catalogue.for_prefix(settings.topic_prefix)
+    app = faust_app(settings)
+    stats = StageStats()
+    producer = Producer(app, settings, catalogue)
+    dead_letters = DeadLetterSink(producer, catalogue.dead_letters.name, schemas)
+    pipeline = Pipeline(app=app, settings=settings, catalogue=catalogue, stats=stats)
+    tables = pipeline.tables
+    tables["plans"] = _table(app, "plans", catalogue.plans_changelog, settings)
+    tables["ledger"] = _table(app, "ledger", catalogue.filing_ledger_changelog, settings)
+    tables["parked"] = _table(app, "parked", catalogue.parked_changelog, settings)
+    tables["ens-state"] = _table(app, "ens-state", catalogue.ens_state_changelog, settings)
+
+    stages = {
+        "plan-bookings": (catalogue.bookings, BookingStage(schemas, catalogue, clock, tables["plans"])),
+        "parse-notifications": (catalogue.notifications_inbound, NotificationParser(schemas, catalogue, clock)),
+        "correlate": (
+            catalogue.notifications_parsed,
+            Correlator(schemas, catalogue, clock, tables["ledger"], tables["parked"]),
+        ),
+        "track-ens": (
+            catalogue.ens_events,
+            LifecycleTracker(schemas, catalogue, clock, tables["ens-state"], settings.margins),
+        ),
+    }
+    for name, (source, handler) in stages.items():
+        pipeline.runners[name] = add_stage(
+            app,
+            name=name,
+            source=source.name,
+            handler=handler,
+            producer=producer,
+            dead_letters=dead_letters,
+            stats=stats,
+        )
+
+    @app.timer(settings.watchdog_interval_s, name="deadline-watchdog")
+    async def deadline_watchdog() -> None:
+        """Asks the tracker to check every ENS whose deadline nears; the tracker decides and escalates."""
+        now = clock()
+        due = ticks_due(tables["ens-state"].items(), now, max(settings.margins))
+        if not due:
+            return
+        emits = []
+        for mbl in due:
+            record = ens_event(mbl, "tick", now, {}, f"watchdog:{now.isoformat()}")
+            emits.append(Emit(catalogue.ens_events.name, mbl.encode(), schemas.encode("EnsEvent", record)))
+        await producer.send_all(emits)
+        log.info("watchdog_ticks", count=len(emits))
+
+    ens_states = tables["ens-state"]
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json(
+            {
+                "status": "ok",
+                "app_id": settings.app_id,
+                "processing_guarantee": settings.processing_guarantee.value,
+                "stages": stats.as_dict(),
+            }
+        )
+
+    @app.page("/ens/{mbl}")
+    @app.table_route(table=ens_states, match_info="mbl")
+    async def ens_status(web: Any, request: Any, mbl: str) -> Any:
+        raw = ens_states.get(mbl)
+        if raw is None:
+            return web.json({"error": f"no ENS known for MBL {mbl}"}, status=404)
+        return web.json(EnsState.from_json(json.loads(raw)).to_json())
+
+    return pipeline

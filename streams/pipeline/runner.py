@@ -1,0 +1,173 @@
+"""Runs a stage inside a Faust agent: feed it records, emit what it returns, dead-letter what it cannot handle.
+
+Processing guarantee: at-least-once. A record's outputs (and its dead letter, if any) are acknowledged by the
+broker before the record itself is acknowledged, and agents run with concurrency 1 so that Faust never commits an
+offset past a record that is still in flight (faust-streaming issue 606). Replays after a crash can repeat outputs;
+every output carries a deterministic message id so that consumers deduplicate (see ``streams.pipeline.dedup``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import structlog
+
+from streams.admin import apply_topics
+from streams.errors import ICS2StreamsError, InputError
+from streams.pipeline.dead_letters import DeadLetterSink
+from streams.pipeline.stage import Emit, Handler, Incoming, StageFailure
+from streams.settings import Settings
+from streams.topics import Catalogue
+
+log = structlog.get_logger(__name__)
+
+AsyncHandler = Callable[[Incoming], Awaitable[Sequence[Emit]]]
+
+
+@dataclass
+class StageStats:
+    """Per-stage counters: what came in, what went out, what went to the dead-letter topic."""
+
+    consumed: Counter[str] = field(default_factory=Counter)
+    emitted: Counter[str] = field(default_factory=Counter)
+    dead_lettered: Counter[str] = field(default_factory=Counter)
+    last_latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "consumed": dict(self.consumed),
+            "emitted": dict(self.emitted),
+            "dead_lettered": dict(self.dead_lettered),
+        }
+
+
+class Producer:
+    """Sends ``Emit``s through the Faust app's producer, reusing one Faust topic object per name.
+
+    A party's queue topic is created the first time an alert goes to it (parties are onboarded lazily).
+    """
+
+    def __init__(self, app: faust.App, settings: Settings, catalogue: Catalogue) -> None:
+        self.app = app
+        self.settings = settings
+        self.catalogue = catalogue
+        self._topics: dict[str, faust.TopicT] = {}
+        self._queues_known: set[str] = set()
+        self._queue_prefix = catalogue.party_queue("x").name.removesuffix("x.queue")
+
+    def topic(self, name: str) -> faust.TopicT:
+        if name not in self._topics:
+            self._topics[name] = self.app.topic(
+                name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            )
+        return self._topics[name]
+
+    async def _ensure_party_queues(self, emits: Sequence[Emit]) -> None:
+        parties = {
+            e.topic.removeprefix(self._queue_prefix).removesuffix(".queue")
+            for e in emits
+            if e.topic.startswith(self._queue_prefix) and e.topic not in self._queues_known
+        }
+        if parties:
+            await apply_topics(self.settings, self.catalogue, sorted(parties))
+            self._queues_known.update(self.catalogue.party_queue(p).name for p in parties)
+
+    async def send_all(self, emits: Sequence[Emit]) -> None:
+        """Send and wait until the broker has acknowledged every record (at-least-once needs it)."""
+        await self._ensure_party_queues(emits)
+        pending = []
+        for e in emits:
+            pending.append(await self.topic(e.topic).send(key=e.key, value=e.value, headers=list(e.headers)))
+        if pending:
+            await asyncio.gather(*pending)
+
+
+class StageRunner:
+    """One stage's error handling and bookkeeping, shared by every agent."""
+
+    def __init__(
+        self,
+        name: str,
+        handler: Handler | AsyncHandler,
+        producer: Producer,
+        dead_letters: DeadLetterSink,
+        stats: StageStats,
+    ) -> None:
+        self.name = name
+        self.handler = handler
+        self.producer = producer
+        self.dead_letters = dead_letters
+        self.stats = stats
+
+    async def process(self, incoming: Incoming) -> None:
+        """Handle one record; never raises for bad input."""
+        started = time.perf_counter()
+        self.stats.consumed[self.name] += 1
+        with structlog.contextvars.bound_contextvars(
+            stage=self.name, topic=incoming.topic, partition=incoming.partition, offset=incoming.offset
+        ):
+            try:
+                result = self.handler(incoming)
+                emits = await result if inspect.isawaitable(result) else result
+            except StageFailure as exc:
+                await self._dead_letter(incoming, exc.phase, exc.reason, exc.cause or exc, exc.party)
+                return
+            except InputError as exc:
+                await self._dead_letter(incoming, "decode", str(exc), exc, None)
+                return
+            except ICS2StreamsError as exc:
+                if exc.retriable:
+                    raise
+                await self._dead_letter(incoming, "process", str(exc), exc, None)
+                return
+            except Exception as exc:
+                log.exception("stage_bug", error=repr(exc))
+                await self._dead_letter(incoming, "process", f"unexpected error: {exc!r}", exc, None)
+                return
+            try:
+                await self.producer.send_all(emits)
+            except Exception as exc:
+                log.exception("produce_failed", error=repr(exc))
+                await self._dead_letter(incoming, "produce", f"could not produce the result: {exc!r}", exc, None)
+                return
+            self.stats.emitted[self.name] += len(emits)
+            self.stats.last_latency_ms[self.name] = (time.perf_counter() - started) * 1000
+
+    async def _dead_letter(
+        self, incoming: Incoming, phase: str, reason: str, exc: BaseException, party: str | None
+    ) -> None:
+        self.stats.dead_lettered[self.name] += 1
+        log.warning("dead_letter", phase=phase, reason=reason, party=party)
+        await self.dead_letters.send(
+            stage=self.name, phase=phase, reason=reason, exc=exc, incoming=incoming, party=party
+        )
+
+
+def add_stage(
+    app: faust.App,
+    *,
+    name: str,
+    source: str,
+    handler: Handler | AsyncHandler,
+    producer: Producer,
+    dead_letters: DeadLetterSink,
+    stats: StageStats,
+) -> StageRunner:
+    """Register an agent called ``name`` that runs ``handler`` on every record of the ``source`` topic."""
+    runner = StageRunner(name, handler, producer, dead_letters, stats)
+    topic = producer.topic(source)
+
+    async def agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await runner.process(Incoming.from_faust(event.message))
+
+    agent.__name__ = agent.__qualname__ = name.replace("-", "_")
+    app.agent(topic, name=name, concurrency=1)(agent)
+    return runner

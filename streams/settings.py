@@ -1,0 +1,144 @@
+"""One frozen settings object, read from the environment at the entry point and passed down.
+
+Every knob is an ``ICS2_*`` variable so that the same worker runs against the embedded broker, a Docker Compose
+stack or an existing cluster without code changes. Secrets are kept out of ``repr`` and logs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from streams.errors import ICS2StreamsError
+
+#: The repository root when running from a checkout (``make`` targets do); state and caches live below it.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class SettingsError(ICS2StreamsError):
+    """A setting has a value the product cannot use."""
+
+
+class ProcessingGuarantee(StrEnum):
+    """What the workers promise; at-least-once plus deduplication on message identity is the tested default."""
+
+    AT_LEAST_ONCE = "at_least_once"
+    EXACTLY_ONCE = "exactly_once"
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Where the broker is, how to authenticate, where local state lives, what the workers guarantee."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    topic_prefix: str = ""
+    app_id: str = "ics2-streams"
+    state_dir: Path = PROJECT_ROOT / ".state"
+    processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.AT_LEAST_ONCE
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    log_format: str = "auto"
+    """``json``, ``console`` or ``auto`` (JSON unless standard error is a terminal)."""
+    default_partitions: int = 4
+    watchdog_interval_s: float = 30.0
+    """How often the deadline watchdog looks at the ENS states."""
+    deadline_margins: str = "48h,24h,6h,0h"
+    """Escalation margins before the lodging deadline, e.g. ``48h,24h,6h,0h`` (hours or ``m`` for minutes)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``ICS2_*`` variables; ``overrides`` win (the CLI's options)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.__dataclass_fields__:
+            raw = env.get(f"ICS2_{name.upper()}")
+            if raw is not None and raw != "":
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls._coerce(values)
+
+    @classmethod
+    def _coerce(cls, values: dict[str, Any]) -> Settings:
+        try:
+            if "security_protocol" in values:
+                values["security_protocol"] = SecurityProtocol(str(values["security_protocol"]).upper())
+            if "processing_guarantee" in values:
+                values["processing_guarantee"] = ProcessingGuarantee(str(values["processing_guarantee"]).lower())
+            for name in ("web_port", "default_partitions"):
+                if name in values:
+                    values[name] = int(values[name])
+            if "watchdog_interval_s" in values:
+                values["watchdog_interval_s"] = float(values["watchdog_interval_s"])
+            if "state_dir" in values:
+                values["state_dir"] = Path(values["state_dir"])
+        except ValueError as exc:
+            raise SettingsError(f"invalid setting: {exc}") from exc
+        settings = cls(**values)
+        settings.margins  # noqa: B018 - validates the margins early, at the entry point
+        if settings.security_protocol.value.startswith("SASL") and not (
+            settings.sasl_mechanism and settings.sasl_username and settings.sasl_password
+        ):
+            raise SettingsError("SASL needs ICS2_SASL_MECHANISM, ICS2_SASL_USERNAME and ICS2_SASL_PASSWORD")
+        return settings
+
+    @property
+    def margins(self) -> tuple[timedelta, ...]:
+        """The escalation margins, widest first."""
+        margins: list[timedelta] = []
+        for part in self.deadline_margins.split(","):
+            text = part.strip().lower()
+            unit = {"h": 3600, "m": 60}.get(text[-1:])
+            try:
+                if unit is None:
+                    raise ValueError(text)
+                margins.append(timedelta(seconds=float(text[:-1]) * unit))
+            except ValueError as exc:
+                raise SettingsError(f"deadline margin {part!r} is not like 24h or 30m") from exc
+        return tuple(sorted(margins, reverse=True))
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def faust_broker_url(self) -> str:
+        """Faust wants ``kafka://host:port;host:port``."""
+        return ";".join(f"kafka://{server.strip()}" for server in self.bootstrap_servers.split(","))
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Connection options for aiokafka clients (producer, consumer, admin)."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol.value,
+        }
+        if self.security_protocol.value.startswith("SASL"):
+            kwargs.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        if self.security_protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+        return kwargs

@@ -1,0 +1,266 @@
+"""The topic catalogue: every topic the product reads or writes, in one place.
+
+Names are explicit, never derived from agent or table names, so that renaming a step cannot silently rename a
+topic or a state store. A prefix (``ICS2_TOPIC_PREFIX``) lets several deployments, or tests, share one cluster.
+``docker-compose.yml``, the Strimzi resources and ``ics2 topics apply`` all read this module.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+class Cleanup(StrEnum):
+    """Compacted topics keep the latest value per key (reference data, state); others keep every event."""
+
+    COMPACT = "compact"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic: its name, what the key and value are, how long it keeps data, and why it exists."""
+
+    name: str
+    purpose: str
+    key: str
+    value: str
+    cleanup: Cleanup = Cleanup.DELETE
+    partitions: int | None = None
+    """None means the deployment's default (``ICS2_DEFAULT_PARTITIONS``)."""
+    retention_ms: int | None = None
+    """None keeps data forever (``retention.ms=-1``) on retained topics; compacted topics ignore it."""
+    extra_config: tuple[tuple[str, str], ...] = field(default=())
+
+    def config(self) -> dict[str, str]:
+        """Topic-level configuration as the broker wants it."""
+        config = {"cleanup.policy": self.cleanup.value}
+        if self.cleanup is Cleanup.DELETE:
+            config["retention.ms"] = str(self.retention_ms if self.retention_ms is not None else -1)
+        else:
+            config["min.cleanable.dirty.ratio"] = "0.1"
+        config.update(dict(self.extra_config))
+        return config
+
+
+#: Shared by every per-party queue; the party id is the variable part of the name.
+PARTY_QUEUE_PURPOSE = "actions and alerts for one party (forwarder, co-loader or carrier), readable only by it"
+_PARTY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue:
+    """The topics of one deployment; build it with ``Catalogue.for_prefix``."""
+
+    prefix: str = ""
+
+    @classmethod
+    def for_prefix(cls, prefix: str = "") -> Catalogue:
+        if prefix and not re.fullmatch(r"[A-Za-z0-9._-]{1,100}", prefix):
+            raise ValueError(
+                f"topic prefix {prefix!r} may hold only letters, digits, '.', '_' and '-', at most 100 of them"
+            )
+        return cls(prefix)
+
+    def _spec(self, name: str, **kwargs: object) -> TopicSpec:
+        return TopicSpec(name=f"{self.prefix}{name}", **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def bookings(self) -> TopicSpec:
+        return self._spec(
+            "ics2.bookings",
+            purpose="booking events from booking systems: a consolidation (MBL, HBL tree, goods, parties) per version",
+            key="MBL number",
+            value="BookingEvent (Avro)",
+            retention_ms=90 * DAY_MS,
+        )
+
+    @property
+    def ref_parties(self) -> TopicSpec:
+        return self._spec(
+            "ics2.ref.parties",
+            purpose="reference data of parties: EORI, name, address, whether they file ICS2 themselves",
+            key="party id",
+            value="PartyReference (Avro)",
+            cleanup=Cleanup.COMPACT,
+        )
+
+    @property
+    def ref_carriers(self) -> TopicSpec:
+        return self._spec(
+            "ics2.ref.carriers",
+            purpose="reference data of ocean carriers: EORI and SCAC-like codes used to link house filings",
+            key="carrier party id",
+            value="PartyReference (Avro)",
+            cleanup=Cleanup.COMPACT,
+        )
+
+    @property
+    def filing_drafts(self) -> TopicSpec:
+        return self._spec(
+            "ics2.filing-drafts",
+            purpose="each planned filing with its validation findings, before it is rendered and sent",
+            key="MBL number",
+            value="FilingDraft (Avro)",
+            retention_ms=400 * DAY_MS,
+        )
+
+    @property
+    def filings_outbound(self) -> TopicSpec:
+        return self._spec(
+            "ics2.filings.outbound",
+            purpose="rendered ICS2 XML filings (IE3F1x, IE3R02/R03) handed to the customs gateway connector",
+            key="MBL number",
+            value="Filing (Avro) with the XML",
+            retention_ms=400 * DAY_MS,
+        )
+
+    @property
+    def notifications_inbound(self) -> TopicSpec:
+        return self._spec(
+            "ics2.notifications.inbound",
+            purpose="raw customs notification XML as received from the gateway, byte for byte",
+            key="addressee EORI",
+            value="raw XML bytes",
+            retention_ms=400 * DAY_MS,
+        )
+
+    @property
+    def notifications_parsed(self) -> TopicSpec:
+        return self._spec(
+            "ics2.notifications.parsed",
+            purpose=(
+                "customs notifications parsed into typed records, and the filing-ledger entries they are correlated"
+                " against, keyed alike so that both meet in one partition"
+            ),
+            key="correlation key: lrn:<LRN>, mrn:<MRN>, hbl:<MBL>/<HBL> or ref:<referral>",
+            value="CustomsNotification or LedgerEntry (Avro)",
+            retention_ms=400 * DAY_MS,
+        )
+
+    @property
+    def alerts(self) -> TopicSpec:
+        return self._spec(
+            "ics2.alerts",
+            purpose="every party alert, for alerting services (one topic, keyed by the party that must act)",
+            key="party id",
+            value="PartyAlert (Avro)",
+            retention_ms=400 * DAY_MS,
+        )
+
+    @property
+    def audit(self) -> TopicSpec:
+        return self._spec(
+            "ics2.audit",
+            purpose="the audit trail: every input, decision and output per MBL, hash-chained, kept forever",
+            key="MBL number",
+            value="AuditRecord (Avro)",
+            partitions=1,
+        )
+
+    @property
+    def dead_letters(self) -> TopicSpec:
+        return self._spec(
+            "ics2.dead-letters",
+            purpose="input a stage could not handle: original bytes plus stage, reason and source offsets",
+            key="the original key",
+            value="DeadLetter (Avro)",
+            retention_ms=400 * DAY_MS,
+        )
+
+    @property
+    def ens_events(self) -> TopicSpec:
+        return self._spec(
+            "ics2.ens-events",
+            purpose="ENS lifecycle events (plan, filing sent or blocked, correlated notification, watchdog tick)",
+            key="MBL number",
+            value="EnsEvent (Avro)",
+            retention_ms=400 * DAY_MS,
+        )
+
+    @property
+    def plans_changelog(self) -> TopicSpec:
+        return self._spec(
+            "ics2.plans-changelog",
+            purpose="changelog of the plan memory table: last booking version and filings sent per MBL and party",
+            key="MBL number|planning party",
+            value="table changelog",
+            cleanup=Cleanup.COMPACT,
+        )
+
+    @property
+    def parked_changelog(self) -> TopicSpec:
+        return self._spec(
+            "ics2.parked-changelog",
+            purpose="changelog of notifications parked until the filing they answer is known",
+            key="correlation key",
+            value="table changelog",
+            cleanup=Cleanup.COMPACT,
+        )
+
+    @property
+    def ens_state_changelog(self) -> TopicSpec:
+        return self._spec(
+            "ics2.ens-state-changelog",
+            purpose="changelog of the ENS lifecycle table (per MBL and HBL)",
+            key="MBL number",
+            value="table changelog",
+            cleanup=Cleanup.COMPACT,
+        )
+
+    @property
+    def filing_ledger_changelog(self) -> TopicSpec:
+        return self._spec(
+            "ics2.filing-ledger-changelog",
+            purpose="changelog of the filing ledger table that correlates customs answers with filings",
+            key="LRN, MRN, MBL+HBL or referral reference",
+            value="table changelog",
+            cleanup=Cleanup.COMPACT,
+        )
+
+    def party_queue(self, party_id: str) -> TopicSpec:
+        """The queue of one party; created when the party is onboarded."""
+        if not _PARTY_ID.fullmatch(party_id):
+            raise ValueError(f"party id {party_id!r} cannot name a topic")
+        return self._spec(
+            f"ics2.party.{party_id}.queue",
+            purpose=PARTY_QUEUE_PURPOSE,
+            key="MBL number",
+            value="PartyAlert (Avro)",
+            retention_ms=400 * DAY_MS,
+        )
+
+    def all(self) -> tuple[TopicSpec, ...]:
+        """Every fixed topic (per-party queues come on top, one per onboarded party)."""
+        return (
+            self.bookings,
+            self.ref_parties,
+            self.ref_carriers,
+            self.filing_drafts,
+            self.filings_outbound,
+            self.notifications_inbound,
+            self.notifications_parsed,
+            self.alerts,
+            self.audit,
+            self.dead_letters,
+            self.ens_events,
+            self.plans_changelog,
+            self.parked_changelog,
+            self.ens_state_changelog,
+            self.filing_ledger_changelog,
+        )
+
+    def by_name(self, name: str) -> TopicSpec:
+        for spec in self.all():
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+def with_partitions(spec: TopicSpec, default: int) -> TopicSpec:
+    """The spec with its partition count made concrete."""
+    return spec if spec.partitions is not None else replace(spec, partitions=default)

@@ -1,0 +1,78 @@
+"""Root fixtures: one real Kafka broker (KRaft, one node) for the whole test session, started only when asked for.
+
+Unit tests never request ``kafka_broker``, so they run without Java. Integration tests get a fresh topic prefix
+and catalogue each, so they can share the broker without seeing each other's records. A broker that cannot
+start is a failure with its log tail, never a skip: in CI the broker must be there.
+"""
+
+from __future__ import annotations
+
+import atexit
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from streams.admin import apply_topics, delete_topics, list_topics
+from streams.broker import BrokerConfig, LocalBroker, free_tcp_port
+from streams.errors import PlatformError
+from streams.settings import Settings
+from streams.topics import Catalogue
+
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+#: A cold start (jar copy, format, JVM start) stays well under this on a laptop.
+BROKER_START_TIMEOUT_S = 120.0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/integration/ needs the broker; mark it so ``-m 'not integration'`` works."""
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """The session's broker on free loopback ports, in a temporary state folder; stopped at the end."""
+    port = free_tcp_port()
+    controller_port = free_tcp_port()
+    while controller_port == port:
+        controller_port = free_tcp_port()
+    config = BrokerConfig(state_dir=tmp_path_factory.mktemp("kafka"), port=port, controller_port=controller_port)
+    broker = LocalBroker(config)
+    atexit.register(broker.stop)
+    try:
+        broker.start(timeout=BROKER_START_TIMEOUT_S)
+    except PlatformError as exc:
+        broker.stop()
+        pytest.fail(f"the session's Kafka broker did not start: {exc}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(kafka_broker: LocalBroker, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings pointing at the session's broker, independent of the developer's ICS2_* variables."""
+    return Settings(
+        bootstrap_servers=kafka_broker.config.bootstrap_servers,
+        state_dir=tmp_path_factory.mktemp("state"),
+        default_partitions=4,
+    )
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A fresh prefix per test, so tests sharing the broker never read each other's records."""
+    return f"t{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture
+async def catalogue(kafka_settings: Settings, topic_prefix: str) -> AsyncIterator[Catalogue]:
+    """The catalogue of this test's prefix with every topic already created; its topics are deleted afterwards."""
+    catalogue = Catalogue.for_prefix(topic_prefix)
+    await apply_topics(kafka_settings, catalogue)
+    yield catalogue
+    await delete_topics(kafka_settings, await list_topics(kafka_settings, topic_prefix), wait=False)
