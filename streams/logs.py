@@ -46,7 +46,11 @@ def configure_logging(fmt: str = "auto", level: int | str = logging.INFO, stream
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *([structlog.processors.format_exc_info] if use_json else []),
+            renderer,
+        ],
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)

@@ -41,5 +41,5 @@ def worker(
         asyncio.run(apply(settings, Catalogue.for_prefix(settings.topic_prefix)))
     pipeline = build_pipeline(settings)
     faust.Worker(
-        pipeline.app, loglevel=loglevel, override_logging=False, redirect_stdouts=False
+        pipeline.app, loglevel=loglevel, quiet=True, override_logging=False, redirect_stdouts=False
     ).execute_from_commandline()

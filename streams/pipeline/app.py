@@ -62,6 +62,8 @@ class Pipeline:
 
 def faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from the settings; no agents yet."""
+    datadir = settings.state_dir / "faust" / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
         "broker": settings.faust_broker_url,
         "store": "memory://",
@@ -73,7 +75,7 @@ def faust_app(settings: Settings) -> faust.App:
         "producer_acks": -1,
         "key_serializer": "raw",
         "value_serializer": "raw",
-        "datadir": str(settings.state_dir / "faust" / settings.app_id),
+        "datadir": str(datadir),
         "web_host": settings.web_host,
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
