@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 DAY_MS = 24 * 60 * 60 * 1000
+SIMULATOR_SNAPSHOT_MAX_BYTES = 8 * 1024 * 1024
 
 
 class Cleanup(StrEnum):
@@ -222,6 +223,19 @@ class Catalogue:
             cleanup=Cleanup.COMPACT,
         )
 
+    @property
+    def simulator_state(self) -> TopicSpec:
+        """One partition, so one order of snapshots; large messages, since a snapshot holds the whole state."""
+        return self._spec(
+            "ics2.gateway.simulator-state",
+            purpose="snapshots of the customs simulator's state, so the simulator connector survives restarts",
+            key="deployment (app id)",
+            value="simulator state (JSON)",
+            cleanup=Cleanup.COMPACT,
+            partitions=1,
+            extra_config=(("max.message.bytes", str(SIMULATOR_SNAPSHOT_MAX_BYTES)),),
+        )
+
     def party_queue(self, party_id: str) -> TopicSpec:
         """The queue of one party; created when the party is onboarded."""
         if not _PARTY_ID.fullmatch(party_id):
@@ -252,6 +266,7 @@ class Catalogue:
             self.parked_changelog,
             self.ens_state_changelog,
             self.filing_ledger_changelog,
+            self.simulator_state,
         )
 
     def by_name(self, name: str) -> TopicSpec:

@@ -21,6 +21,7 @@ from typing import Any
 
 import faust
 import structlog
+from faust.serializers import codecs
 from yarl import URL
 
 from streams.contracts.avro import SchemaCatalogue
@@ -103,10 +104,23 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(ssl_context)
 
 
+class Utf8Keys(codecs.Codec):
+    """Table keys as plain UTF-8, the bytes our topics are keyed by, so a key's partition is the same in both."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return obj.encode() if isinstance(obj, str) else bytes(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return s.decode()
+
+
+codecs.register("ics2-utf8", Utf8Keys())
+
+
 def _table(app: faust.App, name: str, changelog: TopicSpec, settings: Settings) -> faust.Table:
     """A table whose changelog is the catalogue's explicitly named, compacted topic."""
     spec = with_partitions(changelog, settings.default_partitions)
-    schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw")
+    schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="ics2-utf8", value_serializer="raw")
     topic = app.topic(spec.name, schema=schema, partitions=spec.partitions, config=spec.config())
     return app.Table(name, default=None, schema=schema, partitions=spec.partitions, changelog_topic=topic)
 
@@ -177,11 +191,11 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
         )
 
     @app.page("/ens/{mbl}")
-    @app.table_route(table=ens_states, match_info="mbl")
     async def ens_status(web: Any, request: Any, mbl: str) -> Any:
+        """The ENS state from this worker's partitions (with several workers, ``ics2 status`` asks each)."""
         raw = ens_states.get(mbl)
         if raw is None:
-            return web.json({"error": f"no ENS known for MBL {mbl}"}, status=404)
+            return web.json({"error": f"no ENS known for MBL {mbl} on this worker"}, status=404)
         return web.json(EnsState.from_json(json.loads(raw)).to_json())
 
     return pipeline

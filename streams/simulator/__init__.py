@@ -2,6 +2,15 @@
 
 from streams.simulator.customs import CustomsSimulator, Outbound
 from streams.simulator.filing import FilingFacts, read_filing
-from streams.simulator.risk import Outcome, RiskRule, RiskScript
+from streams.simulator.risk import Outcome, RiskRule, RiskScript, ScriptedRejection
 
-__all__ = ["CustomsSimulator", "FilingFacts", "Outbound", "Outcome", "RiskRule", "RiskScript", "read_filing"]
+__all__ = [
+    "CustomsSimulator",
+    "FilingFacts",
+    "Outbound",
+    "Outcome",
+    "RiskRule",
+    "RiskScript",
+    "ScriptedRejection",
+    "read_filing",
+]

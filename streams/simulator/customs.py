@@ -113,6 +113,8 @@ class CustomsSimulator:
         self._mrns: dict[str, str] = {}
         self._links: dict[str, LinkState] = {}
         self._referrals: dict[str, Referral] = {}
+        self._rejected: list[str] = []
+        """HBLs whose scripted rejection was already given: a re-filing is accepted."""
 
     def submit(self, filing_xml: bytes, now: datetime) -> list[Outbound]:
         """Answer one filing (IE3F12/14/15/16) or referral answer (IE3R02/R03) received at ``now``.
@@ -167,7 +169,7 @@ class CustomsSimulator:
         return out
 
     def _filing(self, facts: FilingFacts, now: datetime) -> list[Outbound]:
-        errors = self._structural_errors(facts)
+        errors = self._structural_errors(facts) or self._scripted_errors(facts)
         if errors:
             return [self._rejection(facts, errors, now)]
         assert facts.lrn and facts.declarant and facts.mbl
@@ -250,6 +252,17 @@ class CustomsSimulator:
         if facts.message_type == "IE3F16" and not errors:
             errors += self._f16_errors(facts)
         return errors
+
+    def _scripted_errors(self, facts: FilingFacts) -> list[NotificationError]:
+        """The script's rejection of the first house filing for an HBL, pointing at the element it names."""
+        if facts.hbl is None or facts.hbl.value in self._rejected:
+            return []
+        for rejection in self.script.rejections:
+            if rejection.hbl == facts.hbl.value:
+                self._rejected.append(rejection.hbl)
+                pointer = f"/{facts.message_type}/consignmentMasterLevel/consignmentHouseLevel/{rejection.element}"
+                return [NotificationError(rejection.code, pointer, rejection.description)]
+        return []
 
     def _f16_errors(self, facts: FilingFacts) -> list[NotificationError]:
         """An F16 must come from the supplementary declarant that the matching F14 names."""
@@ -429,6 +442,7 @@ class CustomsSimulator:
             "mrns": dict(self._mrns),
             "links": {k: asdict(v) for k, v in self._links.items()},
             "referrals": {k: asdict(v) for k, v in self._referrals.items()},
+            "rejected": list(self._rejected),
         }
 
     @classmethod
@@ -440,6 +454,7 @@ class CustomsSimulator:
             simulator._mrns = dict(data["mrns"])
             simulator._links = {k: _link(v) for k, v in data["links"].items()}
             simulator._referrals = {k: Referral(**v) for k, v in data["referrals"].items()}
+            simulator._rejected = list(data.get("rejected", []))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"simulator state is not usable: {exc}") from exc
         return simulator

@@ -64,6 +64,19 @@ class RiskRule:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ScriptedRejection:
+    """Customs rejects the first filing for this HBL with this error (a case our validator cannot foresee)."""
+
+    hbl: str
+    code: str = "12"
+    element: str = "goodsItem/commodity/descriptionOfGoods"
+    description: str = "description of goods is not precise enough"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hbl": self.hbl, "code": self.code, "element": self.element, "description": self.description}
+
+
 #: Order in which seeded rates are laid on the unit interval; fixed so a seed means the same thing everywhere.
 _RATE_ORDER = (Outcome.DO_NOT_LOAD, Outcome.RFI, Outcome.RFS)
 
@@ -79,6 +92,7 @@ class RiskScript:
 
     rules: tuple[RiskRule, ...] = ()
     rates: Mapping[Outcome, float] = field(default_factory=dict)
+    rejections: tuple[ScriptedRejection, ...] = ()
     grace: timedelta = timedelta(hours=2)
     rfi_window: timedelta = timedelta(hours=24)
     office: str = "NL000396"
@@ -109,6 +123,7 @@ class RiskScript:
         return {
             "rules": [r.to_json() for r in self.rules],
             "rates": {o.value: r for o, r in self.rates.items()},
+            "rejections": [r.to_json() for r in self.rejections],
             "grace_seconds": self.grace.total_seconds(),
             "rfi_window_seconds": self.rfi_window.total_seconds(),
             "office": self.office,
@@ -130,6 +145,7 @@ class RiskScript:
                     for r in data.get("rules", ())
                 ),
                 rates={Outcome(o): float(r) for o, r in data.get("rates", {}).items()},
+                rejections=tuple(ScriptedRejection(**r) for r in data.get("rejections", ())),
                 grace=timedelta(seconds=float(data.get("grace_seconds", 7200))),
                 rfi_window=timedelta(seconds=float(data.get("rfi_window_seconds", 86400))),
                 office=data.get("office", "NL000396"),

@@ -53,7 +53,11 @@ class Service:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=5) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
+            body = exc.read()
+            try:
+                return exc.code, json.loads(body or b"{}")
+            except ValueError:
+                return exc.code, {"error": body.decode(errors="replace")}
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

@@ -261,3 +261,28 @@ def test_seed_copy_is_not_mutated():
     """The helper that adds the carrier's contact does not touch the shared seed file's parse."""
     assert Consolidation.from_json(seed_json()).mbl == "OCLU26TYO7781234"
     assert replace  # keeps the import used for readers extending these tests
+
+
+class TestScriptedRejection:
+    def test_customs_rejection_reaches_filer_and_hbl_issuer_then_refiling_registers(self):
+        """A scripted IE3N99 on COLOADER-C's HBL tells ML-TYO and COLOADER-C; version 2 re-files and registers."""
+        from streams.simulator import ScriptedRejection
+
+        pump = Pump(RiskScript(rejections=(ScriptedRejection("CHY26YOK0501"),)))
+        data = seed_json()
+        pump.book(data)
+        pump.run()
+        rejected = [a for a in pump.alerts() if a["notification_message_type"] == "IE3N99"]
+        assert {a["party_id"] for a in rejected} == {"ML-TYO", "COLOADER-C"}
+        assert all(a["party_at_fault"] == "COLOADER-C" and "code 12" in a["message"] for a in rejected)
+        house = next(h for h in pump.ens("OCLU26TYO7781234")["houses"] if h["hbl"] == "CHY26YOK0501")
+        assert house["state"] == "rejected"
+        v2 = json.loads(json.dumps(data))
+        v2["version"] = 2
+        v2["house_bills"][6]["goods"][0]["description"] = "Coated kraft paper in rolls, 80 g/m2, for packaging"
+        pump.book(v2)
+        pump.run()
+        filing = next(
+            f for f in pump.ens("OCLU26TYO7781234")["filings"] if f["hbl"] == "CHY26YOK0501" and f["filing"] == "F14"
+        )
+        assert filing["state"] == "registered"

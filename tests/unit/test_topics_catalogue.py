@@ -107,6 +107,7 @@ class TestPartitions:
         catalogue = Catalogue()
         concrete = {spec.name: with_partitions(spec, 6).partitions for spec in catalogue.all()}
         assert concrete.pop(catalogue.audit.name) == 1
+        assert concrete.pop(catalogue.simulator_state.name) == 1
         assert set(concrete.values()) == {6}
 
 

@@ -1,0 +1,369 @@
+"""One benchmark run: a broker, the raw passthrough, then the pipeline worker, on the same inputs.
+
+Order of a run (each path measured alone, so the two never share the CPU):
+
+1. Broker: the one at ``ICS2_BOOTSTRAP_SERVERS`` when it is set and answers (its topics are left as found: the
+   run's own prefix is deleted at the end), else a LocalBroker on free loopback ports in a temporary folder.
+2. The same N Avro bookings (distinct MBLs) are pre-loaded into the pipeline's bookings topic and into the
+   passthrough's input topic, both with the same partition count.
+3. Passthrough subprocess: drains its input (throughput), then M probes sent one at a time (latency).
+4. ``ics2 worker`` subprocess: drains the bookings (4 outbound filings each); M IE3R01 register an F15 of M of
+   those bookings; then M DNLs (IE3Q01) are sent one at a time and each is timed until its alert reaches
+   ``ML-TYO``'s party queue.
+5. Peak RSS (VmHWM) of each subprocess is read just before it is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiokafka import ConsumerRecord
+from aiokafka.admin import NewTopic
+
+from bench.probes import Arrivals, Probe, latencies_ms
+from bench.processes import BenchError, Child
+from bench.report import environment, result_document
+from bench.stats import LatencySummary, PathResult, Throughput, completion_rate, completion_times
+from streams.admin import admin_client, apply_topics, delete_topics, list_topics
+from streams.broker import BrokerConfig, LocalBroker, free_tcp_port, kafka_version
+from streams.client import produce, read_topic
+from streams.contracts.avro import SchemaCatalogue
+from streams.domain.drafts import make_lrn
+from streams.errors import BrokerUnavailable
+from streams.messages.build import build_ie3q01, build_ie3r01
+from streams.messages.notifications import mrn_check_character
+from streams.settings import Settings
+from streams.topics import Catalogue
+
+log = structlog.get_logger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SEED = REPO_ROOT.parent / "shared" / "examples" / "seed-coload.json"
+ICS2 = str(Path(sys.executable).with_name("ics2"))
+FILER = "ML-TYO"
+CARRIER = "CARRIER-A"
+#: The seed's first house bill, filed by ML-TYO as an F15: the filing the notifications answer.
+HOUSE = "SKC26TYO0001"
+ADDRESSEE = b"NL812345678000"
+REGISTERED_AT = datetime(2026, 11, 20, 9, 5, tzinfo=UTC)
+BROKER_START_TIMEOUT_S = 120.0
+#: How the numbers were taken, written into every result so that a reader need not open this file.
+METHOD = {
+    "throughput": (
+        "inputs pre-loaded before the process starts; broker CreateTime of the outputs; an item is complete at its"
+        " last output (a booking at its 4th outbound filing); rate = (items - 1) / (last - first completion)"
+    ),
+    "latency": (
+        "one probe at a time, acks=all, one every interval_ms; time from just before the produce to the first fetch"
+        " of its answer, both on the bench process's monotonic clock; pipeline: DNL (IE3Q01) on"
+        " notifications.inbound to its alert on ML-TYO's party queue; passthrough: the same XML in to its copy out"
+    ),
+    "memory": "VmHWM of the subprocess read from /proc just before it is stopped",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Parameters:
+    """How much load a run applies; ``quick`` is the smoke-run preset."""
+
+    bookings: int = 400
+    notifications: int = 200
+    interval_ms: float = 100.0
+    partitions: int = 4
+    phase_timeout_s: float = 180.0
+    quick: bool = False
+
+    @classmethod
+    def preset(cls, quick: bool) -> Parameters:
+        return cls(bookings=40, notifications=30, phase_timeout_s=60.0, quick=True) if quick else cls()
+
+    def __post_init__(self) -> None:
+        if self.bookings < 2 or self.notifications < 2:
+            raise ValueError("a run needs at least 2 bookings and 2 notifications")
+        if self.notifications > self.bookings:
+            raise ValueError("each notification answers a filing of its own booking: notifications <= bookings")
+
+
+def mbl_number(index: int) -> str:
+    return f"OCLU26TYO{index:07d}"
+
+
+def mrn_number(index: int) -> str:
+    body = f"27NL{index:013d}"
+    return body + mrn_check_character(body)
+
+
+def bookings(count: int, seed_path: Path = SEED) -> list[dict[str, Any]]:
+    """``count`` copies of the seed consolidation, each under its own MBL."""
+    seed = json.loads(seed_path.read_text(encoding="utf-8"))
+    result = []
+    for index in range(count):
+        booking = json.loads(json.dumps(seed))
+        booking["master"]["mbl_number"] = mbl_number(index)
+        booking["event_id"] = str(uuid.UUID(int=index + 1))
+        result.append(booking)
+    return result
+
+
+# -- broker -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSession:
+    bootstrap_servers: str
+    kafka_version: str
+    external: bool
+
+
+def _answers(bootstrap_servers: str) -> bool:
+    async def probe() -> bool:
+        try:
+            async with admin_client(Settings(bootstrap_servers=bootstrap_servers), request_timeout=5.0) as admin:
+                await admin.list_topics()
+        except (BrokerUnavailable, OSError, TimeoutError):
+            return False
+        return True
+
+    return asyncio.run(probe())
+
+
+@contextlib.contextmanager
+def broker_session(workdir: Path) -> Iterator[BrokerSession]:
+    """An external broker from ``ICS2_BOOTSTRAP_SERVERS`` if it answers, else our own, stopped on the way out."""
+    external = os.environ.get("ICS2_BOOTSTRAP_SERVERS", "").strip()
+    if external:
+        if _answers(external):
+            log.info("bench_broker_external", bootstrap=external)
+            yield BrokerSession(external, "unknown (external broker)", external=True)
+            return
+        log.warning("bench_broker_external_unreachable", bootstrap=external)
+    port = free_tcp_port()
+    controller_port = free_tcp_port()
+    while controller_port == port:
+        controller_port = free_tcp_port()
+    broker = LocalBroker(BrokerConfig(state_dir=workdir / "kafka", port=port, controller_port=controller_port))
+    try:
+        broker.start(timeout=BROKER_START_TIMEOUT_S)
+        yield BrokerSession(broker.config.bootstrap_servers, kafka_version(), external=False)
+    finally:
+        broker.stop()
+
+
+# -- the two paths ------------------------------------------------------------------------------------------
+
+
+async def _create_topics(settings: Settings, names: Sequence[str], partitions: int) -> None:
+    async with admin_client(settings) as admin:
+        await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+    deadline = time.monotonic() + 30.0
+    while not set(names) <= set(await list_topics(settings, settings.topic_prefix)):
+        if time.monotonic() >= deadline:
+            raise BenchError(f"topics {names} not listed 30 s after creation")
+        await asyncio.sleep(0.1)
+
+
+async def _drain(
+    settings: Settings, topic: str, expected: int, child: Child, timeout: float
+) -> tuple[list[tuple[str, int]], int]:
+    """Wait until ``expected`` records are on ``topic``; returns (key, broker timestamp) pairs and their count."""
+    deadline = time.monotonic() + timeout
+    records: list = []
+    while time.monotonic() < deadline:
+        child.require_alive()
+        records = await read_topic(
+            settings, topic, until=lambda rs: len(rs) >= expected, timeout=min(20.0, deadline - time.monotonic())
+        )
+        if len(records) >= expected:
+            return [((r.key or b"").decode(), r.timestamp_ms) for r in records], len(records)
+    raise BenchError(f"{topic}: {len(records)} of {expected} records after {timeout:.0f}s\n{child.tail()}")
+
+
+def _throughput(items: int, outputs: list[tuple[str, int]], child: Child) -> Throughput:
+    done = completion_times(outputs)
+    if len(done) != items:
+        raise BenchError(f"{len(done)} distinct keys completed, {items} expected")
+    per_s, span_s = completion_rate(done.values())
+    startup_s = min(done.values()) / 1000.0 - child.started_wall
+    return Throughput(items=items, outputs=len(outputs), items_per_s=per_s, span_s=span_s, startup_s=startup_s)
+
+
+async def measure_passthrough(
+    settings: Settings, params: Parameters, booking_records: Sequence[tuple[bytes, bytes]], workdir: Path
+) -> PathResult:
+    """The raw aiokafka copy: drain the pre-loaded bookings, then time M probes through it."""
+    source, target = f"{settings.topic_prefix}bench.passthrough.in", f"{settings.topic_prefix}bench.passthrough.out"
+    await _create_topics(settings, [source, target], params.partitions)
+    await produce(settings, source, booking_records, headers=[("ics2-record", b"BookingEvent")])
+    command = [
+        sys.executable, "-m", "bench.passthrough", "--bootstrap-servers", settings.bootstrap_servers,
+        "--source", source, "--target", target, "--group", f"{settings.topic_prefix}passthrough",
+    ]  # fmt: skip
+    child = Child("passthrough", command, dict(os.environ), workdir / "passthrough.log", cwd=REPO_ROOT).start()
+    try:
+        outputs, _ = await _drain(settings, target, len(booking_records), child, params.phase_timeout_s)
+        throughput = _throughput(len(booking_records), outputs, child)
+        log.info("bench_passthrough_drained", per_s=round(throughput.items_per_s, 1))
+        dnl = build_ie3q01(mrn=mrn_number(0), issued_at=REGISTERED_AT, member_state="NL", hbl=HOUSE, mbl=mbl_number(0))
+        probes = [Probe(f"probe-{i:05d}", f"probe-{i:05d}".encode(), dnl) for i in range(params.notifications)]
+        arrivals = Arrivals(settings, target, lambda m: (m.key or b"").decode() or None)
+        try:
+            await arrivals.start()
+            samples = await latencies_ms(
+                settings,
+                send_topic=source,
+                arrivals=arrivals,
+                probes=probes,
+                interval_s=params.interval_ms / 1000.0,
+                timeout=params.phase_timeout_s,
+                watched=child,
+            )
+        finally:
+            await arrivals.stop()
+        peak = child.peak_rss_kib()
+    finally:
+        child.stop()
+    return PathResult("passthrough", 1, throughput, LatencySummary.of(samples), peak, tuple(samples))
+
+
+def _alert_matcher(schemas: SchemaCatalogue, message_type: str) -> Any:
+    def match(message: ConsumerRecord) -> str | None:
+        alert = schemas.decode(message.value, reader="PartyAlert").record
+        if alert["notification_message_type"] == message_type and alert["mrn"]:
+            return str(alert["mrn"])
+        return None
+
+    return match
+
+
+async def measure_pipeline(
+    settings: Settings,
+    params: Parameters,
+    booking_records: Sequence[tuple[bytes, bytes]],
+    workdir: Path,
+    schemas: SchemaCatalogue,
+) -> PathResult:
+    """The ``ics2 worker``: drain the pre-loaded bookings, register M filings, then time M DNLs to the alert."""
+    catalogue = Catalogue.for_prefix(settings.topic_prefix)
+    await apply_topics(settings, catalogue, [FILER, CARRIER])
+    await produce(settings, catalogue.bookings.name, booking_records, headers=[("ics2-record", b"BookingEvent")])
+    web_port = free_tcp_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ICS2_")}
+    env.update(
+        ICS2_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+        ICS2_TOPIC_PREFIX=settings.topic_prefix,
+        ICS2_APP_ID=settings.app_id,
+        ICS2_STATE_DIR=str(settings.state_dir),
+        ICS2_LOG_FORMAT="json",
+        ICS2_DEFAULT_PARTITIONS=str(params.partitions),
+        ICS2_WEB_PORT=str(web_port),
+    )
+    child = Child("worker", [ICS2, "worker", "--no-apply-topics"], env, workdir / "worker.log", cwd=REPO_ROOT).start()
+    filings_per_booking = 4
+    try:
+        expected = len(booking_records) * filings_per_booking
+        outputs, _ = await _drain(settings, catalogue.filings_outbound.name, expected, child, params.phase_timeout_s)
+        throughput = _throughput(len(booking_records), outputs, child)
+        log.info("bench_pipeline_drained", per_s=round(throughput.items_per_s, 1))
+        queue = catalogue.party_queue(FILER).name
+        mrns = [mrn_number(i) for i in range(params.notifications)]
+        registrations = Arrivals(settings, queue, _alert_matcher(schemas, "IE3R01"))
+        try:
+            await registrations.start()
+            r01s = [
+                (ADDRESSEE, build_ie3r01(
+                    lrn=make_lrn(mbl_number(i), HOUSE, "F15", FILER, 1), mrn=mrn, registered_at=REGISTERED_AT,
+                    circumstance="F15",
+                ))
+                for i, mrn in enumerate(mrns)
+            ]  # fmt: skip
+            await produce(settings, catalogue.notifications_inbound.name, r01s)
+            await registrations.wait_for(set(mrns), params.phase_timeout_s, child)
+        finally:
+            await registrations.stop()
+        log.info("bench_pipeline_registered", filings=len(mrns))
+        probes = [
+            Probe(mrn, ADDRESSEE, build_ie3q01(mrn=mrn, issued_at=REGISTERED_AT, member_state="NL", hbl=HOUSE,
+                                               mbl=mbl_number(i)))
+            for i, mrn in enumerate(mrns)
+        ]  # fmt: skip
+        arrivals = Arrivals(settings, queue, _alert_matcher(schemas, "IE3Q01"))
+        try:
+            await arrivals.start()
+            samples = await latencies_ms(
+                settings,
+                send_topic=catalogue.notifications_inbound.name,
+                arrivals=arrivals,
+                probes=probes,
+                interval_s=params.interval_ms / 1000.0,
+                timeout=params.phase_timeout_s,
+                watched=child,
+            )
+        finally:
+            await arrivals.stop()
+        peak = child.peak_rss_kib()
+    finally:
+        child.stop()
+    return PathResult("pipeline", 4, throughput, LatencySummary.of(samples), peak, tuple(samples))
+
+
+async def measure(session: BrokerSession, params: Parameters, workdir: Path) -> dict[str, Any]:
+    """Both paths on the same broker and inputs; the result document."""
+    started_at = datetime.now(UTC)
+    load_at_start = os.getloadavg()[0]
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    settings = Settings(
+        bootstrap_servers=session.bootstrap_servers,
+        topic_prefix=prefix,
+        app_id=f"{prefix}app",
+        state_dir=workdir / "state",
+        default_partitions=params.partitions,
+    )
+    schemas = SchemaCatalogue.load()
+    records = [
+        (b["master"]["mbl_number"].encode(), schemas.encode("BookingEvent", b)) for b in bookings(params.bookings)
+    ]
+    try:
+        passthrough = await measure_passthrough(settings, params, records, workdir)
+        pipeline = await measure_pipeline(settings, params, records, workdir, schemas)
+    finally:
+        if session.external:
+            await delete_topics(settings, await list_topics(settings, prefix), wait=False)
+    parameters = {
+        **asdict(params),
+        "booking_avro_bytes": {"min": min(len(v) for _, v in records), "max": max(len(v) for _, v in records)},
+        "filings_per_booking": pipeline.throughput.outputs_per_item,
+        "topic_prefix": prefix,
+        "method": METHOD,
+    }
+    return result_document(
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        parameters=parameters,
+        environment=environment(
+            session.kafka_version, "external" if session.external else "local (LocalBroker)", load_at_start
+        ),
+        pipeline=pipeline,
+        passthrough=passthrough,
+    )
+
+
+def run(params: Parameters) -> dict[str, Any]:
+    """Start (or reuse) the broker, measure, stop everything this run started."""
+    with (
+        tempfile.TemporaryDirectory(prefix="ics2-bench-") as tmp,
+        broker_session(Path(tmp)) as session,
+    ):
+        return asyncio.run(measure(session, params, Path(tmp)))

@@ -1,0 +1,272 @@
+"""``make demo``: the whole story on the local broker in about a minute.
+
+Two consolidations are booked by every party that files for them (each forwarder runs ics2-streams for its own
+filings); the customs simulator answers. Consolidation 1 is the seed co-load: COLOADER-C never files its F16
+(customs chases it), COLOADER-D's HBL gets a Do Not Load, SHIPPER-4's an RFI. Consolidation 2 loads in 30 hours:
+customs rejects one filing, and its carrier has not filed the F12, so the deadline watchdog escalates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from streams.admin import apply_topics, delete_topics, list_topics
+from streams.broker import LocalBroker, free_tcp_port
+from streams.client import publish_bookings, read_topic
+from streams.contracts.avro import SchemaCatalogue
+from streams.domain.model import format_datetime
+from streams.settings import Settings
+from streams.simulator import Outcome, RiskRule, RiskScript, ScriptedRejection
+from streams.topics import Catalogue
+
+SEED_MBL = "OCLU26TYO7781234"
+SECOND_MBL = "OCLU26TYO7790001"
+URGENCY_STYLE = {"critical": "bold white on red", "high": "bold red", "normal": "yellow", "info": "dim"}
+
+#: What customs will say, by script: the demo's story.
+DEMO_SCRIPT = RiskScript(
+    rules=(
+        RiskRule(Outcome.DO_NOT_LOAD, hbl="DAI26NGO0077"),
+        RiskRule(Outcome.RFI, hbl="SKC26TYO0003"),
+    ),
+    rejections=(ScriptedRejection("KSN26TYO0102", "12", "goodsItem/commodity/descriptionOfGoods", "too vague"),),
+    grace=timedelta(seconds=12),
+)
+
+
+def seed_booking() -> dict[str, Any]:
+    """The bundled seed co-load (a copy of shared/examples/seed-coload.json) with the carrier's ICS2 contact."""
+    data = json.loads(resources.files("streams.scenarios").joinpath("seed-coload.json").read_text())
+    for party in data["parties"]:
+        if party["id"] == "CARRIER-A":
+            party["contact"] = {"email": "ics2@oceanic-line.example", "phone": "+65 6555 0100"}
+    return data
+
+
+def as_party(booking: dict[str, Any], party: str) -> dict[str, Any]:
+    """The same consolidation as booked by another party's booking system."""
+    copy_ = copy.deepcopy(booking)
+    copy_["planning_party"] = party
+    copy_["event_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{booking['event_id']}/{party}"))
+    return copy_
+
+
+def second_booking(now: datetime) -> dict[str, Any]:
+    """ML-TYO's second consolidation: two direct shippers, loading 30 hours from now."""
+    data = seed_booking()
+    data["event_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, SECOND_MBL))
+    data["master"]["mbl_number"] = SECOND_MBL
+    data["master"]["voyage"] = "043W"
+    data["master"]["loading_at"] = format_datetime(now + timedelta(hours=30))
+    data["master"]["containers"][0]["id"] = "TCNU7654328"
+    first, second = copy.deepcopy(data["house_bills"][0]), copy.deepcopy(data["house_bills"][2])
+    first["hbl_number"], second["hbl_number"] = "KSN26TYO0101", "KSN26TYO0102"
+    for hbl in (first, second):
+        for goods in hbl["goods"]:
+            goods["container"] = "TCNU7654328"
+    second["goods"][0]["description"] = "Furniture"
+    data["house_bills"] = [first, second]
+    return data
+
+
+def bookings(now: datetime) -> list[dict[str, Any]]:
+    seed = seed_booking()
+    return [
+        seed,
+        as_party(seed, "COLOADER-A"),
+        as_party(seed, "COLOADER-D"),
+        as_party(seed, "CARRIER-A"),
+        second_booking(now),
+    ]
+
+
+@dataclass
+class Process:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            ics2 = str(Path(sys.executable).with_name("ics2"))
+            self.proc = subprocess.Popen([ics2, *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def processes(items: list[Process]) -> Iterator[list[Process]]:
+    try:
+        for p in items:
+            p.start()
+        yield items
+    finally:
+        for p in reversed(items):
+            p.stop()
+
+
+def get_json(port: int, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, None
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} did not happen within {timeout:.0f}s")
+
+
+@dataclass
+class DemoResult:
+    alerts: list[dict[str, Any]]
+    states: dict[str, dict[str, Any]]
+    prefix: str
+    seconds: float
+
+
+def run(console: Console, keep: bool = False, timeout: float = 90.0) -> DemoResult:
+    """Start what is not running, tell the story, stop what it started."""
+    started = time.monotonic()
+    base = Settings.from_env()
+    broker = LocalBroker.from_settings(base)
+    status = broker.start()
+    how = "started" if status.started_now else "already running"
+    console.print(f"[bold]Kafka[/] {status.version} on {status.bootstrap_servers} ({how})")
+    prefix = f"demo{uuid.uuid4().hex[:6]}."
+    web_port = free_tcp_port()
+    settings = base.with_(
+        bootstrap_servers=status.bootstrap_servers, topic_prefix=prefix, app_id=f"{prefix}app", web_port=web_port
+    )
+    catalogue = Catalogue.for_prefix(prefix)
+    try:
+        return _story(console, settings, catalogue, started, timeout)
+    finally:
+        if not keep:
+            with contextlib.suppress(Exception):
+                asyncio.run(_delete(settings, prefix))
+        if status.started_now:
+            broker.stop()
+            console.print("[dim]Kafka stopped.[/]")
+
+
+async def _delete(settings: Settings, prefix: str) -> None:
+    await delete_topics(settings, await list_topics(settings, prefix), wait=False)
+
+
+def _story(console: Console, settings: Settings, catalogue: Catalogue, started: float, timeout: float) -> DemoResult:
+    asyncio.run(apply_topics(settings, catalogue))
+    workdir = Path(tempfile.mkdtemp(prefix="ics2-demo-"))
+    script = workdir / "risk-script.json"
+    script.write_text(json.dumps(DEMO_SCRIPT.to_json(), indent=2))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ICS2_")}
+    env.update(
+        ICS2_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+        ICS2_TOPIC_PREFIX=settings.topic_prefix,
+        ICS2_APP_ID=settings.app_id,
+        ICS2_STATE_DIR=str(workdir / "state"),
+        ICS2_WEB_PORT=str(settings.web_port),
+        ICS2_WATCHDOG_INTERVAL_S="2",
+        ICS2_LOG_FORMAT="json",
+    )
+    worker = Process("worker", ["worker", "--no-apply-topics"], env, workdir / "worker.log")
+    gateway = Process(
+        "gateway", ["gateway", "--script", str(script), "--poll-interval", "1"], env, workdir / "gateway.log"
+    )
+    with processes([worker, gateway]):
+        wait_for(lambda: get_json(settings.web_port, "/health")[0] == 200, 60, "the worker's health view")
+        console.print(f"[bold]Worker[/] and [bold]customs simulator[/] running (logs in {workdir})")
+        now = datetime.now(UTC)
+        books = bookings(now)
+        asyncio.run(publish_bookings(settings, books))
+        for b in books:
+            console.print(f"  booked {b['master']['mbl_number']} as {b['planning_party']}")
+        schemas = SchemaCatalogue.load()
+
+        def story_told(records: list) -> bool:
+            kinds = {schemas.decode(r.value, reader="PartyAlert").record["notification_message_type"] for r in records}
+            return {"IE3Q01", "IE3Q02", "IE3N99", "IE3N02", "IE3N11", "DEADLINE"} <= kinds
+
+        console.print("[dim]Waiting for customs' answers (the missing F16 is chased after a 12 s grace period)...[/]")
+        records = asyncio.run(read_topic(settings, catalogue.alerts.name, until=story_told, timeout=timeout))
+        alerts = [schemas.decode(r.value, reader="PartyAlert").record for r in records]
+        states = {mbl: get_json(settings.web_port, f"/ens/{mbl}")[1] or {} for mbl in (SEED_MBL, SECOND_MBL)}
+    result = DemoResult(alerts, states, settings.topic_prefix, time.monotonic() - started)
+    show(console, result)
+    return result
+
+
+def show(console: Console, result: DemoResult) -> None:
+    """Each party's queue, then the ENS states."""
+    by_party: dict[str, list[dict[str, Any]]] = {}
+    for alert in result.alerts:
+        by_party.setdefault(alert["party_id"], []).append(alert)
+    for party in sorted(by_party):
+        table = Table(title=f"Queue of {party}", title_justify="left", show_lines=False, expand=True)
+        for column in ("urgency", "message", "what", "HBL", "deadline", "at fault"):
+            table.add_column(column, overflow="fold")
+        for a in sorted(by_party[party], key=lambda a: list(URGENCY_STYLE).index(a["urgency"])):
+            table.add_row(
+                f"[{URGENCY_STYLE[a['urgency']]}]{a['urgency']}[/]",
+                a["notification_message_type"] or "",
+                a["title"],
+                a["hbl"] or "",
+                a["deadline"] or "",
+                a["party_at_fault"] or "",
+            )
+        console.print(table)
+    for mbl, state in result.states.items():
+        table = Table(
+            title=f"ENS {mbl}: {state.get('state', 'unknown')} (deadline {state.get('deadline')})", title_justify="left"
+        )
+        for column in ("filing", "HBL", "filer", "ours", "state", "MRN"):
+            table.add_column(column)
+        for f in state.get("filings", []):
+            table.add_row(
+                f["filing"], f["hbl"] or "-", f["filer"], "yes" if f["ours"] else "", f["state"], f["mrn"] or ""
+            )
+        console.print(table)
+        houses = ", ".join(f"{h['hbl']}={h['state']}" for h in state.get("houses", []))
+        console.print(f"  houses: {houses}")
+    console.print(
+        f"[bold green]Demo done[/] in {result.seconds:.0f}s: {len(result.alerts)} alerts to {len(by_party)} parties "
+        f"(topics prefixed {result.prefix})."
+    )

@@ -1,0 +1,249 @@
+"""The simulator connector: the pure ``CustomsSimulator`` behind the gateway boundary, with state that survives
+a restart.
+
+State is persisted as ``to_json()`` snapshots (plus the message ids already answered) on a compacted topic, one
+key per deployment. Replaying the outbound topic was the alternative and was not chosen: the MRNs depend on the
+order in which filings reached the simulator, which a replay across partitions does not reproduce, and the time
+of each original ``submit`` is not on the record.
+
+Why a restart neither loses answers nor gives one LRN two MRNs: the loop calls ``checkpoint`` (which writes the
+snapshot) only after the answers are acknowledged, and commits offsets only after that.
+
+* Crash before the snapshot: the filing is consumed again and submitted to the older state, whose MRN counter has
+  not moved, so customs answers again with the same MRN (a duplicate, never a different one).
+* Crash after the snapshot, before the commit: the filing is consumed again, but its ``message_id`` is in the
+  snapshot, so it is skipped: its answers are already on the broker.
+
+The seed is part of the state (MRNs depend on it) and a restored seed wins over the configured one; the configured
+risk script replaces the restored one, so an operator can change outcomes for filings still to come.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import NewTopic
+
+from streams.admin import admin_client
+from streams.errors import ICS2StreamsError, InputError
+from streams.gateway.base import InboundMessage, InDoubt, OutboundFiling
+from streams.settings import Settings
+from streams.simulator import CustomsSimulator, Outbound, RiskScript
+from streams.topics import SIMULATOR_SNAPSHOT_MAX_BYTES, Catalogue, TopicSpec
+
+log = structlog.get_logger(__name__)
+
+#: Message ids remembered for deduplication; far more than can be in flight between two commits.
+REMEMBERED_IDS = 5000
+SNAPSHOT_MAX_BYTES = SIMULATOR_SNAPSHOT_MAX_BYTES
+_TOPIC_ALREADY_EXISTS = 36
+MAX_REPLICATION = 3
+
+
+def simulator_state_topic(catalogue: Catalogue) -> TopicSpec:
+    """The compacted topic holding the simulator's snapshots (from the catalogue)."""
+    return catalogue.simulator_state
+
+
+def load_script(path: Path | None) -> RiskScript:
+    """The risk script of a JSON file (``RiskScript.from_json`` shape), or the built-in default."""
+    if path is None:
+        return RiskScript()
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the risk script {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"the risk script {path} is not a JSON object")
+    return RiskScript.from_json(data)
+
+
+class SnapshotStore(Protocol):
+    """Where the simulator connector keeps its latest state."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def load(self) -> dict[str, Any] | None: ...
+
+    async def save(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass(slots=True)
+class MemorySnapshotStore:
+    """A store that lives as long as the object: tests, and runs that need not survive a restart."""
+
+    state: dict[str, Any] | None = None
+    saves: int = 0
+
+    async def start(self) -> None:
+        """Nothing to connect."""
+
+    async def stop(self) -> None:
+        """Nothing to release."""
+
+    async def load(self) -> dict[str, Any] | None:
+        return None if self.state is None else json.loads(json.dumps(self.state))
+
+    async def save(self, state: dict[str, Any]) -> None:
+        self.state = json.loads(json.dumps(state))
+        self.saves += 1
+
+
+class SnapshotError(ICS2StreamsError):
+    """The snapshot topic cannot be read or written; the connector stops rather than run on a forgotten state."""
+
+    retriable = True
+
+
+class KafkaSnapshotStore:
+    """Snapshots as JSON values on a compacted single-partition topic, under one key; the last one wins."""
+
+    def __init__(self, settings: Settings, spec: TopicSpec, key: str) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.key = key.encode("utf-8")
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Create the topic if it is missing, and start the producer that writes snapshots."""
+        async with admin_client(self.settings) as admin:
+            cluster = await admin.describe_cluster()
+            replication = min(MAX_REPLICATION, max(1, len(cluster["brokers"])))
+            topic = NewTopic(self.spec.name, 1, replication, topic_configs=self.spec.config())
+            response = await admin.create_topics([topic])
+            for _, code, *_ in getattr(response, "topic_errors", ()):
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise SnapshotError(f"cannot create {self.spec.name}: Kafka error {code}")
+        self._producer = AIOKafkaProducer(
+            **self.settings.kafka_client_kwargs(),
+            acks="all",
+            enable_idempotence=True,
+            compression_type="gzip",
+            max_request_size=SNAPSHOT_MAX_BYTES,
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def load(self) -> dict[str, Any] | None:
+        """The last snapshot under this store's key, read from the beginning of the topic to its current end."""
+        consumer = AIOKafkaConsumer(**self.settings.kafka_client_kwargs(), enable_auto_commit=False, group_id=None)
+        await consumer.start()
+        try:
+            partition = TopicPartition(self.spec.name, 0)
+            consumer.assign([partition])
+            await consumer.seek_to_beginning(partition)
+            end = (await consumer.end_offsets([partition]))[partition]
+            latest: bytes | None = None
+            while await consumer.position(partition) < end:
+                batch = await consumer.getmany(partition, timeout_ms=1000)
+                for record in batch.get(partition, []):
+                    if record.key == self.key:
+                        latest = record.value
+        finally:
+            await consumer.stop()
+        if latest is None:
+            return None
+        try:
+            return json.loads(latest)
+        except ValueError as exc:
+            raise SnapshotError(f"the last snapshot on {self.spec.name} is not JSON: {exc}") from exc
+
+    async def save(self, state: dict[str, Any]) -> None:
+        if self._producer is None:
+            raise SnapshotError("the snapshot store is not started")
+        value = json.dumps(state, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        await self._producer.send_and_wait(self.spec.name, key=self.key, value=value)
+
+
+class SimulatorGateway:
+    """The customs simulator as a gateway: answers come from ``submit`` at once and from ``poll`` as time passes."""
+
+    name = "simulator"
+
+    def __init__(self, store: SnapshotStore, script: RiskScript | None = None, seed: int = 0) -> None:
+        self.store = store
+        self.script = script or RiskScript()
+        self.seed = seed
+        self.simulator = CustomsSimulator(self.script, seed)
+        self._answered: deque[str] = deque(maxlen=REMEMBERED_IDS)
+        self._answered_set: set[str] = set()
+        self._dirty = False
+
+    async def start(self) -> None:
+        """Restore the last snapshot, if any (see the module docstring for what is kept from it)."""
+        await self.store.start()
+        state = await self.store.load()
+        if state is None:
+            log.info("simulator_state_new", seed=self.seed)
+            return
+        try:
+            self.simulator = CustomsSimulator.from_json(state["simulator"])
+            answered = [str(i) for i in state.get("answered", [])]
+        except (KeyError, TypeError) as exc:
+            raise SnapshotError(f"the simulator snapshot is not usable: {exc!r}") from exc
+        self.simulator.script = self.script
+        self.seed = self.simulator.seed
+        for message_id in answered[-REMEMBERED_IDS:]:
+            self._remember(message_id)
+        log.info("simulator_state_restored", seed=self.seed, answered=len(self._answered))
+
+    async def stop(self) -> None:
+        await self.store.stop()
+
+    async def submit(self, filing: OutboundFiling, now: datetime) -> Sequence[InboundMessage]:
+        """Customs' immediate answers; nothing for a filing already answered before the last snapshot."""
+        if filing.message_id in self._answered_set:
+            log.info("filing_already_answered", message_id=filing.message_id)
+            return ()
+        out = self.simulator.submit(filing.xml, now)
+        self._remember(filing.message_id)
+        self._dirty = True
+        return [_inbound(o, f"{filing.message_id}/{index}") for index, o in enumerate(out)]
+
+    async def poll(self, now: datetime) -> Sequence[InboundMessage]:
+        """What the passing of time triggers (IE3N02 and IE3N11 for F16s that did not come)."""
+        out = self.simulator.advance(now)
+        if out:
+            self._dirty = True
+        return [_inbound(o, "advance/" + hashlib.sha256(o.xml).hexdigest()) for o in out]
+
+    async def checkpoint(self) -> None:
+        """The answers are on the broker: save the state that produced them."""
+        if not self._dirty:
+            return
+        await self.store.save(self.snapshot())
+        self._dirty = False
+
+    async def in_doubt(self) -> InDoubt:
+        """Nothing: a filing whose answers may be missing is consumed again, because its offset is not committed."""
+        return InDoubt()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"simulator": self.simulator.to_json(), "answered": list(self._answered)}
+
+    def _remember(self, message_id: str) -> None:
+        if len(self._answered) == self._answered.maxlen:
+            self._answered_set.discard(self._answered[0])
+        self._answered.append(message_id)
+        self._answered_set.add(message_id)
+
+
+def _inbound(outbound: Outbound, origin: str) -> InboundMessage:
+    """The answer as an inbound message; its id is derived from what caused it, so a repeat has the same id."""
+    message_id = hashlib.sha256(f"{origin}|{outbound.addressee}|{outbound.message_type}".encode()).hexdigest()
+    return InboundMessage(outbound.addressee, outbound.message_type, outbound.xml, message_id=message_id)
