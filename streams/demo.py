@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -155,12 +155,17 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
     raise TimeoutError(f"{what} did not happen within {timeout:.0f}s")
 
 
+#: The notification types (and the watchdog's DEADLINE) the story is complete with.
+STORY = frozenset({"IE3R01", "IE3Q01", "IE3Q02", "IE3N04", "IE3N99", "IE3N02", "IE3N11", "DEADLINE"})
+
+
 @dataclass
 class DemoResult:
     alerts: list[dict[str, Any]]
     states: dict[str, dict[str, Any]]
     prefix: str
     seconds: float
+    workdir: Path
 
 
 def run(console: Console, keep: bool = False, timeout: float = 90.0) -> DemoResult:
@@ -172,13 +177,12 @@ def run(console: Console, keep: bool = False, timeout: float = 90.0) -> DemoResu
     how = "started" if status.started_now else "already running"
     console.print(f"[bold]Kafka[/] {status.version} on {status.bootstrap_servers} ({how})")
     prefix = f"demo{uuid.uuid4().hex[:6]}."
-    web_port = free_tcp_port()
-    settings = base.with_(
-        bootstrap_servers=status.bootstrap_servers, topic_prefix=prefix, app_id=f"{prefix}app", web_port=web_port
-    )
-    catalogue = Catalogue.for_prefix(prefix)
+    settings = base.with_(bootstrap_servers=status.bootstrap_servers, topic_prefix=prefix, app_id=f"{prefix}app")
     try:
-        return _story(console, settings, catalogue, started, timeout)
+        result = tell_story(settings, console, timeout, workdir=Path(tempfile.mkdtemp(prefix="ics2-demo-")))
+        result.seconds = time.monotonic() - started
+        show(console, result)
+        return result
     finally:
         if not keep:
             with contextlib.suppress(Exception):
@@ -192,18 +196,23 @@ async def _delete(settings: Settings, prefix: str) -> None:
     await delete_topics(settings, await list_topics(settings, prefix), wait=False)
 
 
-def _story(console: Console, settings: Settings, catalogue: Catalogue, started: float, timeout: float) -> DemoResult:
+def tell_story(settings: Settings, console: Console, timeout: float, workdir: Path) -> DemoResult:
+    """Worker and customs simulator as subprocesses on ``settings``' broker and prefix; the bookings; the answers.
+
+    The end-to-end test runs this same function.
+    """
+    catalogue = Catalogue.for_prefix(settings.topic_prefix)
     asyncio.run(apply_topics(settings, catalogue))
-    workdir = Path(tempfile.mkdtemp(prefix="ics2-demo-"))
     script = workdir / "risk-script.json"
     script.write_text(json.dumps(DEMO_SCRIPT.to_json(), indent=2))
+    web_port = free_tcp_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ICS2_")}
     env.update(
         ICS2_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
         ICS2_TOPIC_PREFIX=settings.topic_prefix,
         ICS2_APP_ID=settings.app_id,
         ICS2_STATE_DIR=str(workdir / "state"),
-        ICS2_WEB_PORT=str(settings.web_port),
+        ICS2_WEB_PORT=str(web_port),
         ICS2_WATCHDOG_INTERVAL_S="2",
         ICS2_LOG_FORMAT="json",
     )
@@ -212,10 +221,9 @@ def _story(console: Console, settings: Settings, catalogue: Catalogue, started: 
         "gateway", ["gateway", "--script", str(script), "--poll-interval", "1"], env, workdir / "gateway.log"
     )
     with processes([worker, gateway]):
-        wait_for(lambda: get_json(settings.web_port, "/health")[0] == 200, 60, "the worker's health view")
+        wait_for(lambda: get_json(web_port, "/health")[0] == 200, 60, "the worker's health view")
         console.print(f"[bold]Worker[/] and [bold]customs simulator[/] running (logs in {workdir})")
-        now = datetime.now(UTC)
-        books = bookings(now)
+        books = bookings(datetime.now(UTC))
         asyncio.run(publish_bookings(settings, books))
         for b in books:
             console.print(f"  booked {b['master']['mbl_number']} as {b['planning_party']}")
@@ -223,50 +231,61 @@ def _story(console: Console, settings: Settings, catalogue: Catalogue, started: 
 
         def story_told(records: list) -> bool:
             kinds = {schemas.decode(r.value, reader="PartyAlert").record["notification_message_type"] for r in records}
-            return {"IE3Q01", "IE3Q02", "IE3N99", "IE3N02", "IE3N11", "DEADLINE"} <= kinds
+            return kinds >= STORY
 
         console.print("[dim]Waiting for customs' answers (the missing F16 is chased after a 12 s grace period)...[/]")
         records = asyncio.run(read_topic(settings, catalogue.alerts.name, until=story_told, timeout=timeout))
-        alerts = [schemas.decode(r.value, reader="PartyAlert").record for r in records]
-        states = {mbl: get_json(settings.web_port, f"/ens/{mbl}")[1] or {} for mbl in (SEED_MBL, SECOND_MBL)}
-    result = DemoResult(alerts, states, settings.topic_prefix, time.monotonic() - started)
-    show(console, result)
-    return result
+        alerts = unique_alerts(schemas.decode(r.value, reader="PartyAlert").record for r in records)
+        wait_for(lambda: _settled(web_port), 20, "the ENS states")
+        states = {mbl: get_json(web_port, f"/ens/{mbl}")[1] or {} for mbl in (SEED_MBL, SECOND_MBL)}
+    return DemoResult(alerts, states, settings.topic_prefix, 0.0, workdir)
+
+
+def _settled(port: int) -> bool:
+    """Both ENS are known to the worker."""
+    return all(get_json(port, f"/ens/{mbl}")[0] == 200 for mbl in (SEED_MBL, SECOND_MBL))
+
+
+def unique_alerts(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Alerts deduplicated by ``alert_id``, the idempotency key of the at-least-once alert stream."""
+    return list({a["alert_id"]: a for a in records}.values())
 
 
 def show(console: Console, result: DemoResult) -> None:
-    """Each party's queue, then the ENS states."""
+    """Each party's queue (actions first; information counted), then the ENS states."""
     by_party: dict[str, list[dict[str, Any]]] = {}
     for alert in result.alerts:
         by_party.setdefault(alert["party_id"], []).append(alert)
     for party in sorted(by_party):
-        table = Table(title=f"Queue of {party}", title_justify="left", show_lines=False, expand=True)
-        for column in ("urgency", "message", "what", "HBL", "deadline", "at fault"):
+        actions = [a for a in by_party[party] if a["urgency"] != "info"]
+        info = len(by_party[party]) - len(actions)
+        table = Table(title=f"Queue of {party}: {len(actions)} to act on, {info} for information", title_justify="left")
+        for column in ("urgency", "from", "what", "deadline", "HBL chain / at fault"):
             table.add_column(column, overflow="fold")
-        for a in sorted(by_party[party], key=lambda a: list(URGENCY_STYLE).index(a["urgency"])):
+        for a in sorted(actions, key=lambda a: list(URGENCY_STYLE).index(a["urgency"])):
+            chain = " > ".join(link["issuer"] for link in a["hbl_chain"])
+            fault = " / at fault: ".join(x for x in (chain, a["party_at_fault"]) if x)
             table.add_row(
                 f"[{URGENCY_STYLE[a['urgency']]}]{a['urgency']}[/]",
                 a["notification_message_type"] or "",
                 a["title"],
-                a["hbl"] or "",
                 a["deadline"] or "",
-                a["party_at_fault"] or "",
+                fault,
             )
         console.print(table)
     for mbl, state in result.states.items():
-        table = Table(
-            title=f"ENS {mbl}: {state.get('state', 'unknown')} (deadline {state.get('deadline')})", title_justify="left"
-        )
-        for column in ("filing", "HBL", "filer", "ours", "state", "MRN"):
+        title = f"ENS {mbl}: {state.get('state', 'unknown')} (lodging deadline {state.get('deadline')})"
+        table = Table(title=title, title_justify="left")
+        for column in ("filing", "HBL", "filer", "ours", "state", "MRN", "HBL state"):
             table.add_column(column)
+        houses = {h["hbl"]: h["state"] for h in state.get("houses", [])}
         for f in state.get("filings", []):
             table.add_row(
-                f["filing"], f["hbl"] or "-", f["filer"], "yes" if f["ours"] else "", f["state"], f["mrn"] or ""
-            )
+                f["filing"], f["hbl"] or "-", f["filer"], "yes" if f["ours"] else "", f["state"], f["mrn"] or "",
+                houses.get(f["hbl"], ""),
+            )  # fmt: skip
         console.print(table)
-        houses = ", ".join(f"{h['hbl']}={h['state']}" for h in state.get("houses", []))
-        console.print(f"  houses: {houses}")
     console.print(
         f"[bold green]Demo done[/] in {result.seconds:.0f}s: {len(result.alerts)} alerts to {len(by_party)} parties "
-        f"(topics prefixed {result.prefix})."
+        f"(topics prefixed {result.prefix}, logs in {result.workdir})."
     )

@@ -58,4 +58,4 @@ def configure_logging(fmt: str = "auto", level: int | str = logging.INFO, stream
     root.handlers[:] = [handler]
     root.setLevel(level)
     for noisy in ("aiokafka", "faust", "mode"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+        logging.getLogger(noisy).setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))

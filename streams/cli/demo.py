@@ -16,4 +16,7 @@ def demo(keep: bool, timeout: float) -> None:
     from streams.logs import configure_logging
 
     configure_logging("console", level="WARNING")
-    run(Console(), keep=keep, timeout=timeout)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=150)
+    run(console, keep=keep, timeout=timeout)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
+from types import FrameType
 
 import click
 
@@ -40,6 +43,15 @@ def worker(
 
         asyncio.run(apply(settings, Catalogue.for_prefix(settings.topic_prefix)))
     pipeline = build_pipeline(settings)
+    signal.signal(signal.SIGUSR1, _dump_tasks)
     faust.Worker(
         pipeline.app, loglevel=loglevel, quiet=True, override_logging=False, redirect_stdouts=False
     ).execute_from_commandline()
+
+
+def _dump_tasks(signum: int, frame: FrameType | None) -> None:
+    """SIGUSR1 prints every asyncio task's stack to standard error: where is a stuck worker waiting?"""
+    loop = asyncio.get_event_loop()
+    for task in asyncio.all_tasks(loop):
+        print(f"--- {task.get_name()} {task!r}"[:300], file=sys.stderr)
+        task.print_stack(limit=12, file=sys.stderr)

@@ -9,9 +9,10 @@ so that a new version re-sends only the filings whose content changed.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from streams.domain.drafts import drafts_for
@@ -25,9 +26,7 @@ from streams.messages.render import render_filing
 #: Findings that never stop a filing: a late filing is still owed to customs.
 NON_BLOCKING_RULES = frozenset({"ENS-DEADLINE", "ENS-DEADLINE-NEAR"})
 
-#: Fixed LRN and date of the canonical rendering from which a filing's content fingerprint is taken.
-_CANONICAL_LRN = "FINGERPRINT"
-_CANONICAL_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+_ISSUE_DATE = re.compile(rb"<([\w.-]+:)?documentIssueDate>[^<]*<")
 
 
 def filing_key(planned: PlannedFiling) -> str:
@@ -36,48 +35,72 @@ def filing_key(planned: PlannedFiling) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SentFiling:
-    """What the memory keeps of a filing last sent."""
+    """What the memory keeps of a filing last sent: its LRN, content fingerprint and the version that sent it."""
 
     lrn: str
     fingerprint: str
+    version: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class PlanMemory:
-    """The last version processed for one (MBL, planning party) and the filings sent for it."""
+    """The last version processed for one (MBL, planning party), the filings sent for it, and the plan before it.
+
+    The plan before it (``prior_*``) lets a redelivered version (a replay after a crash) be processed again to the
+    same outputs: same filings re-sent, same diff, same alerts, all deduplicated downstream by their identity.
+    """
 
     version: int
     filings: tuple[PlannedFiling, ...] = ()
     sent: Mapping[str, SentFiling] = field(default_factory=dict)
+    prior_version: int | None = None
+    prior_filings: tuple[PlannedFiling, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": self.version,
-            "filings": [
-                {
-                    "filing": f.filing.value,
-                    "hbl": f.hbl,
-                    "filer": f.filer,
-                    "supplementary_declarant": f.supplementary_declarant,
-                    "ours": f.ours,
-                }
-                for f in self.filings
-            ],
-            "sent": {k: {"lrn": s.lrn, "fingerprint": s.fingerprint} for k, s in self.sent.items()},
+            "filings": _filings_json(self.filings),
+            "sent": {
+                k: {"lrn": s.lrn, "fingerprint": s.fingerprint, "version": s.version} for k, s in self.sent.items()
+            },
+            "prior_version": self.prior_version,
+            "prior_filings": _filings_json(self.prior_filings),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PlanMemory:
         return cls(
             version=int(data["version"]),
-            filings=tuple(
-                PlannedFiling(
-                    FilingType(f["filing"]), f.get("hbl"), f["filer"], f.get("supplementary_declarant"), "", f["ours"]
-                )
-                for f in data.get("filings", [])
-            ),
-            sent={k: SentFiling(v["lrn"], v["fingerprint"]) for k, v in data.get("sent", {}).items()},
+            filings=_filings(data.get("filings", [])),
+            sent={
+                k: SentFiling(v["lrn"], v["fingerprint"], int(v.get("version", 1)))
+                for k, v in data.get("sent", {}).items()
+            },
+            prior_version=data.get("prior_version"),
+            prior_filings=_filings(data.get("prior_filings", [])),
         )
+
+
+def _filings_json(filings: tuple[PlannedFiling, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "filing": f.filing.value,
+            "hbl": f.hbl,
+            "filer": f.filer,
+            "supplementary_declarant": f.supplementary_declarant,
+            "ours": f.ours,
+        }
+        for f in filings
+    ]
+
+
+def _filings(data: list[Mapping[str, Any]]) -> tuple[PlannedFiling, ...]:
+    return tuple(
+        PlannedFiling(
+            FilingType(f["filing"]), f.get("hbl"), f["filer"], f.get("supplementary_declarant"), "", f["ours"]
+        )
+        for f in data
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +132,7 @@ class BookingOutcome:
     drafts: tuple[DraftOutcome, ...] = ()
     diff: PlanDiff | None = None
     stale: bool = False
-    """True when an equal or newer version was already processed: nothing is sent."""
+    """True when a newer version was already processed: nothing is sent. An equal version is a redelivery."""
     memory: PlanMemory | None = None
 
     @property
@@ -126,25 +149,33 @@ def findings_for(report: ValidationReport, planned: PlannedFiling) -> tuple[Find
     return tuple(f for f in report if f.hbl in (None, planned.hbl) and (f.filing is None or f.filing is planned.filing))
 
 
-def fingerprint(draft: FilingDraft) -> str:
+def fingerprint(draft: FilingDraft, xml: bytes) -> str:
     """A hash of what the filing says, without its LRN and issue date, to tell whether a new version changed it."""
-    canonical = FilingDraft(draft.consolidation, draft.planned, _CANONICAL_LRN, _CANONICAL_TIME)
-    return hashlib.sha256(render_filing(canonical)).hexdigest()
+    canonical = _ISSUE_DATE.sub(rb"<\1documentIssueDate>-<", xml.replace(draft.lrn.encode(), b"-"))
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def process_booking(consolidation: Consolidation, previous: PlanMemory | None, now: datetime) -> BookingOutcome:
-    """Plan, validate and render the filings of ours for one booking version."""
+    """Plan, validate and render the filings of ours for one booking version.
+
+    The filings are issued at the booking version's ``occurred_at``, not at ``now``: the same booking always
+    renders the same XML, so a replay after a crash sends byte-identical filings that the gateway recognises.
+    ``now`` only serves the deadline rules.
+    """
     filing_plan = plan(consolidation)
     report = validate(consolidation, filing_plan, now=now)
-    if previous is not None and previous.version >= consolidation.version:
+    if previous is not None and previous.version > consolidation.version:
         return BookingOutcome(consolidation, filing_plan, report, stale=True, memory=previous)
+    redelivered = previous is not None and previous.version == consolidation.version
+    base_version = previous.prior_version if previous and redelivered else previous.version if previous else None
+    base_filings = (previous.prior_filings if redelivered else previous.filings) if previous else ()
     diff = None
-    if previous is not None:
-        old = FilingPlan(consolidation.mbl, consolidation.planning_party, previous.version, previous.filings)
+    if base_version is not None:
+        old = FilingPlan(consolidation.mbl, consolidation.planning_party, base_version, base_filings)
         diff = diff_plans(old, filing_plan)
     outcomes: list[DraftOutcome] = []
     sent: dict[str, SentFiling] = {}
-    for draft in drafts_for(consolidation, filing_plan, now):
+    for draft in drafts_for(consolidation, filing_plan, consolidation.occurred_at):
         key = filing_key(draft.planned)
         findings = findings_for(report, draft.planned)
         if any(blocks(f) for f in findings):
@@ -152,7 +183,6 @@ def process_booking(consolidation: Consolidation, previous: PlanMemory | None, n
             continue
         try:
             xml = render_filing(draft)
-            print_ = fingerprint(draft)
         except RenderError as exc:
             problem = Finding(
                 rule_id="ENS-RENDER",
@@ -165,13 +195,14 @@ def process_booking(consolidation: Consolidation, previous: PlanMemory | None, n
             )
             outcomes.append(DraftOutcome(draft, (*findings, problem), None, None, send=False))
             continue
+        print_ = fingerprint(draft, xml)
         before = previous.sent.get(key) if previous is not None else None
-        if before is not None and before.fingerprint == print_:
+        if before is not None and before.fingerprint == print_ and before.version < consolidation.version:
             kept = FilingDraft(draft.consolidation, draft.planned, before.lrn, draft.issued_at)
             outcomes.append(DraftOutcome(kept, findings, None, print_, send=False))
             sent[key] = before
         else:
             outcomes.append(DraftOutcome(draft, findings, xml, print_, send=True))
-            sent[key] = SentFiling(draft.lrn, print_)
-    memory = PlanMemory(consolidation.version, filing_plan.filings, sent)
+            sent[key] = SentFiling(draft.lrn, print_, consolidation.version)
+    memory = PlanMemory(consolidation.version, filing_plan.filings, sent, base_version, base_filings)
     return BookingOutcome(consolidation, filing_plan, report, tuple(outcomes), diff, memory=memory)

@@ -18,6 +18,7 @@ from typing import Any
 
 import faust
 import structlog
+from aiokafka import AIOKafkaProducer
 
 from streams.admin import apply_topics
 from streams.errors import ICS2StreamsError, InputError
@@ -49,25 +50,41 @@ class StageStats:
 
 
 class Producer:
-    """Sends ``Emit``s through the Faust app's producer, reusing one Faust topic object per name.
+    """Sends ``Emit``s with its own idempotent aiokafka producer and waits for every acknowledgement.
 
-    A party's queue topic is created the first time an alert goes to it (parties are onboarded lazily).
+    Stage outputs do not go through Faust's buffered producer: after a restart with table recovery, Faust's
+    buffer was seen to stop draining (agents blocked on sends that never completed). Table changelogs still go
+    through Faust. A party's queue topic is created the first time an alert goes to it.
     """
 
     def __init__(self, app: faust.App, settings: Settings, catalogue: Catalogue) -> None:
         self.app = app
         self.settings = settings
         self.catalogue = catalogue
-        self._topics: dict[str, faust.TopicT] = {}
+        self._kafka: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
         self._queues_known: set[str] = set()
         self._queue_prefix = catalogue.party_queue("x").name.removesuffix("x.queue")
+        app.on_before_shutdown.connect(self._on_shutdown)
 
     def topic(self, name: str) -> faust.TopicT:
-        if name not in self._topics:
-            self._topics[name] = self.app.topic(
-                name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-            )
-        return self._topics[name]
+        """The Faust topic an agent consumes (raw bytes in, decoded by the stage)."""
+        return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    async def _producer(self) -> AIOKafkaProducer:
+        async with self._starting:
+            if self._kafka is None:
+                producer = AIOKafkaProducer(
+                    acks="all", enable_idempotence=True, linger_ms=5, **self.settings.kafka_client_kwargs()
+                )
+                await producer.start()
+                self._kafka = producer
+        return self._kafka
+
+    async def _on_shutdown(self, app: faust.App, **kwargs: object) -> None:
+        if self._kafka is not None:
+            await self._kafka.stop()
+            self._kafka = None
 
     async def _ensure_party_queues(self, emits: Sequence[Emit]) -> None:
         parties = {
@@ -81,12 +98,12 @@ class Producer:
 
     async def send_all(self, emits: Sequence[Emit]) -> None:
         """Send and wait until the broker has acknowledged every record (at-least-once needs it)."""
+        if not emits:
+            return
         await self._ensure_party_queues(emits)
-        pending = []
-        for e in emits:
-            pending.append(await self.topic(e.topic).send(key=e.key, value=e.value, headers=list(e.headers)))
-        if pending:
-            await asyncio.gather(*pending)
+        producer = await self._producer()
+        pending = [await producer.send(e.topic, value=e.value, key=e.key, headers=list(e.headers)) for e in emits]
+        await asyncio.gather(*pending)
 
 
 class StageRunner:
