@@ -117,3 +117,49 @@ def validate(file: Path, as_json: bool, now: datetime | None) -> None:
     else:
         _print_report(report)
     sys.exit(EXIT_OK if report.ok else EXIT_FINDINGS)
+
+
+@click.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True, help="Folder"
+)
+def render(file: Path, out: Path) -> None:
+    """Write the ICS2 XML of every filing of ours in the booking to OUT (one file per filing)."""
+    from streams.domain.drafts import drafts_for
+    from streams.errors import RenderError
+    from streams.messages.render import render_filing
+
+    consolidation = _load_booking(file)
+    out.mkdir(parents=True, exist_ok=True)
+    table = Table("filing", "HBL", "LRN", "file")
+    failed = False
+    for draft in drafts_for(consolidation, make_plan(consolidation), consolidation.occurred_at):
+        name = f"{draft.planned.filing.message_type}_{draft.lrn}.xml"
+        try:
+            (out / name).write_bytes(render_filing(draft))
+        except RenderError as exc:
+            failed = True
+            name = f"[red]not rendered: {exc}[/]"
+        table.add_row(draft.planned.filing.value, draft.planned.hbl or "-", draft.lrn, name)
+    Console().print(table)
+    sys.exit(1 if failed else 0)
+
+
+@click.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+def parse(file: Path) -> None:
+    """Parse a customs notification (IE3R01, IE3N99, IE3Q01, ...) and print what it means, as JSON."""
+    from streams.errors import XMLRejected
+    from streams.messages.parse import parse_notification
+    from streams.pipeline.records import notification_record
+
+    data = file.read_bytes()
+    try:
+        notification = parse_notification(data)
+    except XMLRejected as exc:
+        click.echo(f"error: {file}: {exc}", err=True)
+        sys.exit(2)
+    record = notification_record(notification, data)
+    record["actors"] = [a.value for a in notification.actors]
+    click.echo(json.dumps(record, indent=2))

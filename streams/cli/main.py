@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "validate": "streams.cli.domain:validate",
     "render": "streams.cli.domain:render",
     "parse": "streams.cli.domain:parse",
+    "book": "streams.cli.book:book",
     "worker": "streams.cli.worker:worker",
     "gateway": "streams.cli.gateway:gateway",
     "demo": "streams.cli.demo:demo",
