@@ -11,7 +11,6 @@ from typing import Any
 from streams.domain.ledger import FilingRecord
 from streams.domain.model import format_datetime, parse_datetime
 from streams.domain.outbound import DraftOutcome
-from streams.domain.planning import FilingType
 from streams.messages.notifications import MESSAGE_SPECS, Notification, NotificationError
 
 
@@ -87,19 +86,9 @@ def ledger_record(key: str, record: FilingRecord) -> dict[str, Any]:
 
 
 def filing_record_from_ledger(data: Mapping[str, Any]) -> FilingRecord:
-    return FilingRecord(
-        mbl=data["mbl"],
-        hbl=data.get("hbl"),
-        filing=FilingType(data["filing"]),
-        filer=data["filer"],
-        planning_party=data["planning_party"],
-        carrier=data["carrier"],
-        lrn=data.get("lrn"),
-        mrn=data.get("mrn"),
-        supplementary_declarant=data.get("supplementary_declarant"),
-        hbl_chain=tuple((link["hbl"], link["issuer"]) for link in data.get("hbl_chain", [])),
-        eoris=dict(data.get("eoris", {})),
-    )
+    """A ``LedgerEntry`` back to the domain's record; the chain's links are records in Avro, pairs in the domain."""
+    chain = [(link["hbl"], link["issuer"]) for link in data.get("hbl_chain", [])]
+    return FilingRecord.from_json({**data, "hbl_chain": chain})
 
 
 def notification_record(notification: Notification, raw: bytes) -> dict[str, Any]:
