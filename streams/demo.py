@@ -202,7 +202,9 @@ def tell_story(settings: Settings, console: Console, timeout: float, workdir: Pa
     The end-to-end test runs this same function.
     """
     catalogue = Catalogue.for_prefix(settings.topic_prefix)
-    asyncio.run(apply_topics(settings, catalogue))
+    books_now = datetime.now(UTC)
+    parties = sorted({p["id"] for b in bookings(books_now) for p in b["parties"] if p["role"] != "shipper"})
+    asyncio.run(apply_topics(settings, catalogue, parties))
     script = workdir / "risk-script.json"
     script.write_text(json.dumps(DEMO_SCRIPT.to_json(), indent=2))
     web_port = free_tcp_port()
@@ -223,7 +225,7 @@ def tell_story(settings: Settings, console: Console, timeout: float, workdir: Pa
     with processes([worker, gateway]):
         wait_for(lambda: get_json(web_port, "/health")[0] == 200, 60, "the worker's health view")
         console.print(f"[bold]Worker[/] and [bold]customs simulator[/] running (logs in {workdir})")
-        books = bookings(datetime.now(UTC))
+        books = bookings(books_now)
         asyncio.run(publish_bookings(settings, books))
         for b in books:
             console.print(f"  booked {b['master']['mbl_number']} as {b['planning_party']}")

@@ -20,7 +20,7 @@ import faust
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from streams.admin import apply_topics
+from streams.admin import list_topics
 from streams.errors import ICS2StreamsError, InputError
 from streams.pipeline.dead_letters import DeadLetterSink
 from streams.pipeline.stage import Emit, Handler, Incoming, StageFailure
@@ -28,6 +28,9 @@ from streams.settings import Settings
 from streams.topics import Catalogue
 
 log = structlog.get_logger(__name__)
+
+#: How often, at most, the list of onboarded party queues is read again when an alert names an unknown one.
+QUEUE_REFRESH_S = 10.0
 
 AsyncHandler = Callable[[Incoming], Awaitable[Sequence[Emit]]]
 
@@ -54,7 +57,7 @@ class Producer:
 
     Stage outputs do not go through Faust's buffered producer: after a restart with table recovery, Faust's
     buffer was seen to stop draining (agents blocked on sends that never completed). Table changelogs still go
-    through Faust. A party's queue topic is created the first time an alert goes to it.
+    through Faust.
     """
 
     def __init__(self, app: faust.App, settings: Settings, catalogue: Catalogue) -> None:
@@ -64,6 +67,7 @@ class Producer:
         self._kafka: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
         self._queues_known: set[str] = set()
+        self._queues_listed_at = -QUEUE_REFRESH_S
         self._queue_prefix = catalogue.party_queue("x").name.removesuffix("x.queue")
         app.on_before_shutdown.connect(self._on_shutdown)
 
@@ -86,21 +90,29 @@ class Producer:
             await self._kafka.stop()
             self._kafka = None
 
-    async def _ensure_party_queues(self, emits: Sequence[Emit]) -> None:
-        parties = {
-            e.topic.removeprefix(self._queue_prefix).removesuffix(".queue")
-            for e in emits
-            if e.topic.startswith(self._queue_prefix) and e.topic not in self._queues_known
-        }
-        if parties:
-            await apply_topics(self.settings, self.catalogue, sorted(parties))
-            self._queues_known.update(self.catalogue.party_queue(p).name for p in parties)
+    async def _onboarded(self, emits: Sequence[Emit]) -> list[Emit]:
+        """Drop records for party queues that do not exist: parties are onboarded with ``ics2 topics apply --party``.
+
+        The worker never creates topics on the hot path (producing to a topic created a moment before was seen to
+        stall the producer), and needs no right to create them. The alert itself is on the alerts topic anyway.
+        """
+        queued = [e for e in emits if e.topic.startswith(self._queue_prefix)]
+        if not queued:
+            return list(emits)
+        now = time.monotonic()
+        if any(e.topic not in self._queues_known for e in queued) and now - self._queues_listed_at > QUEUE_REFRESH_S:
+            self._queues_known = set(await list_topics(self.settings, self._queue_prefix))
+            self._queues_listed_at = now
+        missing = {e.topic for e in queued if e.topic not in self._queues_known}
+        for topic in sorted(missing):
+            log.warning("party_not_onboarded", queue=topic)
+        return [e for e in emits if e.topic not in missing]
 
     async def send_all(self, emits: Sequence[Emit]) -> None:
         """Send and wait until the broker has acknowledged every record (at-least-once needs it)."""
         if not emits:
             return
-        await self._ensure_party_queues(emits)
+        emits = await self._onboarded(emits)
         producer = await self._producer()
         pending = [await producer.send(e.topic, value=e.value, key=e.key, headers=list(e.headers)) for e in emits]
         await asyncio.gather(*pending)

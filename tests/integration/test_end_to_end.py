@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from streams.admin import delete_topics, list_topics
+from streams.admin import apply_topics, delete_topics, list_topics
 from streams.client import publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
 from streams.demo import SECOND_MBL, SEED_MBL, DemoResult, seed_booking, tell_story, unique_alerts
@@ -92,6 +92,7 @@ class TestRestart:
             b = seed_booking()
             b["master"]["mbl_number"] = f"OCLU26TYO{i:07d}"
             books.append(b)
+        await apply_topics(settings, catalogue, ["ML-TYO", "CARRIER-A", "COLOADER-A", "COLOADER-C", "COLOADER-D"])
         customs = gateway(settings, tmp_path, "--poll-interval", "1").start()
         first = worker(settings, tmp_path).start()
         try:
