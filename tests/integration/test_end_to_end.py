@@ -80,7 +80,7 @@ class TestRestart:
         strict=False,
         reason=(
             "faust-streaming 0.15.3: after SIGKILL the replacement worker's table recovery sometimes stalls "
-            "(Recovery._slurp_changelogs waits on changelog partitions; agents stop), about 2 runs in 3 here"
+            "(Recovery._slurp_changelogs waits on changelog partitions; agents stop), in most runs here"
         ),
     )
     async def test_killed_worker_loses_nothing_and_duplicates_no_alert(self, kafka_settings, catalogue, tmp_path):
