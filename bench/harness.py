@@ -200,6 +200,30 @@ def _throughput(items: int, outputs: list[tuple[str, int]], child: Child) -> Thr
     return Throughput(items=items, outputs=len(outputs), items_per_s=per_s, span_s=span_s, startup_s=startup_s)
 
 
+async def _probe_latencies(
+    settings: Settings,
+    params: Parameters,
+    send_topic: str,
+    arrivals: Arrivals,
+    probes: Sequence[Probe],
+    child: Child,
+) -> list[float]:
+    """Send the probes one at a time to ``send_topic`` and time each until ``arrivals`` sees it."""
+    try:
+        await arrivals.start()
+        return await latencies_ms(
+            settings,
+            send_topic=send_topic,
+            arrivals=arrivals,
+            probes=probes,
+            interval_s=params.interval_ms / 1000.0,
+            timeout=params.phase_timeout_s,
+            watched=child,
+        )
+    finally:
+        await arrivals.stop()
+
+
 async def measure_passthrough(
     settings: Settings, params: Parameters, booking_records: Sequence[tuple[bytes, bytes]], workdir: Path
 ) -> PathResult:
@@ -219,19 +243,7 @@ async def measure_passthrough(
         dnl = build_ie3q01(mrn=mrn_number(0), issued_at=REGISTERED_AT, member_state="NL", hbl=HOUSE, mbl=mbl_number(0))
         probes = [Probe(f"probe-{i:05d}", f"probe-{i:05d}".encode(), dnl) for i in range(params.notifications)]
         arrivals = Arrivals(settings, target, lambda m: (m.key or b"").decode() or None)
-        try:
-            await arrivals.start()
-            samples = await latencies_ms(
-                settings,
-                send_topic=source,
-                arrivals=arrivals,
-                probes=probes,
-                interval_s=params.interval_ms / 1000.0,
-                timeout=params.phase_timeout_s,
-                watched=child,
-            )
-        finally:
-            await arrivals.stop()
+        samples = await _probe_latencies(settings, params, source, arrivals, probes, child)
         peak = child.peak_rss_kib()
     finally:
         child.stop()
@@ -300,19 +312,9 @@ async def measure_pipeline(
             for i, mrn in enumerate(mrns)
         ]  # fmt: skip
         arrivals = Arrivals(settings, queue, _alert_matcher(schemas, "IE3Q01"))
-        try:
-            await arrivals.start()
-            samples = await latencies_ms(
-                settings,
-                send_topic=catalogue.notifications_inbound.name,
-                arrivals=arrivals,
-                probes=probes,
-                interval_s=params.interval_ms / 1000.0,
-                timeout=params.phase_timeout_s,
-                watched=child,
-            )
-        finally:
-            await arrivals.stop()
+        samples = await _probe_latencies(
+            settings, params, catalogue.notifications_inbound.name, arrivals, probes, child
+        )
         peak = child.peak_rss_kib()
     finally:
         child.stop()

@@ -42,7 +42,6 @@ class StageStats:
     consumed: Counter[str] = field(default_factory=Counter)
     emitted: Counter[str] = field(default_factory=Counter)
     dead_lettered: Counter[str] = field(default_factory=Counter)
-    last_latency_ms: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -137,7 +136,6 @@ class StageRunner:
 
     async def process(self, incoming: Incoming) -> None:
         """Handle one record; never raises for bad input."""
-        started = time.perf_counter()
         self.stats.consumed[self.name] += 1
         with structlog.contextvars.bound_contextvars(
             stage=self.name, topic=incoming.topic, partition=incoming.partition, offset=incoming.offset
@@ -167,7 +165,6 @@ class StageRunner:
                 await self._dead_letter(incoming, "produce", f"could not produce the result: {exc!r}", exc, None)
                 return
             self.stats.emitted[self.name] += len(emits)
-            self.stats.last_latency_ms[self.name] = (time.perf_counter() - started) * 1000
 
     async def _dead_letter(
         self, incoming: Incoming, phase: str, reason: str, exc: BaseException, party: str | None
