@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install demo test test-unit test-integration lint format bench soak broker-start broker-stop clean
+.PHONY: install demo test test-unit test-integration lint format bench soak scaling broker-start broker-stop clean browser fuzz
 
 install: $(STAMP)
 
@@ -18,15 +19,18 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/ics2 demo
 
-test: install
+test: install browser
 	$(BIN)/ruff check streams tests bench
 	$(BIN)/pytest
 
 test-unit: install
 	$(BIN)/pytest tests/unit
 
-test-integration: install
+test-integration: install browser
 	$(BIN)/pytest tests/integration
+
+fuzz: install
+	ICS2_FUZZ_EXAMPLES=$${ICS2_FUZZ_EXAMPLES:-5000} $(BIN)/pytest tests/unit/test_fuzz_decoders.py -q
 
 lint: install
 	$(BIN)/ruff check streams tests bench
@@ -39,11 +43,24 @@ format: install
 bench: install
 	$(BIN)/python -m bench
 
+# Not in CI: a day of a large forwarder's bookings through a worker and the simulator (5-10 minutes).
+soak: install
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# Not in CI: the same bookings through one worker, then two in one group (a few minutes).
+scaling: install
+	$(BIN)/python -m bench.scaling $(SCALING_ARGS)
+
 broker-start: install
 	$(BIN)/ics2 broker start
 
 broker-stop: install
 	$(BIN)/ics2 broker stop
+
+# The dashboard test drives Debian's headless Chromium; install it only when missing (CI runs as root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		($(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium chromium-driver)
 
 clean:
 	-$(BIN)/ics2 broker stop

@@ -33,6 +33,7 @@ from rich.table import Table
 
 from streams.admin import apply_topics, delete_topics, list_topics
 from streams.broker import LocalBroker, free_tcp_port
+from streams.cli.replay import report_when_caught_up
 from streams.client import publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.model import format_datetime
@@ -166,6 +167,7 @@ class DemoResult:
     prefix: str
     seconds: float
     workdir: Path
+    audit_report: Path | None = None
 
 
 def run(console: Console, keep: bool = False, timeout: float = 90.0) -> DemoResult:
@@ -182,6 +184,7 @@ def run(console: Console, keep: bool = False, timeout: float = 90.0) -> DemoResu
         result = tell_story(settings, console, timeout, workdir=Path(tempfile.mkdtemp(prefix="ics2-demo-")))
         result.seconds = time.monotonic() - started
         show(console, result)
+        console.print(f"[bold]Audit trail report:[/] {result.audit_report}")
         return result
     finally:
         if not keep:
@@ -240,7 +243,10 @@ def tell_story(settings: Settings, console: Console, timeout: float, workdir: Pa
         alerts = unique_alerts(schemas.decode(r.value, reader="PartyAlert").record for r in records)
         wait_for(lambda: _settled(web_port), 20, "the ENS states")
         states = {mbl: get_json(web_port, f"/ens/{mbl}")[1] or {} for mbl in (SEED_MBL, SECOND_MBL)}
-    return DemoResult(alerts, states, settings.topic_prefix, 0.0, workdir)
+        audit = workdir / "state" / "audit-report.html"
+        replayed = report_when_caught_up(settings, states, audit)
+        console.print(f"[dim]Audit trail replayed from Kafka: {'intact' if replayed.intact else 'BROKEN'}[/]")
+    return DemoResult(alerts, states, settings.topic_prefix, 0.0, workdir, audit)
 
 
 def _settled(port: int) -> bool:

@@ -13,6 +13,11 @@ from enum import StrEnum
 
 DAY_MS = 24 * 60 * 60 * 1000
 SIMULATOR_SNAPSHOT_MAX_BYTES = 8 * 1024 * 1024
+INBOUND_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+"""The inbound XML topic takes records far above what the parser accepts (``streams.messages.safe``), so an
+oversize message reaches the parse stage and is dead-lettered with its bytes instead of vanishing at the broker."""
+DEAD_LETTER_MAX_MESSAGE_BYTES = INBOUND_MAX_MESSAGE_BYTES + 1024 * 1024
+"""Room for the largest inbound record plus its envelope; the worker's producer may send messages this large."""
 
 
 class Cleanup(StrEnum):
@@ -128,6 +133,7 @@ class Catalogue:
             key="addressee EORI",
             value="raw XML bytes",
             retention_ms=400 * DAY_MS,
+            extra_config=(("max.message.bytes", str(INBOUND_MAX_MESSAGE_BYTES)),),
         )
 
     @property
@@ -164,6 +170,26 @@ class Catalogue:
         )
 
     @property
+    def audit_entries(self) -> TopicSpec:
+        return self._spec(
+            "ics2.audit-entries",
+            purpose="what the audit trail must record, derived from each recorded topic, before it is hash-chained",
+            key="MBL number",
+            value="AuditEntry (Avro)",
+            retention_ms=30 * DAY_MS,
+        )
+
+    @property
+    def audit_chain_changelog(self) -> TopicSpec:
+        return self._spec(
+            "ics2.audit-chain-changelog",
+            purpose="changelog of the audit chain table: next sequence, last hash and source offsets chained per MBL",
+            key="MBL number",
+            value="table changelog",
+            cleanup=Cleanup.COMPACT,
+        )
+
+    @property
     def dead_letters(self) -> TopicSpec:
         return self._spec(
             "ics2.dead-letters",
@@ -171,6 +197,7 @@ class Catalogue:
             key="the original key",
             value="DeadLetter (Avro)",
             retention_ms=400 * DAY_MS,
+            extra_config=(("max.message.bytes", str(DEAD_LETTER_MAX_MESSAGE_BYTES)),),
         )
 
     @property
@@ -236,6 +263,11 @@ class Catalogue:
             extra_config=(("max.message.bytes", str(SIMULATOR_SNAPSHOT_MAX_BYTES)),),
         )
 
+    @staticmethod
+    def names_a_queue(party_id: str) -> bool:
+        """Whether a party id can name a queue topic; ids from input are checked before ``party_queue``."""
+        return bool(_PARTY_ID.fullmatch(party_id))
+
     def party_queue(self, party_id: str) -> TopicSpec:
         """The queue of one party; created when the party is onboarded."""
         if not _PARTY_ID.fullmatch(party_id):
@@ -267,6 +299,8 @@ class Catalogue:
             self.ens_state_changelog,
             self.filing_ledger_changelog,
             self.simulator_state,
+            self.audit_entries,
+            self.audit_chain_changelog,
         )
 
     def by_name(self, name: str) -> TopicSpec:

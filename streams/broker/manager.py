@@ -27,8 +27,17 @@ import structlog
 
 from streams.broker.jars import LOG4J2_CONFIG, ClassPath, ensure_jars, find_java, kafka_version
 from streams.broker.properties import server_properties, write_properties
+from streams.broker.secure import (
+    SECURITY_MARKER,
+    SECURITY_MODES,
+    admin_password,
+    scram_format_argument,
+    secure_listeners,
+)
 from streams.errors import BrokerUnavailable, PlatformError
-from streams.settings import Settings
+from streams.security.acls import ADMIN_USER
+from streams.security.tls import tls_files
+from streams.settings import SecurityProtocol, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -51,10 +60,18 @@ class BrokerConfig:
     """None means ``ICS2_KAFKA_CACHE`` or ``.cache/kafka`` in the repository."""
     node_id: int = 1
     jvm_options: tuple[str, ...] = DEFAULT_JVM_OPTIONS
+    security: str = "plaintext"
+    """``plaintext``, ``sasl`` (SCRAM-SHA-512 and ACLs) or ``ssl`` (TLS, no authentication); see ``secure.py``."""
+    tls_port: int | None = None
+    """With ``sasl``: also a SASL_SSL listener on this port."""
 
     def __post_init__(self) -> None:
         # The JVM runs with the state folder as working directory and the pid check compares command lines.
         object.__setattr__(self, "state_dir", Path(self.state_dir).resolve())
+        if self.security not in SECURITY_MODES:
+            raise PlatformError(f"broker security {self.security!r} is not one of {', '.join(SECURITY_MODES)}")
+        if self.tls_port is not None and self.security != "sasl":
+            raise PlatformError("a separate TLS port is for the sasl mode; the ssl mode puts TLS on the client port")
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> BrokerConfig:
@@ -97,6 +114,31 @@ class BrokerConfig:
     @property
     def server_log(self) -> Path:
         return self.logs_dir / "server.log"
+
+    @property
+    def tls_bootstrap_servers(self) -> str | None:
+        return f"{self.host}:{self.tls_port}" if self.tls_port is not None else None
+
+    def admin_settings(self, *, tls: bool = False, **fields: Any) -> Settings:
+        """Client settings of the broker's admin user (the plain settings in plaintext mode)."""
+        values: dict[str, Any] = {"bootstrap_servers": self.bootstrap_servers, **fields}
+        ca_file = str(tls_files(self.state_dir / "tls").ca_cert)
+        if self.security == "ssl":
+            values.update(security_protocol=SecurityProtocol.SSL, ssl_cafile=ca_file)
+        elif self.security == "sasl":
+            values.update(
+                security_protocol=SecurityProtocol.SASL_PLAINTEXT,
+                sasl_mechanism="SCRAM-SHA-512",
+                sasl_username=ADMIN_USER,
+                sasl_password=admin_password(self.state_dir),
+            )
+            if tls:
+                values.update(
+                    bootstrap_servers=self.tls_bootstrap_servers,
+                    security_protocol=SecurityProtocol.SASL_SSL,
+                    ssl_cafile=ca_file,
+                )
+        return Settings(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,18 +214,9 @@ class LocalBroker:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         cfg.logs_dir.mkdir(exist_ok=True)
-        for port in (cfg.port, cfg.controller_port):
+        for port in (cfg.port, cfg.controller_port, *([cfg.tls_port] if cfg.tls_port is not None else [])):
             self._require_free(port)
-        write_properties(
-            cfg.properties_file,
-            server_properties(
-                node_id=cfg.node_id,
-                host=cfg.host,
-                client_port=cfg.port,
-                controller_port=cfg.controller_port,
-                log_dir=cfg.data_dir,
-            ),
-        )
+        write_properties(cfg.properties_file, self._server_properties())
         started = time.monotonic()
         if self._format_storage(java, classpath):
             timings["format"] = time.monotonic() - started
@@ -209,6 +242,46 @@ class LocalBroker:
             started_now=True,
             timings=MappingProxyType(timings),
         )
+
+    def _server_properties(self) -> dict[str, str]:
+        """The plaintext properties exactly as before; a secured mode adds its listeners and settings."""
+        cfg = self.config
+        common: dict[str, Any] = {
+            "node_id": cfg.node_id,
+            "host": cfg.host,
+            "client_port": cfg.port,
+            "controller_port": cfg.controller_port,
+            "log_dir": cfg.data_dir,
+        }
+        self._check_security_marker()
+        if cfg.security == "plaintext":
+            return server_properties(**common)
+        password = admin_password(cfg.state_dir) if cfg.security == "sasl" else None
+        secure = secure_listeners(
+            cfg.security, host=cfg.host, state_dir=cfg.state_dir, tls_port=cfg.tls_port, password=password
+        )
+        cfg.properties_file.touch(mode=0o600)
+        cfg.properties_file.chmod(0o600)
+        return server_properties(
+            **common,
+            client_protocol=secure.client_protocol,
+            controller_protocol=secure.controller_protocol,
+            extra_listeners=secure.extra_listeners,
+            overrides=secure.overrides,
+        )
+
+    def _check_security_marker(self) -> None:
+        """A folder formatted in one mode keeps it: SCRAM users are bootstrapped only when formatting."""
+        marker = self.config.state_dir / SECURITY_MARKER
+        formatted = (self.config.data_dir / "meta.properties").exists()
+        recorded = marker.read_text(encoding="utf-8").strip() if marker.exists() else ("plaintext" if formatted else "")
+        if recorded and recorded != self.config.security:
+            raise PlatformError(
+                f"the broker in {self.config.state_dir} was formatted with security {recorded!r}, not "
+                f"{self.config.security!r}; use another state folder or remove this one"
+            )
+        if self.config.security != "plaintext":
+            marker.write_text(self.config.security + "\n", encoding="utf-8")
 
     def stop(self, timeout: float = 30.0) -> bool:
         """SIGTERM, wait for a clean shutdown, SIGKILL after ``timeout``; False when nothing was running."""
@@ -279,7 +352,15 @@ class LocalBroker:
         return "kafka.Kafka" in args and str(self.config.properties_file) in args
 
     def _answers(self, request_timeout: float = 5.0) -> bool:
-        return _in_thread(_bootstrap_once(self.config.bootstrap_servers, request_timeout))
+        return _in_thread(_bootstrap_once(self.config.bootstrap_servers, request_timeout, self._probe_kwargs()))
+
+    def _probe_kwargs(self) -> dict[str, Any]:
+        """The plaintext probe as before; a secured broker is probed as its admin."""
+        if self.config.security == "plaintext":
+            return {}
+        kwargs = self.config.admin_settings().kafka_client_kwargs()
+        kwargs.pop("bootstrap_servers")
+        return kwargs
 
     def _require_free(self, port: int) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -307,6 +388,8 @@ class LocalBroker:
             str(self.config.properties_file),
             "--ignore-formatted",
         ]
+        if self.config.security == "sasl":
+            command += ["--add-scram", scram_format_argument(admin_password(self.config.state_dir))]
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -348,7 +431,9 @@ class LocalBroker:
 
     def _await_ready(self, pid: int, timeout: float) -> None:
         """Poll until a client bootstraps; fail early, with the log tail, if the JVM exits meanwhile."""
-        outcome = _in_thread(_wait_until_ready(self.config.bootstrap_servers, timeout, lambda: self._alive(pid)))
+        outcome = _in_thread(
+            _wait_until_ready(self.config.bootstrap_servers, timeout, lambda: self._alive(pid), self._probe_kwargs())
+        )
         if outcome == "ready":
             return
         if outcome == "exited":
@@ -420,7 +505,9 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-async def _bootstrap_once(bootstrap_servers: str, request_timeout: float) -> bool:
+async def _bootstrap_once(
+    bootstrap_servers: str, request_timeout: float, client_kwargs: Mapping[str, Any] | None = None
+) -> bool:
     """One real client bootstrap plus a metadata request; only an open port is not enough."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
@@ -428,7 +515,9 @@ async def _bootstrap_once(bootstrap_servers: str, request_timeout: float) -> boo
     host, port = parse_bootstrap(bootstrap_servers)
     if not _port_open(host, port):
         return False
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=int(request_timeout * 1000))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(request_timeout * 1000), **(client_kwargs or {})
+    )
     try:
         await admin.start()
         await admin.list_topics()
@@ -440,7 +529,9 @@ async def _bootstrap_once(bootstrap_servers: str, request_timeout: float) -> boo
     return True
 
 
-async def _wait_until_ready(bootstrap_servers: str, timeout: float, alive: Callable[[], bool]) -> str:
+async def _wait_until_ready(
+    bootstrap_servers: str, timeout: float, alive: Callable[[], bool], client_kwargs: Mapping[str, Any] | None = None
+) -> str:
     deadline = time.monotonic() + timeout
     while True:
         if not alive():
@@ -448,6 +539,6 @@ async def _wait_until_ready(bootstrap_servers: str, timeout: float, alive: Calla
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return "timeout"
-        if await _bootstrap_once(bootstrap_servers, min(5.0, max(remaining, 0.5))):
+        if await _bootstrap_once(bootstrap_servers, min(5.0, max(remaining, 0.5)), client_kwargs):
             return "ready"
         await asyncio.sleep(_PROBE_INTERVAL_S)

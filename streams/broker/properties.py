@@ -39,6 +39,8 @@ def server_properties(
     auto_create_topics: bool = False,
     extra_listeners: tuple[Listener, ...] = (),
     overrides: Mapping[str, str] | None = None,
+    client_protocol: str = "PLAINTEXT",
+    controller_protocol: str = "PLAINTEXT",
 ) -> dict[str, str]:
     """The broker's configuration.
 
@@ -46,8 +48,8 @@ def server_properties(
     creates its internal topics through the admin API, so a typo in a topic name fails loudly instead of
     creating a stray topic.
     """
-    client = Listener(CLIENT_LISTENER, host, client_port)
-    controller = Listener(CONTROLLER_LISTENER, host, controller_port)
+    client = Listener(CLIENT_LISTENER, host, client_port, client_protocol)
+    controller = Listener(CONTROLLER_LISTENER, host, controller_port, controller_protocol)
     broker_listeners = (client, *extra_listeners)
     all_listeners = (*broker_listeners, controller)
     properties = {

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.broker import BrokerStatus, LocalBroker
+from streams.broker.secure import SECURITY_MODES, client_environment, recorded_security
 from streams.errors import PlatformError
 from streams.settings import Settings
 
@@ -30,11 +31,20 @@ _port = click.option("--port", type=int, help="Client port (default: the port of
 _controller_port = click.option("--controller-port", type=int, help="Controller port (default: client port + 1).")
 
 
-def _broker(state_dir: Path | None, port: int | None = None, controller_port: int | None = None) -> LocalBroker:
+def _broker(
+    state_dir: Path | None,
+    port: int | None = None,
+    controller_port: int | None = None,
+    security: str | None = None,
+    tls_port: int | None = None,
+) -> LocalBroker:
     settings = Settings.from_env()
-    overrides = {"state_dir": state_dir, "port": port, "controller_port": controller_port}
+    overrides: dict[str, object] = {"state_dir": state_dir, "port": port, "controller_port": controller_port}
     if port is not None and controller_port is None:
         overrides["controller_port"] = port + 1
+    # Without --security, the mode the folder was started in, so that status and stop probe it the right way.
+    overrides["security"] = security or recorded_security(state_dir or settings.state_dir / "kafka")
+    overrides["tls_port"] = tls_port
     return LocalBroker.from_settings(settings, **overrides)
 
 
@@ -71,10 +81,28 @@ def broker() -> None:
 @_port
 @_controller_port
 @click.option("--timeout", type=float, default=90.0, show_default=True, help="Seconds to wait for readiness.")
-def start(state_dir: Path | None, port: int | None, controller_port: int | None, timeout: float) -> None:
+@click.option(
+    "--security",
+    type=click.Choice(SECURITY_MODES),
+    default=None,
+    help="sasl: SCRAM users and ACLs (ics2 parties); ssl: TLS with a private CA. Fixed at the first start.",
+)
+@click.option("--tls-port", type=int, default=None, help="With --security sasl: also a SASL_SSL listener here.")
+def start(
+    state_dir: Path | None,
+    port: int | None,
+    controller_port: int | None,
+    timeout: float,
+    security: str | None,
+    tls_port: int | None,
+) -> None:
     """Start the broker in the background, or report the one already running."""
     console = Console()
-    local = _broker(state_dir, port, controller_port)
+    try:
+        local = _broker(state_dir, port, controller_port, security, tls_port)
+    except PlatformError as exc:
+        _fail(console, exc)
+        return
     try:
         status = local.start(timeout=timeout)
     except PlatformError as exc:
@@ -86,6 +114,16 @@ def start(state_dir: Path | None, port: int | None, controller_port: int | None,
     for phase, seconds in status.timings.items():
         note = " (cached)" if phase == "jars" and seconds == 0 else ""
         console.print(f"  {labels.get(phase, phase)}: {seconds:.2f}s{note}", highlight=False)
+    cfg = local.config
+    if cfg.security != "plaintext":
+        console.print(f"security {cfg.security}: run ics2 as the admin with", highlight=False)
+        for name, value in client_environment(cfg.security, cfg.bootstrap_servers, cfg.state_dir).items():
+            click.echo(f"  export {name}={value}")
+        if cfg.tls_bootstrap_servers is not None:
+            console.print(
+                f"  TLS (SASL_SSL) on {cfg.tls_bootstrap_servers}, CA {cfg.state_dir / 'tls' / 'ca.pem'}",
+                highlight=False,
+            )
 
 
 @broker.command()

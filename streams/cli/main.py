@@ -23,6 +23,13 @@ COMMANDS: dict[str, str] = {
     "gateway": "streams.cli.gateway:gateway",
     "demo": "streams.cli.demo:demo",
     "status": "streams.cli.status:status",
+    "inbox": "streams.cli.inbox:inbox",
+    "answer": "streams.cli.answer:answer",
+    "replay": "streams.cli.replay:replay_command",
+    "archive": "streams.cli.archive:archive",
+    "ack": "streams.cli.ack:ack",
+    "deploy": "streams.cli.deploy:deploy",
+    "parties": "streams.cli.parties:parties",
 }
 
 

@@ -251,6 +251,11 @@ class SchemaCatalogue:
         body = io.BytesIO(data[HEADER_SIZE:])
         try:
             record = schemaless_reader(body, writer.parsed, resolve)
+        except EOFError as exc:
+            raise DecodeError(
+                f"corrupt {writer.name} body: the message ends before the record does (cut short, or its body was"
+                f" written with another schema than its header names)"
+            ) from exc
         except Exception as exc:
             raise DecodeError(f"corrupt {writer.name} body: {type(exc).__name__}: {exc}") from exc
         left = len(data) - HEADER_SIZE - body.tell()

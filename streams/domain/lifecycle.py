@@ -3,7 +3,12 @@
 ``apply(state, event, now)`` returns the new state and the alerts the event calls for; the pipeline keeps the state
 in a Faust table and emits the alerts. The state of an HBL is derived from the facts recorded about it (filings and
 their answers, holds, referrals), never stored beside them, so it cannot drift from them.
-Events are JSON objects with a ``type``: ``planned``, ``filing_sent``, ``filing_blocked``, ``notification``, ``tick``.
+Events are JSON objects with a ``type``: ``planned``, ``filing_sent``, ``filing_blocked``, ``notification``, ``tick``,
+``ack``.
+
+A Do Not Load, RFI or RFS alert stays open, and is escalated by the watchdog's ticks as its deadline nears, until the
+party it was sent to acknowledges it (``ack``) or customs lifts the condition (assessment complete). An ack is an
+event of the MBL's state rather than a side table so that every worker replaying the changelog agrees on it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from streams.messages.notifications import Action, Notification, NotificationKin
 #: How many notification ids a state remembers to suppress duplicates (customs re-sends, replays).
 SEEN_LIMIT = 2000
 HISTORY_LIMIT = 200
+#: How many acknowledgements a state remembers (alert id -> who and when) for the operator views.
+ACK_LIMIT = 500
 #: Default escalation margins before the lodging deadline, widest first.
 DEFAULT_MARGINS: tuple[timedelta, ...] = (timedelta(hours=48), timedelta(hours=24), timedelta(hours=6), timedelta(0))
 
@@ -82,6 +89,84 @@ class HouseStatus:
     """Referral reference -> answer deadline (ISO) of open RFIs and RFSs."""
 
 
+class NaggingKind(StrEnum):
+    """Customs answers that keep nagging their recipient until acknowledged: each can stop or delay the cargo."""
+
+    DO_NOT_LOAD = "dnl"
+    RFI = "rfi"
+    RFS = "rfs"
+
+
+NAGGING: Mapping[NotificationKind, NaggingKind] = {
+    NotificationKind.DO_NOT_LOAD: NaggingKind.DO_NOT_LOAD,
+    NotificationKind.RFI: NaggingKind.RFI,
+    NotificationKind.RFS: NaggingKind.RFS,
+}
+
+NAGGING_ACTIONS: Mapping[NaggingKind, Action] = {
+    NaggingKind.DO_NOT_LOAD: Action.STOP_LOADING,
+    NaggingKind.RFI: Action.ANSWER_RFI,
+    NaggingKind.RFS: Action.ANSWER_RFS,
+}
+
+
+@dataclass(slots=True)
+class OpenAlert:
+    """A DNL, RFI or RFS alert sent to one party, remembered so that its escalation stops once acknowledged."""
+
+    alert_id: str
+    kind: NaggingKind
+    party: str
+    hbl: str | None
+    referral_reference: str | None
+    deadline: str | None
+    """The answer deadline customs gave (RFI/RFS); None for a DNL, which is due by the ENS lodging deadline."""
+    raised_at: str
+    title: str
+    acknowledged_by: str | None = None
+    acknowledged_at: str | None = None
+    escalation_level: int = 0
+    escalations: list[str] = field(default_factory=list)
+    """Ids of the escalation alerts raised for it; acknowledging any of them acknowledges this alert."""
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.acknowledged_by is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "kind": self.kind.value,
+            "party": self.party,
+            "hbl": self.hbl,
+            "referral_reference": self.referral_reference,
+            "deadline": self.deadline,
+            "raised_at": self.raised_at,
+            "title": self.title,
+            "acknowledged_by": self.acknowledged_by,
+            "acknowledged_at": self.acknowledged_at,
+            "escalation_level": self.escalation_level,
+            "escalations": list(self.escalations),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> OpenAlert:
+        return cls(
+            alert_id=data["alert_id"],
+            kind=NaggingKind(data["kind"]),
+            party=data["party"],
+            hbl=data.get("hbl"),
+            referral_reference=data.get("referral_reference"),
+            deadline=data.get("deadline"),
+            raised_at=data["raised_at"],
+            title=data.get("title", ""),
+            acknowledged_by=data.get("acknowledged_by"),
+            acknowledged_at=data.get("acknowledged_at"),
+            escalation_level=int(data.get("escalation_level", 0)),
+            escalations=list(data.get("escalations", [])),
+        )
+
+
 @dataclass(slots=True)
 class EnsState:
     """Everything known of one MBL's ENS."""
@@ -94,6 +179,9 @@ class EnsState:
     seen: list[str] = field(default_factory=list)
     escalation_level: int = 0
     history: list[list[str]] = field(default_factory=list)
+    open_alerts: dict[str, OpenAlert] = field(default_factory=dict)
+    acks: dict[str, list[str]] = field(default_factory=dict)
+    """Alert id -> [acknowledged by, at] of every acknowledged alert of this MBL, the latest ``ACK_LIMIT``."""
 
     def house_state(self, hbl: str) -> HouseState:
         """Derived from the recorded facts, worst condition first."""
@@ -129,6 +217,50 @@ class EnsState:
         """Filings the ENS still lacks (not registered), ours and others'."""
         return [f for f in self.filings.values() if not f.lodged and f.state is not FilingState.INVALIDATED]
 
+    def condition_holds(self, alert: OpenAlert) -> bool:
+        """Whether customs' condition behind the alert still stands: the HBL still held, the referral still open."""
+        house = self.houses.get(alert.hbl or "")
+        if house is None:
+            return False
+        if alert.kind is NaggingKind.DO_NOT_LOAD:
+            return house.do_not_load
+        return alert.referral_reference in house.open_referrals
+
+    def alert_deadline(self, alert: OpenAlert) -> datetime | None:
+        """Customs' answer deadline, else the ENS lodging deadline (the cargo must be cleared before loading)."""
+        deadline = alert.deadline or self.deadline
+        return None if deadline is None else parse_datetime(deadline)
+
+    def nagging(self) -> list[OpenAlert]:
+        """Open alerts nobody acknowledged whose condition still stands: the ones the watchdog escalates."""
+        return [a for a in self.open_alerts.values() if not a.acknowledged and self.condition_holds(a)]
+
+    def acknowledgement(self, alert_id: str) -> tuple[str, str] | None:
+        """Who acknowledged the alert and when, also for an escalation whose original alert was acknowledged."""
+        ack = self.acks.get(alert_id)
+        if ack is not None:
+            return ack[0], ack[1]
+        owner = self.owner_of(alert_id)
+        if owner is not None and owner.acknowledged_by is not None:
+            return owner.acknowledged_by, owner.acknowledged_at or ""
+        return None
+
+    def owner_of(self, alert_id: str) -> OpenAlert | None:
+        """The open alert ``alert_id`` is, or escalated."""
+        if alert_id in self.open_alerts:
+            return self.open_alerts[alert_id]
+        return next((a for a in self.open_alerts.values() if alert_id in a.escalations), None)
+
+    def needs_tick(self, now: datetime, widest_margin: timedelta) -> bool:
+        """Whether the watchdog should tick this ENS: missing filings or unacknowledged alerts near their deadline."""
+        if self.deadline and self.missing_filings() and now >= parse_datetime(self.deadline) - widest_margin:
+            return True
+        for alert in self.nagging():
+            deadline = self.alert_deadline(alert)
+            if deadline is not None and now >= deadline - widest_margin:
+                return True
+        return False
+
     def to_json(self) -> dict[str, Any]:
         return {
             "mbl": self.mbl,
@@ -163,6 +295,8 @@ class EnsState:
             "seen": self.seen,
             "escalation_level": self.escalation_level,
             "history": self.history,
+            "open_alerts": [a.to_json() for a in self.open_alerts.values()],
+            "acks": self.acks,
         }
 
     @classmethod
@@ -174,7 +308,11 @@ class EnsState:
             seen=list(data.get("seen", [])),
             escalation_level=int(data.get("escalation_level", 0)),
             history=[list(h) for h in data.get("history", [])],
+            acks={k: list(v) for k, v in data.get("acks", {}).items()},
         )
+        for a in data.get("open_alerts", []):
+            alert = OpenAlert.from_json(a)
+            state.open_alerts[alert.alert_id] = alert
         for f in data.get("filings", []):
             status = FilingStatus(
                 f["filing"], f.get("hbl"), f["filer"], f["ours"], FilingState(f["state"]), f.get("lrn"), f.get("mrn")
@@ -218,6 +356,8 @@ def apply(
         return _notification(state, event, now)
     if kind == "tick":
         return _tick(state, now, margins)
+    if kind == "ack":
+        return _ack(state, event, now)
     raise ValueError(f"unknown lifecycle event type {kind!r}")
 
 
@@ -306,18 +446,102 @@ def _notification(state: EnsState, event: Mapping[str, Any], now: datetime) -> T
         elif kind in (NotificationKind.CONTROL, NotificationKind.CONTROL_AEO):
             house.controlled = True
     _log(state, now, f"{notification.message_type} ({kind.value}) for {record.hbl or record.mbl}")
-    return Transition(state, alerts_for(notification, record, notification_id, now))
+    alerts = alerts_for(notification, record, notification_id, now)
+    nagging = NAGGING.get(kind)
+    if nagging is not None:
+        for alert in alerts:
+            state.open_alerts.setdefault(
+                alert.alert_id,
+                OpenAlert(
+                    alert_id=alert.alert_id,
+                    kind=nagging,
+                    party=alert.party,
+                    hbl=alert.hbl,
+                    referral_reference=alert.referral_reference,
+                    deadline=alert.deadline and format_datetime(alert.deadline),
+                    raised_at=format_datetime(now),
+                    title=alert.title,
+                ),
+            )
+    return Transition(state, alerts)
+
+
+def _ack(state: EnsState, event: Mapping[str, Any], now: datetime) -> Transition:
+    """An operator acknowledged an alert: remember who and when; an open DNL/RFI/RFS stops escalating."""
+    alert_id_ = event["alert_id"]
+    if state.acknowledgement(alert_id_) is not None:
+        return Transition(state, duplicate=True)
+    by = event.get("by") or "unknown"
+    at = event.get("at") or format_datetime(now)
+    state.acks[alert_id_] = [by, at]
+    while len(state.acks) > ACK_LIMIT:
+        del state.acks[next(iter(state.acks))]
+    owner = state.owner_of(alert_id_)
+    if owner is not None:
+        owner.acknowledged_by, owner.acknowledged_at = by, at
+    _log(state, now, f"alert {alert_id_} acknowledged by {by}")
+    return Transition(state)
 
 
 def _tick(state: EnsState, now: datetime, margins: Sequence[timedelta]) -> Transition:
+    """Escalate missing filings and unacknowledged DNL/RFI/RFS alerts as their deadlines near."""
+    alerts = (*_escalate_missing(state, now, margins), *_escalate_nagging(state, now, margins))
+    return Transition(state, alerts)
+
+
+def _escalate_nagging(state: EnsState, now: datetime, margins: Sequence[timedelta]) -> list[PartyAlert]:
+    """One escalation per margin reached, to the party that has not acknowledged; a catch-up tick skips to the latest.
+
+    The escalation's id derives from the original alert and the margin, so a replayed tick raises the same id.
+    """
+    alerts: list[PartyAlert] = []
+    for alert in state.nagging():
+        deadline = state.alert_deadline(alert)
+        if deadline is None:
+            continue
+        level = sum(1 for m in margins if now >= deadline - m)
+        if level <= alert.escalation_level:
+            continue
+        alert.escalation_level = level
+        left = deadline - now
+        when = "passed" if left <= timedelta(0) else f"in {_hours(left)}"
+        last = alert.kind is NaggingKind.DO_NOT_LOAD or level >= len(margins)
+        escalation = PartyAlert(
+            alert_id=alert_id(f"escalation|{alert.alert_id}|{level}", alert.party),
+            party=alert.party,
+            urgency=Urgency.CRITICAL if last else Urgency.HIGH,
+            action=NAGGING_ACTIONS[alert.kind],
+            title=f"Unacknowledged: {alert.title} (deadline {when})",
+            message=(
+                f"Alert {alert.alert_id} of {alert.raised_at} to {alert.party} has not been acknowledged; "
+                f"it is due by {format_datetime(deadline)}. Acknowledge it once acted upon."
+            ),
+            mbl=state.mbl,
+            hbl=alert.hbl,
+            hbl_chain=tuple(state.houses[alert.hbl].chain) if alert.hbl in state.houses else (),
+            party_at_fault=None,
+            lrn=None,
+            mrn=None,
+            referral_reference=alert.referral_reference,
+            deadline=deadline,
+            message_type="ESCALATION",
+            created_at=now,
+        )
+        alert.escalations.append(escalation.alert_id)
+        alerts.append(escalation)
+        _log(state, now, f"{alert.kind.value} alert {alert.alert_id} to {alert.party} escalated, level {level}")
+    return alerts
+
+
+def _escalate_missing(state: EnsState, now: datetime, margins: Sequence[timedelta]) -> list[PartyAlert]:
     """Escalate missing filings as the lodging deadline nears: one alert per margin crossed, never twice."""
     if state.deadline is None:
-        return Transition(state)
+        return []
     missing = state.missing_filings()
     deadline = parse_datetime(state.deadline)
     level = sum(1 for m in margins if now >= deadline - m)
     if not missing or level <= state.escalation_level:
-        return Transition(state)
+        return []
     state.escalation_level = level
     urgency = Urgency.CRITICAL if now >= deadline - margins[-1] or level >= len(margins) - 1 else Urgency.HIGH
     alerts: list[PartyAlert] = []
@@ -351,7 +575,7 @@ def _tick(state: EnsState, now: datetime, margins: Sequence[timedelta]) -> Trans
                 )
             )
     _log(state, now, f"deadline escalation level {level}: {len(missing)} filings missing")
-    return Transition(state, tuple(alerts))
+    return alerts
 
 
 def _hours(delta: timedelta) -> str:

@@ -8,6 +8,7 @@ booking with a bad value still yields a plan and findings instead of a parse fai
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -212,6 +213,14 @@ class Consolidation:
         return _to_json(self)
 
 
+EARLIEST_DATE = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_DATE = datetime(2999, 12, 31, 23, 59, 59, tzinfo=UTC)
+"""Dates of bookings and customs answers lie in this span; beyond it they are typos or garbage, and deadline
+arithmetic on them (a lodging deadline 24 h before year 1) would overflow instead of failing clearly."""
+MAX_VERSION = 99_999_999
+"""A booking version travels in every LRN (22 characters, ``F15V<version>`` + a digest): 8 digits at most."""
+
+
 def parse_datetime(value: str, path: str = "") -> datetime:
     """ICS2 dates are UTC with a ``Z``; offsets are accepted and converted, naive times are refused."""
     try:
@@ -220,12 +229,25 @@ def parse_datetime(value: str, path: str = "") -> datetime:
         raise BookingError(f"{path}: {value!r} is not a date-time like 2027-06-15T12:00:00Z") from exc
     if parsed.tzinfo is None:
         raise BookingError(f"{path}: {value!r} has no time zone; write it in UTC with a trailing Z")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise BookingError(f"{path}: {value!r} is out of the range of dates") from exc
 
 
 def format_datetime(value: datetime) -> str:
     """The ICS2 form ``YYYY-MM-DDThh:mm:ssZ``."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_NOT_XML_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+"""Characters XML 1.0 cannot carry: a booking holding one could never be rendered as an ICS2 message."""
+
+
+def _xml_text(value: str, path: str) -> None:
+    bad = _NOT_XML_TEXT.search(value)
+    if bad:
+        raise BookingError(f"{path} holds the character U+{ord(bad.group()):04X}, which no ICS2 message can carry")
 
 
 class _Reader:
@@ -248,6 +270,8 @@ class _Reader:
         if not isinstance(value, kind):
             expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             raise BookingError(f"{path}.{key} must be {expected}, not {type(value).__name__} ({value!r})")
+        if isinstance(value, str):
+            _xml_text(value, f"{path}.{key}")
         return value
 
     def _object(self, obj: Mapping[str, Any], key: str, path: str, required: bool = True) -> Mapping[str, Any] | None:
@@ -258,6 +282,13 @@ class _Reader:
 
     def _str(self, obj: Mapping[str, Any], key: str, path: str, required: bool = True) -> str | None:
         return self._get(obj, key, path, str, required)
+
+    def _datetime(self, obj: Mapping[str, Any], key: str, path: str) -> datetime:
+        text = self._str(obj, key, path)
+        parsed = parse_datetime(text, f"{path}.{key}")
+        if not EARLIEST_DATE <= parsed <= LATEST_DATE:
+            raise BookingError(f"{path}.{key}: {text!r} is not a plausible date (years 2000 to 2999 are accepted)")
+        return parsed
 
     def consolidation(self) -> Consolidation:
         d = self.data
@@ -276,10 +307,12 @@ class _Reader:
             if numbers.count(number) > 1:
                 raise BookingError(f"$.house_bills: house bill number {number} appears more than once")
         version = self._get(d, "version", "$", int, required=False)
+        if version is not None and not 0 <= version <= MAX_VERSION:
+            raise BookingError(f"$.version: {version} is not a booking version, a whole number from 0 to {MAX_VERSION}")
         return Consolidation(
             event_id=self._str(d, "event_id", "$"),
             event_type=self._str(d, "event_type", "$"),
-            occurred_at=parse_datetime(self._str(d, "occurred_at", "$"), "$.occurred_at"),
+            occurred_at=self._datetime(d, "occurred_at", "$"),
             planning_party=self._str(d, "planning_party", "$"),
             master=master,
             house_bills=house_bills,
@@ -306,7 +339,7 @@ class _Reader:
             vessel_imo=self._str(m, "vessel_imo", p, required=False),
             voyage=self._str(m, "voyage", p, required=False),
             port_of_loading=self._str(m, "port_of_loading", p),
-            loading_at=parse_datetime(self._str(m, "loading_at", p), f"{p}.loading_at"),
+            loading_at=self._datetime(m, "loading_at", p),
             port_of_discharge=self._str(m, "port_of_discharge", p),
             customs_office_of_first_entry=self._str(m, "customs_office_of_first_entry", p),
             transhipment_ports=tuple(self._strings(m, "transhipment_ports", p)),
@@ -318,6 +351,7 @@ class _Reader:
         for i, v in enumerate(values):
             if not isinstance(v, str):
                 raise BookingError(f"{path}.{key}[{i}] must be str, not {type(v).__name__}")
+            _xml_text(v, f"{path}.{key}[{i}]")
         return values
 
     def _container(self, c: Mapping[str, Any], p: str) -> Container:

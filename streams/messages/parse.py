@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from lxml import etree
 
+from streams.domain.model import EARLIEST_DATE, LATEST_DATE
 from streams.errors import XMLRejected
 from streams.messages import NS
 from streams.messages.build import DEADLINE_CODE
@@ -125,13 +126,20 @@ def _first(root: etree._Element, paths: tuple[str, ...]) -> str | None:
 
 
 def _datetime(text: str, where: str) -> datetime:
+    """A zoned date-time in the plausible span, so that deadline arithmetic downstream can never overflow."""
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise XMLRejected(f"{where}: {text!r} is not a date-time like 2027-06-15T12:00:00Z") from exc
     if parsed.tzinfo is None:
         raise XMLRejected(f"{where}: {text!r} has no time zone")
-    return parsed.astimezone(UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise XMLRejected(f"{where}: {text!r} is out of the range of dates") from exc
+    if not EARLIEST_DATE <= parsed <= LATEST_DATE:
+        raise XMLRejected(f"{where}: {text!r} is not a plausible date (years 2000 to 2999 are accepted)")
+    return parsed
 
 
 def _date(root: etree._Element, name: str) -> datetime | None:
@@ -161,10 +169,18 @@ def _errors(root: etree._Element, path: str | None) -> tuple[NotificationError, 
     return tuple(errors)
 
 
-def parse_notification(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Notification:
-    """Parse one customs notification; anything unknown, foreign or lacking a mandatory key is ``XMLRejected``."""
+def parse_notification(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, expected_type: str | None = None
+) -> Notification:
+    """Parse one customs notification; anything unknown, foreign or lacking a mandatory key is ``XMLRejected``.
+
+    ``expected_type`` is the message code the carrier of the bytes announced (the gateway's ``ics2-message-type``
+    header); a document of another type is refused, since routing that trusted the label would go wrong.
+    """
     root = read_xml(data, max_bytes=max_bytes)
     message_type = etree.QName(root).localname
+    if expected_type is not None and message_type != expected_type:
+        raise XMLRejected(f"the message is labelled {expected_type!r} but the document is {message_type!r}")
     layout = LAYOUTS.get(message_type)
     if layout is None:
         known = ", ".join(sorted(LAYOUTS))

@@ -15,8 +15,11 @@ from lxml import etree
 from streams.errors import XMLRejected
 from streams.messages import NS
 
-#: Large enough for an IE3F15 with thousands of goods items; anything larger is not an ICS2 message.
 DEFAULT_MAX_BYTES = 2_000_000
+"""THE size limit of inbound XML, checked here before any parsing: large enough for an IE3F15 with thousands of
+goods items, so anything larger is not an ICS2 message. The inbound topic deliberately takes more
+(``streams.topics.INBOUND_MAX_MESSAGE_BYTES``), so that an oversize message is dead-lettered with its bytes and
+its reason by the parse stage, rather than refused at the broker where only the producer would hear of it."""
 
 _DTD_MARKERS = re.compile(rb"<!\s*(DOCTYPE|ENTITY|ELEMENT|ATTLIST|NOTATION)", re.IGNORECASE)
 _DECLARED_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
@@ -61,7 +64,7 @@ def read_xml(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, namespace: str 
         raise XMLRejected(f"XML contains <!{marker.group(1).decode('ascii')}: DTDs are not accepted")
     try:
         root = etree.fromstring(data, _parser())
-    except etree.XMLSyntaxError as exc:
+    except (etree.LxmlError, ValueError) as exc:
         raise XMLRejected(f"XML is not well-formed: {exc}") from exc
     if root is None:
         raise XMLRejected("XML has no root element")

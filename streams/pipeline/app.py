@@ -26,6 +26,7 @@ from yarl import URL
 
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.lifecycle import EnsState
+from streams.pipeline.audit_stages import audit_stages
 from streams.pipeline.dead_letters import DeadLetterSink
 from streams.pipeline.handlers import (
     BookingStage,
@@ -35,14 +36,20 @@ from streams.pipeline.handlers import (
     ticks_due,
 )
 from streams.pipeline.records import ens_event
+from streams.pipeline.recovery import OrderedTableManager
 from streams.pipeline.runner import Producer, StageRunner, StageStats, add_stage
 from streams.pipeline.stage import Emit
+from streams.pipeline.stall import StallGuard
+from streams.pipeline.web import register_views
 from streams.settings import ProcessingGuarantee, SecurityProtocol, Settings
 from streams.topics import Catalogue, TopicSpec, with_partitions
 
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+
+#: Seconds between two looks of the stall guard.
+STALL_CHECK_S = 5.0
 
 
 def utc_now() -> datetime:
@@ -84,6 +91,7 @@ def faust_app(settings: Settings) -> faust.App:
         "broker_commit_every": 100,
         "broker_commit_interval": 1.0,
         "stream_wait_empty": True,
+        "TableManager": OrderedTableManager,
     }
     if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
         options["processing_guarantee"] = "exactly_once"
@@ -122,7 +130,11 @@ def _table(app: faust.App, name: str, changelog: TopicSpec, settings: Settings) 
     spec = with_partitions(changelog, settings.default_partitions)
     schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="ics2-utf8", value_serializer="raw")
     topic = app.topic(spec.name, schema=schema, partitions=spec.partitions, config=spec.config())
-    return app.Table(name, default=None, schema=schema, partitions=spec.partitions, changelog_topic=topic)
+    table = app.Table(name, default=None, schema=schema, partitions=spec.partitions, changelog_topic=topic)
+    # Faust writes changelog records with serializers it derives from key_type/value_type (JSON without them), not
+    # with the schema that recovery reads them with: keys came back quoted and values as bytes reprs, unrecoverable.
+    table.key_serializer, table.value_serializer = schema.key_serializer, schema.value_serializer
+    return table
 
 
 def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, clock: Clock = utc_now) -> Pipeline:
@@ -139,6 +151,7 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
     tables["ledger"] = _table(app, "ledger", catalogue.filing_ledger_changelog, settings)
     tables["parked"] = _table(app, "parked", catalogue.parked_changelog, settings)
     tables["ens-state"] = _table(app, "ens-state", catalogue.ens_state_changelog, settings)
+    tables["audit-chain"] = _table(app, "audit-chain", catalogue.audit_chain_changelog, settings)
 
     stages = {
         "plan-bookings": (catalogue.bookings, BookingStage(schemas, catalogue, clock, tables["plans"])),
@@ -152,6 +165,7 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
             LifecycleTracker(schemas, catalogue, clock, tables["ens-state"], settings.margins),
         ),
     }
+    stages.update(audit_stages(schemas, catalogue, clock, tables["audit-chain"], producer.send_all))
     for name, (source, handler) in stages.items():
         pipeline.runners[name] = add_stage(
             app,
@@ -162,6 +176,12 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
             dead_letters=dead_letters,
             stats=stats,
         )
+    guard = StallGuard(app, settings, stats, {source.name for source, _ in stages.values()})
+
+    @app.timer(STALL_CHECK_S, name="stall-guard")
+    async def stall_guard() -> None:
+        """Seeks back when records wait and nothing is consumed (see ``streams.pipeline.stall``)."""
+        await guard.check()
 
     @app.timer(settings.watchdog_interval_s, name="deadline-watchdog")
     async def deadline_watchdog() -> None:
@@ -198,4 +218,5 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
             return web.json({"error": f"no ENS known for MBL {mbl} on this worker"}, status=404)
         return web.json(EnsState.from_json(json.loads(raw)).to_json())
 
+    register_views(app, pipeline, schemas, clock)
     return pipeline

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ from streams.domain.ledger import (
     referral_key,
 )
 from streams.domain.lifecycle import DEFAULT_MARGINS, EnsState, apply
-from streams.domain.model import Consolidation, format_datetime, parse_datetime
+from streams.domain.model import Consolidation, format_datetime
 from streams.domain.outbound import BookingOutcome, PlanMemory, process_booking
 from streams.domain.planning import PlannedFiling
 from streams.domain.routing import PartyAlert, alert_id
@@ -34,6 +35,8 @@ from streams.domain.validation import Finding
 from streams.errors import BookingError, XMLRejected
 from streams.messages.notifications import Action, Urgency
 from streams.messages.parse import parse_notification
+from streams.pipeline import answers
+from streams.pipeline.acks import lifecycle_event
 from streams.pipeline.records import (
     draft_record,
     ens_event,
@@ -84,6 +87,9 @@ class _Stage:
                 ("ics2-alert-id", alert.alert_id),
             )
             emits.append(self.emit(self.catalogue.alerts.name, alert.party, "PartyAlert", record, incoming, *extra))
+            if not self.catalogue.names_a_queue(alert.party):
+                log.warning("party_id_cannot_name_a_queue", party=alert.party)
+                continue
             queue = self.catalogue.party_queue(alert.party).name
             emits.append(self.emit(queue, alert.mbl or alert.party, "PartyAlert", record, incoming, *extra))
         return emits
@@ -99,7 +105,8 @@ def decode_booking(schemas: SchemaCatalogue, incoming: Incoming) -> Consolidatio
     try:
         return Consolidation.from_json(record)
     except BookingError as exc:
-        raise StageFailure("decode", f"booking cannot be used: {exc}", party=record.get("planning_party")) from exc
+        party = record.get("planning_party")
+        raise StageFailure("decode", f"booking cannot be used: {exc}", party=party, cause=exc) from exc
 
 
 class BookingStage(_Stage):
@@ -279,9 +286,11 @@ class NotificationParser(_Stage):
 
     def __call__(self, incoming: Incoming) -> list[Emit]:
         try:
-            notification = parse_notification(incoming.value)
+            label = incoming.header("ics2-message-type")
+            expected = label.decode(errors="replace") if label else None
+            notification = parse_notification(incoming.value, expected_type=expected)
         except XMLRejected as exc:
-            party = (incoming.header("ics2-addressee") or b"").decode() or None
+            party = (incoming.header("ics2-addressee") or b"").decode(errors="replace") or None
             raise StageFailure("decode", f"customs notification rejected: {exc}", party=party, cause=exc) from exc
         keys = correlation_keys(notification)
         if not keys:
@@ -313,14 +322,19 @@ class Correlator(_Stage):
         self.parked = parked
 
     def __call__(self, incoming: Incoming) -> list[Emit]:
+        if incoming.header("ics2-record") == answers.RECORD.encode():
+            return answers.handle_answer_request(self, incoming, self.ledger, self.parked)
         decoded = self.schemas.decode(incoming.value)
         key = (incoming.key or b"").decode()
         if decoded.name.endswith("LedgerEntry"):
             self.ledger[key] = json.dumps(decoded.record).encode()
             waiting = json.loads(self.parked.pop(key, b"[]") or b"[]")
             if waiting:
-                log.info("parked_released", key=key, count=len(waiting))
-            return [e for record in waiting for e in self._correlate(record, decoded.record, incoming)]
+                ids = {k: decoded.record.get(k) for k in ("mbl", "hbl", "lrn", "mrn")}
+                with structlog.contextvars.bound_contextvars(**ids):
+                    log.info("parked_released", key=key, count=len(waiting))
+            released = answers.release_answers(self, key, decoded.record, self.parked, incoming)
+            return [e for record in waiting for e in self._correlate(record, decoded.record, incoming)] + released
         if decoded.name.endswith("CustomsNotification"):
             entry = self.ledger.get(key)
             if entry is None:
@@ -328,7 +342,9 @@ class Correlator(_Stage):
                 if all(w["message_id"] != decoded.record["message_id"] for w in waiting):
                     waiting.append(decoded.record)
                 self.parked[key] = json.dumps(waiting).encode()
-                log.info("notification_parked", key=key, message_type=decoded.record["message_type"])
+                ids = {k: decoded.record.get(k) for k in ("mbl", "hbl", "lrn", "mrn")}
+                with structlog.contextvars.bound_contextvars(**ids):
+                    log.info("notification_parked", key=key, message_type=decoded.record["message_type"])
                 return []
             return self._correlate(decoded.record, json.loads(entry), incoming)
         raise StageFailure("decode", f"{decoded.name} does not belong on {incoming.topic}")
@@ -377,23 +393,35 @@ class LifecycleTracker(_Stage):
     def __call__(self, incoming: Incoming) -> list[Emit]:
         record = self.schemas.decode(incoming.value, reader="EnsEvent").record
         payload = json.loads(record["payload"])
-        event: dict[str, Any] = {"type": record["type"], "mbl": record["mbl"], **payload}
-        if record["type"] == "notification":
-            event["notification"] = notification_from_record(payload["notification"])
-        stored = self.states.get(record["mbl"])
-        state = None if stored is None else EnsState.from_json(json.loads(stored))
-        transition = apply(state, event, self.clock(), self.margins)
-        self.states[record["mbl"]] = json.dumps(transition.state.to_json()).encode()
-        if transition.duplicate:
-            log.info("duplicate_suppressed", mbl=record["mbl"], event_id=record["event_id"])
-        return self.alert_emits(transition.alerts, incoming)
+        event: dict[str, Any] = lifecycle_event(record["type"], record["mbl"], payload)
+        ids = {k: payload["record"].get(k) for k in ("hbl", "lrn", "mrn")} if "record" in payload else {}
+        with structlog.contextvars.bound_contextvars(mbl=record["mbl"], **ids):
+            if record["type"] == "notification":
+                event["notification"] = notification_from_record(payload["notification"])
+            stored = self.states.get(record["mbl"])
+            if stored is None and event["type"] == "ack":
+                log.warning("ack_for_unknown_ens", alert_id=event["alert_id"])
+                return []
+            state = None if stored is None else EnsState.from_json(json.loads(stored))
+            transition = apply(state, event, self.clock(), self.margins)
+            self.states[record["mbl"]] = json.dumps(transition.state.to_json()).encode()
+            if transition.duplicate:
+                log.info("duplicate_suppressed", event_id=record["event_id"])
+            elif event["type"] == "ack":
+                log.info("alert_acknowledged", alert_id=event["alert_id"], by=event["by"])
+            emits = self.alert_emits(transition.alerts, incoming)
+        if event["type"] == "notification":
+            # The alerts' latency is measured from the notification's arrival (streams.pipeline.metrics).
+            tag = ("ics2-notification-id", str(payload["notification_id"]).encode())
+            emits = [replace(e, headers=(*e.headers, tag)) for e in emits]
+        return emits
 
 
 def ticks_due(states: Iterable[tuple[str, bytes]], now: datetime, widest_margin: timedelta) -> list[str]:
-    """MBLs whose ENS still misses filings and whose deadline is within the widest escalation margin."""
+    """MBLs whose ENS misses filings, or has unacknowledged DNL/RFI/RFS alerts, within the widest margin."""
     due: list[str] = []
     for mbl, raw in states:
         state = EnsState.from_json(json.loads(raw))
-        if state.deadline and state.missing_filings() and now >= parse_datetime(state.deadline) - widest_margin:
+        if state.needs_tick(now, widest_margin):
             due.append(mbl)
     return due

@@ -25,7 +25,7 @@ from streams.errors import ICS2StreamsError, InputError
 from streams.pipeline.dead_letters import DeadLetterSink
 from streams.pipeline.stage import Emit, Handler, Incoming, StageFailure
 from streams.settings import Settings
-from streams.topics import Catalogue
+from streams.topics import DEAD_LETTER_MAX_MESSAGE_BYTES, Catalogue
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,11 @@ class Producer:
         async with self._starting:
             if self._kafka is None:
                 producer = AIOKafkaProducer(
-                    acks="all", enable_idempotence=True, linger_ms=5, **self.settings.kafka_client_kwargs()
+                    acks="all",
+                    enable_idempotence=True,
+                    linger_ms=5,
+                    max_request_size=DEAD_LETTER_MAX_MESSAGE_BYTES,
+                    **self.settings.kafka_client_kwargs(),
                 )
                 await producer.start()
                 self._kafka = producer

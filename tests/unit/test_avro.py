@@ -47,6 +47,8 @@ SCHEMA_NAMES = (
     "AuditRecord",
     "LedgerEntry",
     "EnsEvent",
+    "AnswerRequest",
+    "AuditEntry",
 )
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -185,6 +187,22 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "original_headers": [{"key": "trace", "value": b"\x01\x02"}, {"key": "empty", "value": None}],
         "failed_at": "2026-11-20T09:00:01Z",
         "responsible_party": None,
+    },
+    "AnswerRequest": {
+        "request_id": "0d9e6f0a-3c1b-4f7e-9a51-2b8c7d6e5f40",
+        "kind": "rfi",
+        "referral_reference": "RFI27000000AB",
+        "mbl": "OCLU26TYO7781234",
+        "requested_by": "ML-TYO",
+        "answer": '{"texts":[{"text":"Office laptops, invoice attached"}]}',
+        "requested_at": "2026-11-20T11:00:00Z",
+    },
+    "AuditEntry": {
+        "mbl": "OCLU26TYO7781234",
+        "kind": "booking",
+        "payload": '{"mbl":"OCLU26TYO7781234","record":{},"source":"ics2.bookings:0:7"}',
+        "source": "ics2.bookings:0:7",
+        "occurred_at": "2026-11-20T09:00:00Z",
     },
     "AuditRecord": {
         "mbl": "OCLU26TYO7781234",

@@ -1,0 +1,45 @@
+"""Acknowledgements of alerts as lifecycle events on ``ens-events``, shared by the dashboard and ``ics2 ack``.
+
+The ``EnsEvent`` Avro contract's ``type`` enum has no default, so a new ``ack`` symbol would break FULL
+compatibility with its v1 (``schemas/avro/README.md``, rule 3): a worker of the previous release could not read the
+topic any more. An ack therefore travels as a ``tick`` whose payload carries ``{"ack": {...}}``. A worker that
+knows acks turns it into the lifecycle's ``ack`` event; an older one reads a harmless watchdog tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from streams.domain.model import format_datetime
+from streams.pipeline.records import ens_event
+from streams.settings import Settings
+
+#: The payload key that makes a ``tick`` record an acknowledgement.
+ACK = "ack"
+
+
+def ack_record(mbl: str, alert_id: str, by: str, at: datetime) -> dict[str, Any]:
+    """The ``EnsEvent`` record acknowledging ``alert_id`` of the ENS of ``mbl``."""
+    payload = {ACK: {"alert_id": alert_id, "by": by, "at": format_datetime(at)}}
+    return ens_event(mbl, "tick", at, payload, f"ack:{alert_id}:{by}")
+
+
+def lifecycle_event(kind: str, mbl: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """An ``EnsEvent``'s type and payload as the lifecycle's event, an ack carried by a tick made an ``ack``."""
+    if kind == "tick" and isinstance(payload.get(ACK), Mapping):
+        ack = payload[ACK]
+        return {"type": "ack", "mbl": mbl, "alert_id": str(ack["alert_id"]), "by": ack.get("by"), "at": ack.get("at")}
+    return {"type": kind, "mbl": mbl, **payload}
+
+
+async def publish_ack(settings: Settings, mbl: str, alert_id: str, by: str, at: datetime) -> None:
+    """Publish the ack keyed by MBL, so it lands on the partition, and the worker, that holds the MBL's state."""
+    from streams.client import produce
+    from streams.contracts.avro import SchemaCatalogue
+    from streams.topics import Catalogue
+
+    value = SchemaCatalogue.load().encode("EnsEvent", ack_record(mbl, alert_id, by, at))
+    topic = Catalogue.for_prefix(settings.topic_prefix).ens_events.name
+    await produce(settings, topic, [(mbl.encode(), value)], headers=[("ics2-record", b"EnsEvent")])

@@ -1,0 +1,174 @@
+"""The audit trail's two stages: collect what each recorded topic holds, then hash-chain it per MBL.
+
+``audit-collect-*`` stages are stateless: each derives the entry of one record (``streams.audit.entries``) and emits
+it to ``ics2.audit-entries`` keyed by MBL, so that every entry of an MBL meets in one partition. ``audit-chain``
+keeps per MBL the next sequence, the last hash and, per source partition, the highest source offset chained: an
+entry redelivered after a restart is recognised and never chained twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from streams.audit.entries import AuditEntry, EntryDeriver, source_id, split_source
+from streams.audit.trail import ChainHead, chain
+from streams.contracts.avro import SchemaCatalogue
+from streams.domain.model import format_datetime
+from streams.pipeline.stage import Emit, Incoming, StageFailure
+from streams.topics import Catalogue, TopicSpec
+
+log = structlog.get_logger(__name__)
+
+Clock = Callable[[], datetime]
+Send = Callable[[Sequence[Emit]], Awaitable[None]]
+"""Sends records and returns once the broker acknowledged them (``streams.pipeline.runner.Producer.send_all``)."""
+
+
+class AuditCollector:
+    """One recorded record -> its audit entry on ``audit_entries``; records without an MBL are counted, not sent."""
+
+    def __init__(self, schemas: SchemaCatalogue, catalogue: Catalogue) -> None:
+        self.schemas = schemas
+        self.catalogue = catalogue
+        self.deriver = EntryDeriver(schemas, catalogue)
+        self.skipped: Counter[str] = Counter()
+
+    @property
+    def recorded_topics(self) -> tuple[str, ...]:
+        return self.deriver.recorded_topics
+
+    def __call__(self, incoming: Incoming) -> list[Emit]:
+        derived = self.deriver.derive(incoming)
+        if not isinstance(derived, AuditEntry):
+            self.skipped[derived.reason] += 1
+            log.info("audit_skipped", reason=derived.reason, source=derived.source, total=self.skipped[derived.reason])
+            return []
+        headers = (("ics2-source", source_id(incoming).encode()), ("ics2-record", b"AuditEntry"))
+        value = self.schemas.encode("AuditEntry", derived.to_avro())
+        return [Emit(self.catalogue.audit_entries.name, derived.mbl.encode(), value, headers)]
+
+
+@dataclass
+class ChainState:
+    """What the chain stage remembers of one MBL (the table's value, as JSON)."""
+
+    next_sequence: int = 0
+    last_hash: str | None = None
+    offsets: dict[str, int] = field(default_factory=dict)
+    """``topic:partition`` -> the highest source offset chained from it."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"next_sequence": self.next_sequence, "last_hash": self.last_hash, "offsets": self.offsets}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ChainState:
+        return cls(int(data["next_sequence"]), data.get("last_hash"), {k: int(v) for k, v in data["offsets"].items()})
+
+
+class AuditChainer:
+    """``audit_entries`` -> ``AuditRecord``s on the audit topic, each linked to the MBL's previous record."""
+
+    def __init__(
+        self, schemas: SchemaCatalogue, catalogue: Catalogue, clock: Clock, chains: MutableMapping[str, bytes]
+    ) -> None:
+        self.schemas = schemas
+        self.catalogue = catalogue
+        self.clock = clock
+        self.chains = chains
+
+    def prepare(self, incoming: Incoming) -> tuple[str, ChainState, Emit] | None:
+        """The MBL, its chain state once the entry is chained, and the record to emit; None for a redelivery.
+
+        Nothing is stored here: the caller stores the state only once the record is safely written.
+        """
+        entry = self.schemas.decode(incoming.value, reader="AuditEntry").record
+        mbl = entry["mbl"]
+        try:
+            topic, partition, offset = split_source(entry["source"])
+        except ValueError as exc:
+            reason = f"audit entry source {entry['source']!r} is not topic:partition:offset"
+            raise StageFailure("decode", reason) from exc
+        stored = self.chains.get(mbl)
+        state = ChainState() if stored is None else ChainState.from_json(json.loads(stored))
+        where = f"{topic}:{partition}"
+        if offset <= state.offsets.get(where, -1):
+            log.info("audit_entry_already_chained", mbl=mbl, source=entry["source"])
+            return None
+        record = chain(
+            ChainHead(mbl, state.next_sequence, state.last_hash),
+            entry["kind"],
+            entry["payload"],
+            format_datetime(self.clock()),
+        )
+        state.next_sequence, state.last_hash = record["sequence"] + 1, record["hash"]
+        state.offsets[where] = offset
+        headers = (
+            ("ics2-source", f"{incoming.topic}:{incoming.partition}:{incoming.offset}".encode()),
+            ("ics2-record", b"AuditRecord"),
+        )
+        value = self.schemas.encode("AuditRecord", record)
+        return mbl, state, Emit(self.catalogue.audit.name, mbl.encode(), value, headers)
+
+    def store(self, mbl: str, state: ChainState) -> None:
+        self.chains[mbl] = json.dumps(state.to_json(), sort_keys=True).encode()
+
+    def __call__(self, incoming: Incoming) -> list[Emit]:
+        """In process (tests, tools): store the state and hand back the record to emit."""
+        prepared = self.prepare(incoming)
+        if prepared is None:
+            return []
+        mbl, state, emit = prepared
+        self.store(mbl, state)
+        return [emit]
+
+
+class SendFirstChainer:
+    """The chain stage as the worker runs it: the record is acknowledged by the broker before the state is stored.
+
+    A crash between the two makes the redelivered entry chained again under the same sequence, a fork that
+    ``verify`` reports; the other order would lose the entry silently (state stored, record never written).
+    """
+
+    def __init__(self, chainer: AuditChainer, send: Send) -> None:
+        self.chainer = chainer
+        self.send = send
+
+    async def __call__(self, incoming: Incoming) -> list[Emit]:
+        prepared = self.chainer.prepare(incoming)
+        if prepared is None:
+            return []
+        mbl, state, emit = prepared
+        await self.send([emit])
+        self.chainer.store(mbl, state)
+        return []
+
+
+def audit_stages(
+    schemas: SchemaCatalogue,
+    catalogue: Catalogue,
+    clock: Clock,
+    chains: MutableMapping[str, bytes],
+    send: Send | None = None,
+) -> dict[str, tuple[TopicSpec, AuditCollector | AuditChainer | SendFirstChainer]]:
+    """Stage name -> (source topic, handler), named explicitly so that no rename moves a consumer group's offsets.
+
+    Given ``send`` (the worker's producer), the chain stage writes each record before it stores the chain's state.
+    """
+    collector = AuditCollector(schemas, catalogue)
+    chainer = AuditChainer(schemas, catalogue, clock, chains)
+    return {
+        "audit-collect-bookings": (catalogue.bookings, collector),
+        "audit-collect-drafts": (catalogue.filing_drafts, collector),
+        "audit-collect-filings": (catalogue.filings_outbound, collector),
+        "audit-collect-ens-events": (catalogue.ens_events, collector),
+        "audit-collect-alerts": (catalogue.alerts, collector),
+        "audit-collect-dead-letters": (catalogue.dead_letters, collector),
+        "audit-chain": (catalogue.audit_entries, chainer if send is None else SendFirstChainer(chainer, send)),
+    }

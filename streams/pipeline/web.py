@@ -1,0 +1,367 @@
+"""The operator's views on the worker's web server: the dashboard, its JSON views, acknowledgements, metrics.
+
+``register_views(app, pipeline)`` adds them to a built pipeline. The view models (state -> JSON for the page) are
+plain functions of this module so they are tested without a server.
+
+The alert feed is kept by a background reader of the alerts topic rather than by the stages that emit alerts: the
+booking stage and the lifecycle tracker both emit them, on whatever worker holds the MBL, and reading the topic
+gives every worker the whole feed in the order the alerting services see it. The same reader follows the inbound
+notifications (for the alert latency) and the dead-letter topic (dead letters by stage and error class).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import faust
+import structlog
+from aiokafka import AIOKafkaConsumer
+
+from streams.client import stop_consumer
+from streams.contracts.avro import SchemaCatalogue
+from streams.domain.lifecycle import EnsState, NaggingKind
+from streams.errors import ICS2StreamsError
+from streams.pipeline.acks import publish_ack
+from streams.pipeline.metrics import CONTENT_TYPE_LATEST, PipelineMetrics, consumer_lag
+from streams.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+#: How many recent alerts the feed keeps (and reads back from the topic's end at start).
+FEED_LIMIT = 300
+#: How many recent inbound notifications per partition are read back at start, for latencies still to come.
+INBOUND_LOOKBACK = 500
+
+DASHBOARD = Path(__file__).with_name("dashboard.html")
+
+Clock = Callable[[], datetime]
+
+
+class AlertFeed:
+    """The latest alerts, once each (the alert stream is at-least-once; the alert id is its identity)."""
+
+    def __init__(self, limit: int = FEED_LIMIT) -> None:
+        self.limit = limit
+        self._alerts: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def add(self, alert: Mapping[str, Any], timestamp_ms: int) -> bool:
+        """Keep an alert record (``PartyAlert``); False for a repeat."""
+        if alert["alert_id"] in self._alerts:
+            return False
+        self._alerts[alert["alert_id"]] = {**alert, "received_ms": timestamp_ms}
+        while len(self._alerts) > self.limit:
+            self._alerts.popitem(last=False)
+        return True
+
+    def get(self, alert_id: str) -> dict[str, Any] | None:
+        return self._alerts.get(alert_id)
+
+    def latest(self) -> list[dict[str, Any]]:
+        """Newest first."""
+        return list(reversed(self._alerts.values()))
+
+
+def hbl_tree(state: EnsState) -> list[dict[str, Any]]:
+    """The HBL tree of the consolidation from each lowest HBL's chain; the lowest carry their state and filings."""
+    roots: dict[str, dict[str, Any]] = {}
+    for house in state.houses.values():
+        chain = house.chain or [(house.hbl, "")]
+        level = roots
+        node: dict[str, Any] = {}
+        for hbl, issuer in chain:
+            node = level.setdefault(hbl, {"hbl": hbl, "issuer": issuer, "children": {}})
+            level = node["children"]
+        node["state"] = state.house_state(house.hbl).value
+        node["filings"] = [
+            {"filing": f.filing, "filer": f.filer, "ours": f.ours, "state": f.state.value, "lrn": f.lrn, "mrn": f.mrn}
+            for f in state.filings.values()
+            if f.hbl == house.hbl
+        ]
+
+    def listed(nodes: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**n, "children": listed(n["children"])} for n in nodes.values()]
+
+    return listed(roots)
+
+
+def open_items(state: EnsState) -> list[dict[str, Any]]:
+    """Open DNLs, RFIs and RFSs with their deadlines and who was told, acknowledged or not."""
+    items: list[dict[str, Any]] = []
+    for house in state.houses.values():
+        conditions: list[tuple[str, str | None, str | None]] = []
+        if house.do_not_load:
+            conditions.append((NaggingKind.DO_NOT_LOAD.value, None, state.deadline))
+        for reference, deadline in house.open_referrals.items():
+            conditions.append(("referral", reference, deadline))
+        for kind, reference, deadline in conditions:
+            alerts = [
+                a
+                for a in state.open_alerts.values()
+                if a.hbl == house.hbl
+                and (a.kind is NaggingKind.DO_NOT_LOAD if reference is None else a.referral_reference == reference)
+            ]
+            if reference is not None and alerts:
+                kind = alerts[0].kind.value
+            items.append(
+                {
+                    "kind": kind,
+                    "hbl": house.hbl,
+                    "referral_reference": reference,
+                    "deadline": deadline,
+                    "alerts": [
+                        {
+                            "alert_id": a.alert_id,
+                            "party": a.party,
+                            "acknowledged_by": a.acknowledged_by,
+                            "acknowledged_at": a.acknowledged_at,
+                            "escalation_level": a.escalation_level,
+                        }
+                        for a in alerts
+                    ],
+                }
+            )
+    return items
+
+
+def consolidation_view(state: EnsState) -> dict[str, Any]:
+    """One consolidation as the dashboard shows it."""
+    return {
+        "mbl": state.mbl,
+        "state": state.state,
+        "deadline": state.deadline,
+        "planning_parties": state.planning_parties,
+        "tree": hbl_tree(state),
+        "houses": {h: state.house_state(h).value for h in state.houses},
+        "open": open_items(state),
+        "missing_filings": len(state.missing_filings()),
+    }
+
+
+def consolidations_view(states: Iterable[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    """Every ENS of the table (this worker's partitions), by MBL."""
+    views = [consolidation_view(EnsState.from_json(json.loads(raw))) for _, raw in states if raw]
+    return sorted(views, key=lambda v: v["mbl"])
+
+
+def alerts_view(
+    alerts: Iterable[Mapping[str, Any]], state_of: Callable[[str], EnsState | None]
+) -> list[dict[str, Any]]:
+    """The feed's alerts with their acknowledgement, as the ENS state of their MBL records it."""
+    states: dict[str, EnsState | None] = {}
+    views: list[dict[str, Any]] = []
+    for alert in alerts:
+        mbl = alert.get("mbl") or ""
+        if mbl not in states:
+            states[mbl] = state_of(mbl) if mbl else None
+        state = states[mbl]
+        ack = None if state is None else state.acknowledgement(alert["alert_id"])
+        views.append(
+            {
+                "alert_id": alert["alert_id"],
+                "party": alert["party_id"],
+                "urgency": alert["urgency"],
+                "action": alert["action"],
+                "title": alert["title"],
+                "message": alert["message"],
+                "mbl": mbl,
+                "hbl": alert.get("hbl"),
+                "deadline": alert.get("deadline"),
+                "message_type": alert.get("notification_message_type"),
+                "created_at": alert.get("created_at"),
+                "acknowledged": ack is not None,
+                "acknowledged_by": ack and ack[0],
+                "acknowledged_at": ack and ack[1],
+            }
+        )
+    return views
+
+
+def dashboard_html() -> str:
+    """The self-contained page (inline CSS and JS, nothing from a CDN), shipped as package data."""
+    return DASHBOARD.read_text(encoding="utf-8")
+
+
+class TopicObserver:
+    """Follows the alerts, inbound notifications and dead letters of the deployment, without a consumer group."""
+
+    def __init__(self, settings: Settings, schemas: SchemaCatalogue, feed: AlertFeed, metrics: PipelineMetrics):
+        from streams.topics import Catalogue
+
+        catalogue = Catalogue.for_prefix(settings.topic_prefix)
+        self.settings = settings
+        self.schemas = schemas
+        self.feed = feed
+        self.metrics = metrics
+        self.alerts_topic = catalogue.alerts.name
+        self.inbound_topic = catalogue.notifications_inbound.name
+        self.dead_letters_topic = catalogue.dead_letters.name
+
+    async def run(self) -> None:
+        """Read until cancelled; a broker hiccup restarts the reader rather than ending the feed."""
+        while True:
+            try:
+                await self._read()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("topic_observer_restarting", error=repr(exc))
+                await asyncio.sleep(2.0)
+
+    async def _read(self) -> None:
+        topics = (self.alerts_topic, self.inbound_topic, self.dead_letters_topic)
+        consumer = AIOKafkaConsumer(
+            *topics,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **self.settings.kafka_client_kwargs(),
+        )
+        await consumer.start()
+        try:
+            while not consumer.assignment():
+                await asyncio.sleep(0.1)
+            await self._seek_recent(consumer)
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for record in records:
+                        self._observe(record)
+        finally:
+            await stop_consumer(consumer)
+
+    async def _seek_recent(self, consumer: AIOKafkaConsumer) -> None:
+        """Alerts and arrivals from near the end (the feed is bounded); dead letters from the start (counted)."""
+        recent = [tp for tp in consumer.assignment() if tp.topic != self.dead_letters_topic]
+        if not recent:
+            return
+        starts = await consumer.beginning_offsets(recent)
+        ends = await consumer.end_offsets(recent)
+        for tp in recent:
+            back = FEED_LIMIT if tp.topic == self.alerts_topic else INBOUND_LOOKBACK
+            consumer.seek(tp, max(starts[tp], ends[tp] - back))
+
+    def _observe(self, record: Any) -> None:
+        seconds = record.timestamp / 1000
+        if record.topic == self.inbound_topic:
+            latency = self.metrics.latency.arrived(hashlib.sha256(record.value or b"").hexdigest(), seconds)
+        elif record.topic == self.alerts_topic:
+            try:
+                alert = self.schemas.decode(record.value, reader="PartyAlert").record
+            except ICS2StreamsError as exc:
+                log.warning("alert_unreadable", offset=record.offset, error=str(exc))
+                return
+            self.feed.add(alert, record.timestamp)
+            headers = dict(record.headers or ())
+            notification_id = headers.get("ics2-notification-id")
+            latency = (
+                None if notification_id is None else self.metrics.latency.alerted(notification_id.decode(), seconds)
+            )
+        else:
+            try:
+                dead = self.schemas.decode(record.value, reader="DeadLetter").record
+            except ICS2StreamsError:
+                self.metrics.dead_lettered("unreadable/unknown", "unknown")
+                return
+            self.metrics.dead_lettered(dead["stage"], dead["error_class"])
+            return
+        if latency is not None:
+            self.metrics.alert_latency.observe(latency)
+
+
+@dataclass
+class Dashboard:
+    """What the views share: the feed, the metrics, the ENS table and how to publish an ack."""
+
+    settings: Settings
+    feed: AlertFeed
+    metrics: PipelineMetrics
+    states: Any
+    clock: Clock
+
+    def state_of(self, mbl: str) -> EnsState | None:
+        raw = self.states.get(mbl)
+        return None if raw is None else EnsState.from_json(json.loads(raw))
+
+    async def acknowledge(self, alert_id: str, by: str, mbl: str | None) -> str | None:
+        """Publish the ack keyed by the alert's MBL; None when the MBL is not known."""
+        alert = self.feed.get(alert_id)
+        mbl = (alert or {}).get("mbl") or mbl
+        if not mbl:
+            return None
+        await publish_ack(self.settings, mbl, alert_id, by, self.clock())
+        log.info("ack_published", alert_id=alert_id, mbl=mbl, by=by)
+        return mbl
+
+
+async def refresh_lag(app: faust.App, metrics: PipelineMetrics) -> None:
+    """Highwater minus position for every partition the Faust consumer holds, read at scrape time."""
+    try:
+        consumer = app.consumer
+        assignment = sorted(consumer.assignment())
+    except Exception as exc:
+        log.info("consumer_lag_unavailable", error=repr(exc))
+        return
+    highwaters: dict[tuple[str, int], int | None] = {}
+    positions: dict[tuple[str, int], int | None] = {}
+    for tp in assignment:
+        key = (tp.topic, tp.partition)
+        with contextlib.suppress(Exception):
+            highwaters[key] = consumer.highwater(tp)
+            positions[key] = await consumer.position(tp)
+    metrics.lag = consumer_lag(highwaters, positions)
+
+
+def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, clock: Clock) -> Dashboard:
+    """Add ``/dashboard``, ``/api/consolidations``, ``/api/alerts``, the ack view and ``/metrics`` to the app."""
+    states = pipeline.tables["ens-state"]
+    metrics = PipelineMetrics(pipeline.stats, lambda: [raw for _, raw in states.items() if raw])
+    dashboard = Dashboard(pipeline.settings, AlertFeed(), metrics, states, clock)
+    observer = TopicObserver(pipeline.settings, schemas, dashboard.feed, metrics)
+
+    @app.task
+    async def observe_topics() -> None:
+        await observer.run()
+
+    @app.page("/dashboard")
+    async def dashboard_page(web: Any, request: Any) -> Any:
+        return web.html(dashboard_html())
+
+    @app.page("/api/consolidations")
+    async def consolidations(web: Any, request: Any) -> Any:
+        return web.json({"consolidations": consolidations_view(states.items())})
+
+    @app.page("/api/alerts")
+    async def alerts(web: Any, request: Any) -> Any:
+        return web.json({"alerts": alerts_view(dashboard.feed.latest(), dashboard.state_of)})
+
+    @app.page("/metrics")
+    async def prometheus(web: Any, request: Any) -> Any:
+        await refresh_lag(app, metrics)
+        return web.bytes(metrics.render(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/api/alerts/{alert_id}/ack")
+    class AckView(faust.web.View):
+        """``POST {"by": NAME, "mbl": MBL}``: publish an ack; the lifecycle tracker records it in the ENS state."""
+
+        async def post(self, request: Any, alert_id: str) -> Any:
+            try:
+                body = await request.json()
+            except ValueError:
+                body = {}
+            body = body if isinstance(body, dict) else {}
+            by = str(body.get("by") or "operator")[:100]
+            mbl = await dashboard.acknowledge(alert_id, by, body.get("mbl"))
+            if mbl is None:
+                return self.json({"error": f"alert {alert_id} is not in the feed; give its mbl"}, status=404)
+            return self.json({"alert_id": alert_id, "mbl": mbl, "by": by, "status": "published"}, status=202)
+
+    return dashboard

@@ -1,0 +1,267 @@
+"""The dashboard's view models (ENS state -> JSON for the page), its alert feed and the Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.domain.ledger import filing_record
+from streams.domain.lifecycle import EnsState, apply
+from streams.domain.model import Consolidation, format_datetime
+from streams.domain.planning import plan
+from streams.messages.notifications import Notification
+from streams.pipeline.metrics import (
+    LatencyMatcher,
+    PipelineMetrics,
+    consumer_lag,
+    dead_letter_labels,
+    filings_by_state,
+)
+from streams.pipeline.runner import StageStats
+from streams.pipeline.web import (
+    AlertFeed,
+    alerts_view,
+    consolidation_view,
+    consolidations_view,
+    dashboard_html,
+    hbl_tree,
+    open_items,
+)
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+NOW = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)
+DEADLINE = "2027-06-14T12:00:00Z"
+
+
+@pytest.fixture(scope="module")
+def seed() -> Consolidation:
+    return Consolidation.from_json(json.loads((SHARED / "examples" / "seed-coload.json").read_text()))
+
+
+def notify(state: EnsState, c: Consolidation, message_type: str, hbl: str, **fields) -> EnsState:
+    planned = next(f for f in plan(c).filings if f.hbl == hbl)
+    notification = Notification(message_type=message_type, notification_date=NOW, mbl=c.mbl, hbl=hbl, **fields)
+    event = {
+        "type": "notification",
+        "mbl": c.mbl,
+        "notification_id": f"{message_type}|{hbl}",
+        "notification": notification,
+        "record": filing_record(c, planned, "LRN-X").to_json(),
+    }
+    return apply(state, event, NOW).state
+
+
+@pytest.fixture
+def state(seed) -> EnsState:
+    """The seed ENS planned, a DNL on DAI26NGO0077 and an RFI on SKC26TYO0003."""
+    event = {
+        "type": "planned",
+        "mbl": seed.mbl,
+        "planning_party": seed.planning_party,
+        "version": seed.version,
+        "deadline": DEADLINE,
+        "filings": [
+            {"ours": f.ours, "record": filing_record(seed, f, f"LRN{i}" if f.ours else None).to_json()}
+            for i, f in enumerate(plan(seed).filings)
+        ],
+    }
+    state = apply(None, event, NOW).state
+    state = notify(state, seed, "IE3Q01", "DAI26NGO0077")
+    return notify(state, seed, "IE3Q02", "SKC26TYO0003", referral_reference="RFI-9", deadline=NOW + timedelta(hours=20))
+
+
+def raw(state: EnsState) -> bytes:
+    return json.dumps(state.to_json()).encode()
+
+
+def alert(alert_id: str, mbl: str, **fields) -> dict:
+    return {
+        "alert_id": alert_id,
+        "party_id": fields.get("party_id", "ML-TYO"),
+        "urgency": "high",
+        "action": "info",
+        "title": f"title {alert_id}",
+        "message": "",
+        "mbl": mbl,
+        "hbl": None,
+        "deadline": None,
+        "notification_message_type": "IE3R01",
+        "created_at": format_datetime(NOW),
+    }
+
+
+class TestHblTree:
+    def test_tree_follows_the_hbl_chain(self, state):
+        """Top-level nodes are the master loader's HBLs; co-loaders' HBLs nest under their parents."""
+        tree = {n["hbl"]: n for n in hbl_tree(state)}
+        assert set(tree) == {"SKC26TYO0001", "SKC26TYO0002", "SKC26TYO0003", "SKC26TYO0004"}
+        coloader = {n["hbl"]: n for n in tree["SKC26TYO0002"]["children"]}
+        assert set(coloader) == {"AOB26OSA1001", "AOB26OSA1002"}
+        assert coloader["AOB26OSA1002"]["issuer"] == "COLOADER-A"
+        assert [n["hbl"] for n in coloader["AOB26OSA1002"]["children"]] == ["DAI26NGO0077"]
+
+    def test_lowest_hbls_carry_their_state_and_filings(self, state):
+        """Each lowest HBL shows its derived state and the filings planned for it; intermediate ones have none."""
+        tree = {n["hbl"]: n for n in hbl_tree(state)}
+        dnl = tree["SKC26TYO0002"]["children"][1]["children"][0]
+        assert dnl["state"] == "held_dnl"
+        assert "state" not in tree["SKC26TYO0002"]
+        expected = {(f.filing, f.filer) for f in state.filings.values() if f.hbl == "DAI26NGO0077"}
+        assert {(f["filing"], f["filer"]) for f in dnl["filings"]} == expected
+        assert tree["SKC26TYO0003"]["state"] == "referral_open"
+
+
+class TestOpenItems:
+    def test_dnl_and_rfi_listed_with_deadlines(self, state):
+        """The DNL is due by the lodging deadline, the RFI by customs' answer deadline, each naming who was told."""
+        items = {i["kind"]: i for i in open_items(state)}
+        assert set(items) == {"dnl", "rfi"}
+        assert items["dnl"]["hbl"] == "DAI26NGO0077" and items["dnl"]["deadline"] == DEADLINE
+        assert items["rfi"]["referral_reference"] == "RFI-9"
+        assert items["rfi"]["deadline"] == format_datetime(NOW + timedelta(hours=20))
+        assert {a["party"] for a in items["dnl"]["alerts"]} == {
+            a.party for a in state.open_alerts.values() if a.hbl == "DAI26NGO0077"
+        }
+
+    def test_acknowledgement_shows(self, state):
+        """An acknowledged open alert shows who acknowledged it."""
+        rfi = next(a for a in state.open_alerts.values() if a.referral_reference == "RFI-9")
+        acked = apply(state, {"type": "ack", "mbl": state.mbl, "alert_id": rfi.alert_id, "by": "eve"}, NOW).state
+        item = next(i for i in open_items(acked) if i["kind"] == "rfi")
+        assert [a["acknowledged_by"] for a in item["alerts"]] == ["eve"]
+
+    def test_lifted_condition_is_not_open(self, state, seed):
+        """After the assessment completes, the RFI is no longer an open item."""
+        done = notify(state, seed, "IE3N03", "SKC26TYO0003")
+        assert [i["kind"] for i in open_items(done)] == ["dnl"]
+
+
+class TestConsolidations:
+    def test_view_of_one_consolidation(self, state):
+        """The consolidation's view names its MBL, worst state, deadline and missing filings."""
+        view = consolidation_view(state)
+        assert (view["mbl"], view["state"], view["deadline"]) == (state.mbl, "held_dnl", DEADLINE)
+        assert view["missing_filings"] == len(state.missing_filings()) > 0
+        assert view["houses"]["SKC26TYO0003"] == "referral_open"
+
+    def test_table_rows_sorted_by_mbl(self, state):
+        """Every ENS of the table appears once, sorted by MBL; deleted (empty) rows are skipped."""
+        other = EnsState(mbl="AAAA0001")
+        views = consolidations_view([(state.mbl, raw(state)), ("AAAA0001", raw(other)), ("gone", b"")])
+        assert [v["mbl"] for v in views] == ["AAAA0001", state.mbl]
+
+
+class TestAlertFeed:
+    def test_repeats_are_dropped_and_newest_come_first(self):
+        """The feed keeps each alert id once and lists the latest first."""
+        feed = AlertFeed()
+        assert feed.add(alert("a", "M"), 1)
+        assert feed.add(alert("b", "M"), 2)
+        assert not feed.add(alert("a", "M"), 3)
+        assert [a["alert_id"] for a in feed.latest()] == ["b", "a"]
+
+    def test_feed_is_bounded(self):
+        """Beyond its limit the oldest alerts are forgotten."""
+        feed = AlertFeed(limit=3)
+        for i in range(5):
+            feed.add(alert(f"a{i}", "M"), i)
+        assert [a["alert_id"] for a in feed.latest()] == ["a4", "a3", "a2"]
+        assert feed.get("a0") is None
+
+    def test_alerts_view_reads_acknowledgements_from_the_state(self, state):
+        """An alert acknowledged in its MBL's state is shown acknowledged; others, and unknown MBLs, are not."""
+        acked = apply(state, {"type": "ack", "mbl": state.mbl, "alert_id": "x1", "by": "eve", "at": DEADLINE}, NOW)
+        states = {state.mbl: acked.state}
+        views = alerts_view([alert("x1", state.mbl), alert("x2", state.mbl), alert("x3", "OTHER")], states.get)
+        assert [(v["alert_id"], v["acknowledged"], v["acknowledged_by"]) for v in views] == [
+            ("x1", True, "eve"),
+            ("x2", False, None),
+            ("x3", False, None),
+        ]
+
+
+class TestDashboardPage:
+    def test_page_is_self_contained_and_polls_the_views(self):
+        """No external script, style or font; the page polls both JSON views."""
+        html = dashboard_html()
+        assert not re.search(r"(src|href)=\"?(https?:)?//", html)
+        assert "@import" not in html
+        assert '"/api/consolidations"' in html and '"/api/alerts"' in html
+        assert not re.search(r"\.(innerHTML|outerHTML)\s*=", html), "server data must go through textContent"
+
+
+def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for s in family.samples:
+            found[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return found
+
+
+class TestMetrics:
+    def test_filings_counted_by_state(self, state):
+        """Every filing of every ENS counts once, under its state; absent states are zero."""
+        counts = filings_by_state([raw(state), raw(state)])
+        assert sum(counts.values()) == 2 * len(state.filings)
+        assert counts["registered"] == 0
+        assert counts["planned"] == 2 * sum(1 for f in state.filings.values() if f.state.value == "planned")
+
+    def test_consumer_lag(self):
+        """Lag is highwater minus position, never negative; unknown offsets are left out."""
+        lag = consumer_lag({("t", 0): 10, ("t", 1): 5, ("t", 2): None}, {("t", 0): 7, ("t", 1): 9, ("t", 2): 1})
+        assert lag == {("t", 0): 3, ("t", 1): 0}
+
+    def test_dead_letter_labels(self):
+        """The dead letter's ``stage/phase`` and qualified error class become three labels."""
+        assert dead_letter_labels("correlate/decode", "streams.errors.DecodeError") == (
+            "correlate",
+            "decode",
+            "DecodeError",
+        )
+        assert dead_letter_labels("legacy", "") == ("legacy", "unknown", "unknown")
+
+    def test_latency_matched_in_either_order_once(self):
+        """A notification's latency is measured once, whether its alert or its arrival is read first."""
+        matcher = LatencyMatcher()
+        assert matcher.arrived("n1", 10.0) is None
+        assert matcher.alerted("n1", 10.75) == pytest.approx(0.75)
+        assert matcher.alerted("n1", 11.0) is None
+        assert matcher.alerted("n2", 20.5) is None
+        assert matcher.arrived("n2", 20.0) == pytest.approx(0.5)
+        assert matcher.arrived("n2", 20.0) is None
+
+    def test_render_exposes_every_family(self, state):
+        """Stage counters, dead letters, lag, filings by state and the latency histogram are in the exposition."""
+        stats = StageStats()
+        stats.consumed["track-ens"] += 7
+        stats.emitted["track-ens"] += 4
+        stats.dead_lettered["parse-notifications"] += 2
+        metrics = PipelineMetrics(stats, lambda: [raw(state)])
+        metrics.dead_lettered("parse-notifications/decode", "streams.errors.XMLRejected")
+        metrics.lag = {("t.ics2.bookings", 1): 12}
+        metrics.alert_latency.observe(0.3)
+        found = samples(metrics.render())
+        assert found[("ics2_stage_records_consumed_total", (("stage", "track-ens"),))] == 7
+        assert found[("ics2_stage_records_emitted_total", (("stage", "track-ens"),))] == 4
+        assert found[("ics2_stage_dead_letters_total", (("stage", "parse-notifications"),))] == 2
+        key = (("error_class", "XMLRejected"), ("phase", "decode"), ("stage", "parse-notifications"))
+        assert found[("ics2_dead_letters_total", key)] == 1
+        assert found[("ics2_consumer_lag", (("partition", "1"), ("topic", "t.ics2.bookings")))] == 12
+        planned = sum(1 for f in state.filings.values() if f.state.value == "planned")
+        assert found[("ics2_ens_filings", (("state", "planned"),))] == planned
+        assert found[("ics2_alert_latency_seconds_count", ())] == 1
+
+    def test_each_app_has_its_own_registry(self):
+        """Two pipelines in one process do not share or clash on metrics."""
+        one, two = StageStats(), StageStats()
+        one.consumed["s"] += 1
+        first, second = PipelineMetrics(one, list), PipelineMetrics(two, list)
+        first.alert_latency.observe(1.0)
+        assert samples(first.render())[("ics2_alert_latency_seconds_count", ())] == 1
+        assert samples(second.render())[("ics2_alert_latency_seconds_count", ())] == 0
+        assert ("ics2_stage_records_consumed_total", (("stage", "s"),)) not in samples(second.render())
