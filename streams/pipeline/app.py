@@ -50,6 +50,8 @@ Clock = Callable[[], datetime]
 
 #: Seconds between two looks of the stall guard.
 STALL_CHECK_S = 5.0
+#: A worker that dies without leaving the group holds its partitions this long (Faust's default is 60 s).
+SESSION_TIMEOUT_S = 30.0
 
 
 def utc_now() -> datetime:
@@ -91,6 +93,7 @@ def faust_app(settings: Settings) -> faust.App:
         "broker_commit_every": 100,
         "broker_commit_interval": 1.0,
         "stream_wait_empty": True,
+        "broker_session_timeout": SESSION_TIMEOUT_S,
         "TableManager": OrderedTableManager,
     }
     if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:

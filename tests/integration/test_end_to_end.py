@@ -76,13 +76,6 @@ class TestStory:
 
 
 class TestRestart:
-    @pytest.mark.xfail(
-        strict=False,
-        reason=(
-            "faust-streaming 0.15.3: after SIGKILL the replacement worker's table recovery sometimes stalls "
-            "(Recovery._slurp_changelogs waits on changelog partitions; agents stop), in most runs here"
-        ),
-    )
     async def test_killed_worker_loses_nothing_and_duplicates_no_alert(self, kafka_settings, catalogue, tmp_path):
         """SIGKILL mid-stream, restart: every booking's filings are registered and every alert id arrives once."""
         settings = replace(kafka_settings, topic_prefix=catalogue.prefix, app_id=f"{catalogue.prefix}app")
