@@ -358,6 +358,8 @@ def apply(
         return _tick(state, now, margins)
     if kind == "ack":
         return _ack(state, event, now)
+    if kind == "answer_sent":
+        return _answer_sent(state, event, now)
     raise ValueError(f"unknown lifecycle event type {kind!r}")
 
 
@@ -480,6 +482,21 @@ def _ack(state: EnsState, event: Mapping[str, Any], now: datetime) -> Transition
     if owner is not None:
         owner.acknowledged_by, owner.acknowledged_at = by, at
     _log(state, now, f"alert {alert_id_} acknowledged by {by}")
+    return Transition(state)
+
+
+def _answer_sent(state: EnsState, event: Mapping[str, Any], now: datetime) -> Transition:
+    """The filer answered a referral (IE3R02/IE3R03): the referral stays open until customs assesses, but its
+    alerts stop escalating, since the party did what was asked of it."""
+    reference = event["referral_reference"]
+    filer = event.get("filer") or "the filer"
+    answered = [a for a in state.open_alerts.values() if a.referral_reference == reference and not a.acknowledged]
+    if not answered and any(reference in line[1] and "answered" in line[1] for line in state.history):
+        return Transition(state, duplicate=True)
+    at = format_datetime(now)
+    for alert in answered:
+        alert.acknowledged_by, alert.acknowledged_at = filer, at
+    _log(state, now, f"{event.get('message_type', 'answer')} answered referral {reference} ({filer}); awaiting customs")
     return Transition(state)
 
 

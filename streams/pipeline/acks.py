@@ -18,6 +18,9 @@ from streams.settings import Settings
 
 #: The payload key that makes a ``tick`` record an acknowledgement.
 ACK = "ack"
+#: The payload key that makes a ``tick`` record the answer to a referral (``streams.pipeline.answers``). The
+#: ``EnsEvent`` type enum has no default, so a new symbol would break FULL compatibility; it rides on a tick too.
+ANSWER_SENT = "answer_sent"
 
 
 def ack_record(mbl: str, alert_id: str, by: str, at: datetime) -> dict[str, Any]:
@@ -31,6 +34,8 @@ def lifecycle_event(kind: str, mbl: str, payload: Mapping[str, Any]) -> dict[str
     if kind == "tick" and isinstance(payload.get(ACK), Mapping):
         ack = payload[ACK]
         return {"type": "ack", "mbl": mbl, "alert_id": str(ack["alert_id"]), "by": ack.get("by"), "at": ack.get("at")}
+    if kind == "tick" and isinstance(payload.get(ANSWER_SENT), Mapping):
+        return {"type": ANSWER_SENT, "mbl": mbl, **payload[ANSWER_SENT]}
     return {"type": kind, "mbl": mbl, **payload}
 
 

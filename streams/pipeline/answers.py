@@ -30,6 +30,7 @@ from streams.errors import InputError, RenderError
 from streams.messages.answers import AnswerText, Attachment, AuthorizedPerson, RfiAnswer, RfsAnswer, ScreeningResult
 from streams.messages.notifications import Action, Urgency
 from streams.messages.render import render_rfi_answer, render_rfs_answer
+from streams.pipeline.acks import ANSWER_SENT
 from streams.pipeline.dead_letters import dead_letter_emit
 from streams.pipeline.records import filing_record_from_ledger, sha256
 from streams.pipeline.stage import Emit, Incoming
@@ -41,10 +42,6 @@ log = structlog.get_logger(__name__)
 RECORD = "AnswerRequest"
 #: The message each kind of answer is rendered as.
 MESSAGE_TYPES: Mapping[str, str] = {"rfi": "IE3R02", "rfs": "IE3R03"}
-#: Payload key of the lifecycle event that records an answer sent. The ``EnsEvent`` type enum has no default, so a
-#: new symbol would break FULL compatibility; like an ack (``streams.pipeline.acks``) it rides on a ``tick``, which a
-#: tracker that does not know it reads as a harmless watchdog tick.
-ANSWER_SENT = "answer_sent"
 #: Referral request reference an..17: printable, no spaces (it is also part of a Kafka key).
 _REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,16}")
 #: Stand-ins for what only the ledger knows, so that ``ics2 answer`` can check a file before publishing it.

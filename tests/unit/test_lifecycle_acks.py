@@ -352,3 +352,33 @@ class TestTrackerAcks:
         emits = tracker(self.incoming(tracker, ens_event(seed.mbl, "notification", NOW, payload, "src")))
         assert emits
         assert all(dict(e.headers)["ics2-notification-id"] == b"n-123" for e in emits)
+
+
+class TestAnswerSent:
+    def answered(self, mbl: str, reference: str = "REF-RFI-1") -> dict:
+        return {
+            "type": "answer_sent",
+            "mbl": mbl,
+            "referral_reference": reference,
+            "filer": "ML-TYO",
+            "message_type": "IE3R02",
+        }
+
+    def test_answered_rfi_stops_escalating_and_shows_in_history(self, held):
+        """The filer answered the RFI: the referral stays open for customs, its alert no longer escalates."""
+        state = apply(held, self.answered(held.mbl), NOW).state
+        assert "REF-RFI-1" in {r for h in state.houses.values() for r in h.open_referrals}
+        assert any("IE3R02 answered referral REF-RFI-1" in text for _, text in state.history)
+        result = apply(state, tick(held.mbl), RFI_DEADLINE)
+        assert [a for a in escalations(result.alerts) if a.referral_reference == "REF-RFI-1"] == []
+
+    def test_answer_to_another_referral_leaves_this_one_nagging(self, held):
+        """Only the referral answered stops escalating."""
+        state = apply(held, self.answered(held.mbl, "REF-OTHER"), NOW).state
+        result = apply(state, tick(held.mbl), NOW + timedelta(hours=7))
+        assert [a for a in escalations(result.alerts) if a.referral_reference == "REF-RFI-1"]
+
+    def test_answer_travels_as_a_tick(self):
+        """The answer's EnsEvent is a tick whose payload the tracker reads as ``answer_sent``."""
+        event = lifecycle_event("tick", "MBL1", {"answer_sent": {"referral_reference": "R1", "filer": "F"}})
+        assert event == {"type": "answer_sent", "mbl": "MBL1", "referral_reference": "R1", "filer": "F"}
