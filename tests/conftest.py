@@ -7,7 +7,6 @@ start is a failure with its log tail, never a skip: in CI the broker must be the
 
 from __future__ import annotations
 
-import atexit
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,14 +14,12 @@ from pathlib import Path
 import pytest
 
 from streams.admin import apply_topics, delete_topics, list_topics
-from streams.broker import BrokerConfig, LocalBroker, free_tcp_port
-from streams.errors import PlatformError
+from streams.broker import LocalBroker
 from streams.settings import Settings
 from streams.topics import Catalogue
+from tests.integration.services import start_broker
 
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
-#: A cold start (jar copy, format, JVM start) stays well under this on a laptop.
-BROKER_START_TIMEOUT_S = 120.0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -35,18 +32,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     """The session's broker on free loopback ports, in a temporary state folder; stopped at the end."""
-    port = free_tcp_port()
-    controller_port = free_tcp_port()
-    while controller_port == port:
-        controller_port = free_tcp_port()
-    config = BrokerConfig(state_dir=tmp_path_factory.mktemp("kafka"), port=port, controller_port=controller_port)
-    broker = LocalBroker(config)
-    atexit.register(broker.stop)
-    try:
-        broker.start(timeout=BROKER_START_TIMEOUT_S)
-    except PlatformError as exc:
-        broker.stop()
-        pytest.fail(f"the session's Kafka broker did not start: {exc}", pytrace=False)
+    broker = start_broker(tmp_path_factory.mktemp("kafka"), "the session's Kafka broker")
     try:
         yield broker
     finally:

@@ -37,7 +37,7 @@ from streams.pipeline.handlers import (
 )
 from streams.pipeline.records import ens_event
 from streams.pipeline.recovery import OrderedTableManager
-from streams.pipeline.runner import Producer, StageRunner, StageStats, add_stage
+from streams.pipeline.runner import Producer, StageRunner, StageStats, add_stage, skip_when_broker_away
 from streams.pipeline.stage import Emit
 from streams.pipeline.stall import StallGuard
 from streams.pipeline.web import register_views
@@ -135,7 +135,7 @@ def _table(app: faust.App, name: str, changelog: TopicSpec, settings: Settings) 
     topic = app.topic(spec.name, schema=schema, partitions=spec.partitions, config=spec.config())
     table = app.Table(name, default=None, schema=schema, partitions=spec.partitions, changelog_topic=topic)
     # Faust writes changelog records with serializers it derives from key_type/value_type (JSON without them), not
-    # with the schema that recovery reads them with: keys came back quoted and values as bytes reprs, unrecoverable.
+    # with the schema that recovery reads them with: keys came back JSON-quoted and a recovered table missed them all.
     table.key_serializer, table.value_serializer = schema.key_serializer, schema.value_serializer
     return table
 
@@ -184,7 +184,7 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
     @app.timer(STALL_CHECK_S, name="stall-guard")
     async def stall_guard() -> None:
         """Seeks back when records wait and nothing is consumed (see ``streams.pipeline.stall``)."""
-        await guard.check()
+        await skip_when_broker_away("stall-guard", guard.check)
 
     @app.timer(settings.watchdog_interval_s, name="deadline-watchdog")
     async def deadline_watchdog() -> None:
@@ -197,8 +197,8 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
         for mbl in due:
             record = ens_event(mbl, "tick", now, {}, f"watchdog:{now.isoformat()}")
             emits.append(Emit(catalogue.ens_events.name, mbl.encode(), schemas.encode("EnsEvent", record)))
-        await producer.send_all(emits)
-        log.info("watchdog_ticks", count=len(emits))
+        if await skip_when_broker_away("deadline-watchdog", lambda: producer.send_all(emits)):
+            log.info("watchdog_ticks", count=len(emits))
 
     ens_states = tables["ens-state"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,9 +20,10 @@ from typing import Any
 import faust
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from streams.admin import list_topics
-from streams.errors import ICS2StreamsError, InputError
+from streams.errors import BrokerUnavailable, ICS2StreamsError, InputError
 from streams.pipeline.dead_letters import DeadLetterSink
 from streams.pipeline.stage import Emit, Handler, Incoming, StageFailure
 from streams.settings import Settings
@@ -31,6 +33,10 @@ log = structlog.get_logger(__name__)
 
 #: How often, at most, the list of onboarded party queues is read again when an alert names an unknown one.
 QUEUE_REFRESH_S = 10.0
+#: How long a stage's outputs are sent again while the broker does not answer, before the record is dead-lettered.
+PRODUCE_RETRY_S = 120.0
+#: Waits between two attempts; the last one repeats.
+PRODUCE_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
 AsyncHandler = Callable[[Incoming], Awaitable[Sequence[Emit]]]
 
@@ -49,6 +55,17 @@ class StageStats:
             "emitted": dict(self.emitted),
             "dead_lettered": dict(self.dead_lettered),
         }
+
+
+def broker_away(exc: BaseException) -> bool:
+    """Whether an error says the broker or a partition leader does not answer now, so that sending later can work.
+
+    aiokafka marks a request that timed out as not retriable, but with the broker restarting or frozen that is
+    exactly what a timeout means; a record too large or a closed producer stays final.
+    """
+    if isinstance(exc, BrokerUnavailable | KafkaTimeoutError):
+        return True
+    return isinstance(exc, KafkaError) and bool(exc.retriable)
 
 
 class Producer:
@@ -112,13 +129,45 @@ class Producer:
         return [e for e in emits if e.topic not in missing]
 
     async def send_all(self, emits: Sequence[Emit]) -> None:
-        """Send and wait until the broker has acknowledged every record (at-least-once needs it)."""
+        """Send and wait until the broker has acknowledged every record (at-least-once needs it).
+
+        While the broker does not answer (a restart, a partition without a leader) the whole batch is sent again,
+        for up to ``PRODUCE_RETRY_S``: dead-lettering it would lose the outputs of a record that is fine. Records
+        acknowledged before the failure are repeated; consumers deduplicate them by their ids.
+        """
         if not emits:
             return
+        deadline = time.monotonic() + PRODUCE_RETRY_S
+        for attempt in itertools.count():
+            try:
+                await self._send_once(emits)
+                return
+            except Exception as exc:
+                if not broker_away(exc) or time.monotonic() >= deadline:
+                    raise
+                delay = PRODUCE_BACKOFF_S[min(attempt, len(PRODUCE_BACKOFF_S) - 1)]
+                log.warning("produce_retry", error=repr(exc), attempt=attempt + 1, delay_s=delay)
+                await asyncio.sleep(delay)
+
+    async def _send_once(self, emits: Sequence[Emit]) -> None:
         emits = await self._onboarded(emits)
         producer = await self._producer()
         pending = [await producer.send(e.topic, value=e.value, key=e.key, headers=list(e.headers)) for e in emits]
         await asyncio.gather(*pending)
+
+
+async def skip_when_broker_away(timer: str, look: Callable[[], Awaitable[object]]) -> bool:
+    """Run one look of a timer; False, and a warning, when the broker does not answer meanwhile.
+
+    Why: an exception that escapes a Faust timer crashes the whole worker, and a broker restart or a partition
+    without a leader for a few seconds is no reason to stop. The timer simply looks again at its next tick.
+    """
+    try:
+        await look()
+    except (KafkaError, BrokerUnavailable) as exc:
+        log.warning("timer_look_skipped", timer=timer, error=repr(exc))
+        return False
+    return True
 
 
 class StageRunner:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -13,8 +14,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.broker import free_tcp_port
+import pytest
+
+from streams.broker import BrokerConfig, LocalBroker, free_tcp_port
+from streams.errors import PlatformError
 from streams.settings import Settings
+
+#: A cold start (jar copy, format, JVM start; SCRAM and TLS set-up for a secured one) stays well under this.
+BROKER_START_TIMEOUT_S = 180.0
 
 ICS2 = str(Path(sys.executable).with_name("ics2"))
 
@@ -102,3 +109,30 @@ def worker(settings: Settings, tmp: Path, **extra: str) -> Service:
 def gateway(settings: Settings, tmp: Path, *args: str, **extra: str) -> Service:
     env = service_env(settings, tmp / "state", **extra)
     return Service("gateway", ["gateway", *args], env, tmp / "gateway.log")
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_tcp_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def start_broker(state_dir: Path, what: str, *, tls: bool = False, **config: object) -> LocalBroker:
+    """A one-node broker on free loopback ports, stopped at exit at the latest; one that cannot start fails the
+    test with its log tail, never skips it: in CI the broker must be there."""
+    port, controller_port, tls_port = free_ports(3)
+    extra = {"tls_port": tls_port} if tls else {}
+    broker = LocalBroker(
+        BrokerConfig(state_dir=state_dir, port=port, controller_port=controller_port, **extra, **config)  # type: ignore[arg-type]
+    )
+    atexit.register(broker.stop)
+    try:
+        broker.start(timeout=BROKER_START_TIMEOUT_S)
+    except PlatformError as exc:
+        broker.stop()
+        pytest.fail(f"{what} did not start: {exc}", pytrace=False)
+    return broker

@@ -16,6 +16,7 @@ from streams.broker import BrokerConfig, LocalBroker, ensure_jars, free_tcp_port
 from streams.broker.jars import POM_PATH, check_main_classes, find_java, find_maven, java_major_version
 from streams.broker.properties import Listener, render_properties, server_properties
 from streams.errors import BrokerUnavailable, PlatformError
+from tests.integration.services import free_ports
 
 
 def broker_pids(config: BrokerConfig) -> list[int]:
@@ -35,10 +36,7 @@ def broker_pids(config: BrokerConfig) -> list[int]:
 
 
 def two_free_ports() -> tuple[int, int]:
-    port = free_tcp_port()
-    other = free_tcp_port()
-    while other == port:
-        other = free_tcp_port()
+    port, other = free_ports(2)
     return port, other
 
 

@@ -26,46 +26,24 @@ from aiokafka.errors import (
 )
 
 from streams.admin import admin_client, delete_topics, list_topics
-from streams.broker import BrokerConfig, LocalBroker, free_tcp_port
+from streams.broker import LocalBroker
 from streams.client import publish_bookings, stop_consumer
 from streams.demo import seed_booking
-from streams.errors import PlatformError
 from streams.security.onboarding import list_parties, offboard_party, onboard_party, onboard_process
 from streams.settings import SecurityProtocol, Settings
 from streams.topics import Catalogue
-from tests.integration.services import ICS2, gateway, worker
+from tests.integration.services import ICS2, gateway, start_broker, worker
 
-BROKER_START_TIMEOUT_S = 180.0
 #: What a refused client sees, depending on where aiokafka notices: the fetch, the metadata, or the group.
 REFUSED = (TopicAuthorizationFailedError, GroupAuthorizationFailedError)
-
-
-def _ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_tcp_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 @pytest.fixture(scope="module")
 def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     """A SCRAM + ACL broker with a TLS listener, for this module only; stopped at the end."""
-    port, controller_port, tls_port = _ports(3)
-    config = BrokerConfig(
-        state_dir=tmp_path_factory.mktemp("kafka-secure"),
-        port=port,
-        controller_port=controller_port,
-        tls_port=tls_port,
-        security="sasl",
+    broker = start_broker(
+        tmp_path_factory.mktemp("kafka-secure"), "the secured Kafka broker", tls=True, security="sasl"
     )
-    broker = LocalBroker(config)
-    try:
-        broker.start(timeout=BROKER_START_TIMEOUT_S)
-    except PlatformError as exc:
-        broker.stop()
-        pytest.fail(f"the secured Kafka broker did not start: {exc}", pytrace=False)
     try:
         yield broker
     finally:
