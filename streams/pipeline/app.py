@@ -92,7 +92,10 @@ def faust_app(settings: Settings) -> faust.App:
         "canonical_url": URL(f"http://{settings.web_host}:{settings.web_port}"),
         "broker_commit_every": 100,
         "broker_commit_interval": 1.0,
-        "stream_wait_empty": True,
+        # Faust empties the agents' buffers on a rebalance or stop, then would wait for those very messages to be
+        # acknowledged: a worker losing partitions to a new one hung there. In-flight records are not waited for;
+        # their offsets are not committed, so the new owner reads them again (at-least-once, ids deduplicate).
+        "stream_wait_empty": False,
         "broker_session_timeout": SESSION_TIMEOUT_S,
         "TableManager": OrderedTableManager,
     }
