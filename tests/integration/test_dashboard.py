@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,6 +29,8 @@ from streams.demo import DEMO_SCRIPT, SEED_MBL, as_party, seed_booking
 from streams.settings import Settings
 from streams.topics import Catalogue
 from tests.integration.services import ICS2, Service, gateway, service_env, worker
+
+T = TypeVar("T")
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -185,6 +188,20 @@ def metric_samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
     }
 
 
+def unstale(look: Callable[[], T], attempts: int = 10) -> T:
+    """Run a look at the page again when the page re-rendered under it (it re-renders every 2 s)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for attempt in range(attempts):
+        try:
+            return look()
+        except StaleElementReferenceException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
 class TestDashboard:
     async def test_dashboard_renders_and_acknowledges_in_chromium(self, deployment, browser, tmp_path):
         """Chromium shows the seed ENS with its HBL tree and alerts; acknowledging a DNL there is recorded."""
@@ -199,11 +216,17 @@ class TestDashboard:
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f".consolidation[data-mbl='{SEED_MBL}']"))
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.alert[data-type='IE3Q01'] button.ack"))
 
-        card = browser.find_element(By.CSS_SELECTOR, f".consolidation[data-mbl='{SEED_MBL}']")
-        nested = card.find_element(By.CSS_SELECTOR, "[data-hbl='SKC26TYO0002'] [data-hbl='AOB26OSA1002'] [data-hbl]")
-        assert nested.get_attribute("data-hbl") == "DAI26NGO0077"
-        assert "held_dnl" in nested.text
-        kinds = {r.get_attribute("data-kind") for r in browser.find_elements(By.CSS_SELECTOR, "tr.open-item")}
+        def tree() -> tuple[str | None, str, set[str | None]]:
+            card = browser.find_element(By.CSS_SELECTOR, f".consolidation[data-mbl='{SEED_MBL}']")
+            nested = card.find_element(
+                By.CSS_SELECTOR, "[data-hbl='SKC26TYO0002'] [data-hbl='AOB26OSA1002'] [data-hbl]"
+            )
+            kinds = {r.get_attribute("data-kind") for r in browser.find_elements(By.CSS_SELECTOR, "tr.open-item")}
+            return nested.get_attribute("data-hbl"), nested.text, kinds
+
+        hbl, text, kinds = unstale(tree)
+        assert hbl == "DAI26NGO0077"
+        assert "held_dnl" in text
         assert {"dnl", "rfi"} <= kinds
 
         screenshot = browser.get_screenshot_as_png()
@@ -213,9 +236,14 @@ class TestDashboard:
         operator = browser.find_element(By.ID, "operator")
         operator.clear()
         operator.send_keys(OPERATOR)
-        button = browser.find_element(By.CSS_SELECTOR, "tr.alert[data-type='IE3Q01'] button.ack")
-        alert_id = button.get_attribute("data-alert-id")
-        button.click()
+
+        def acknowledge_first_dnl() -> str | None:
+            button = browser.find_element(By.CSS_SELECTOR, "tr.alert[data-type='IE3Q01'] button.ack")
+            alert_id = button.get_attribute("data-alert-id")
+            button.click()
+            return alert_id
+
+        alert_id = unstale(acknowledge_first_dnl)
         row = f"tr.alert.acknowledged[data-alert-id='{alert_id}']"
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
         assert OPERATOR in browser.find_element(By.CSS_SELECTOR, f"{row} .ack-status").text
