@@ -129,3 +129,47 @@ class TestRestart:
         assert len(set(lrns)) == expected, "one LRN per filing, even if a replay sent one twice"
         raw_duplicates = len(alerts) - len(unique)
         print(f"restart after {time.monotonic() - killed_at:.1f}s; raw duplicate alert records: {raw_duplicates}")
+
+
+class TestScaleOut:
+    async def test_second_worker_joining_mid_stream_loses_nothing(self, kafka_settings, catalogue, tmp_path):
+        """A second worker joins mid-stream: partitions move, both stay healthy, every filing registers once."""
+        settings = replace(kafka_settings, topic_prefix=catalogue.prefix, app_id=f"{catalogue.prefix}app")
+        count = 16
+        books = []
+        for i in range(count):
+            b = seed_booking()
+            b["master"]["mbl_number"] = f"OCLU26OSA{i:07d}"
+            books.append(b)
+        await apply_topics(settings, catalogue, ["ML-TYO", "CARRIER-A", "COLOADER-A", "COLOADER-C", "COLOADER-D"])
+        customs = gateway(settings, tmp_path, "--poll-interval", "1").start()
+        first = worker(settings, tmp_path).start()
+        second = worker(settings, tmp_path)
+        second.log_path = tmp_path / "worker-joined.log"
+        try:
+            await asyncio.to_thread(first.wait_healthy)
+            await publish_bookings(settings, books)
+            await read_topic(settings, catalogue.filings_outbound.name, until=lambda rs: len(rs) >= 6, timeout=60)
+            second.start()
+            await asyncio.to_thread(second.wait_healthy)
+            expected = count * 4
+
+            def registrations(records: list) -> set[str]:
+                alerts = [SCHEMAS.decode(r.value, reader="PartyAlert").record for r in records]
+                return {a["lrn"] for a in alerts if a["notification_message_type"] == "IE3R01"}
+
+            records = await read_topic(
+                settings, catalogue.alerts.name, until=lambda rs: len(registrations(rs)) >= expected, timeout=150
+            )
+            assert len(registrations(records)) == expected, f"not all registered:\n{first.tail()}\n{second.tail()}"
+            for service in (first, second):
+                assert service.proc is not None and service.proc.poll() is None, f"{service.name} died"
+                service.wait_healthy(timeout=10)
+        finally:
+            second.stop()
+            first.stop()
+            customs.stop()
+        alerts = unique_alerts(SCHEMAS.decode(r.value, reader="PartyAlert").record for r in records)
+        assert not [a for a in alerts if a["notification_message_type"] in ("IE3N01", "IE3N99")], "no duplicate filing"
+        outbound = await read_topic(settings, catalogue.filings_outbound.name, timeout=30)
+        assert len({r.header("ics2-lrn") for r in outbound}) == expected
