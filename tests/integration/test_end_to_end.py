@@ -75,17 +75,33 @@ class TestStory:
         assert second == {"KSN26TYO0101": "registered", "KSN26TYO0102": "rejected"}
 
 
+#: The parties of the seed co-load whose queues the restart and scale-out tests onboard.
+PARTIES = ["ML-TYO", "CARRIER-A", "COLOADER-A", "COLOADER-C", "COLOADER-D"]
+
+
+def distinct_bookings(count: int, mbl_prefix: str) -> list[dict]:
+    """The seed co-load ``count`` times, each under its own MBL number."""
+    books = []
+    for i in range(count):
+        booking = seed_booking()
+        booking["master"]["mbl_number"] = f"{mbl_prefix}{i:07d}"
+        books.append(booking)
+    return books
+
+
+def registrations(records: list) -> set[str]:
+    """LRNs of the filings whose registration (IE3R01) reached the alerts topic."""
+    alerts = [SCHEMAS.decode(r.value, reader="PartyAlert").record for r in records]
+    return {a["lrn"] for a in alerts if a["notification_message_type"] == "IE3R01"}
+
+
 class TestRestart:
     async def test_killed_worker_loses_nothing_and_duplicates_no_alert(self, kafka_settings, catalogue, tmp_path):
         """SIGKILL mid-stream, restart: every booking's filings are registered and every alert id arrives once."""
         settings = replace(kafka_settings, topic_prefix=catalogue.prefix, app_id=f"{catalogue.prefix}app")
         count = 16
-        books = []
-        for i in range(count):
-            b = seed_booking()
-            b["master"]["mbl_number"] = f"OCLU26TYO{i:07d}"
-            books.append(b)
-        await apply_topics(settings, catalogue, ["ML-TYO", "CARRIER-A", "COLOADER-A", "COLOADER-C", "COLOADER-D"])
+        books = distinct_bookings(count, "OCLU26TYO")
+        await apply_topics(settings, catalogue, PARTIES)
         customs = gateway(settings, tmp_path, "--poll-interval", "1").start()
         first = worker(settings, tmp_path).start()
         try:
@@ -100,10 +116,6 @@ class TestRestart:
             try:
                 await asyncio.to_thread(second.wait_healthy)
                 expected = count * 4  # four filings of ML-TYO per booking, each registered once
-
-                def registrations(records: list) -> set[str]:
-                    alerts = [SCHEMAS.decode(r.value, reader="PartyAlert").record for r in records]
-                    return {a["lrn"] for a in alerts if a["notification_message_type"] == "IE3R01"}
 
                 records = await read_topic(
                     settings, catalogue.alerts.name, until=lambda rs: len(registrations(rs)) >= expected, timeout=120
@@ -136,12 +148,8 @@ class TestScaleOut:
         """A second worker joins mid-stream: partitions move, both stay healthy, every filing registers once."""
         settings = replace(kafka_settings, topic_prefix=catalogue.prefix, app_id=f"{catalogue.prefix}app")
         count = 16
-        books = []
-        for i in range(count):
-            b = seed_booking()
-            b["master"]["mbl_number"] = f"OCLU26OSA{i:07d}"
-            books.append(b)
-        await apply_topics(settings, catalogue, ["ML-TYO", "CARRIER-A", "COLOADER-A", "COLOADER-C", "COLOADER-D"])
+        books = distinct_bookings(count, "OCLU26OSA")
+        await apply_topics(settings, catalogue, PARTIES)
         customs = gateway(settings, tmp_path, "--poll-interval", "1").start()
         first = worker(settings, tmp_path).start()
         second = worker(settings, tmp_path)
@@ -153,10 +161,6 @@ class TestScaleOut:
             second.start()
             await asyncio.to_thread(second.wait_healthy)
             expected = count * 4
-
-            def registrations(records: list) -> set[str]:
-                alerts = [SCHEMAS.decode(r.value, reader="PartyAlert").record for r in records]
-                return {a["lrn"] for a in alerts if a["notification_message_type"] == "IE3R01"}
 
             records = await read_topic(
                 settings, catalogue.alerts.name, until=lambda rs: len(registrations(rs)) >= expected, timeout=150
