@@ -60,7 +60,10 @@ class StallGuard:
         streams = [tp for tp in consumer.assignment() if tp.topic in self.sources]
         if not streams:
             return []
-        behind = lagging({tp: consumer.highwater(tp) for tp in streams}, await self._committed(streams))
+        highwaters = {tp: consumer.highwater(tp) for tp in streams}
+        # The worker's own record of its commits rules out an idle, caught-up worker without asking the broker.
+        suspects = lagging(highwaters, consumer._committed_offset)
+        behind = lagging({tp: highwaters[tp] for tp in suspects}, await self._committed(suspects)) if suspects else []
         self._idle_checks = self._idle_checks + 1 if behind else 0
         if self._idle_checks < self.patience:
             return []

@@ -97,3 +97,19 @@ class TestStallGuard:
         g = guard({BOOKINGS[0]: 6}, StageStats())
         g.app.rebalancing = True
         assert [await g.check() for _ in range(5)] == [[]] * 5
+
+
+class TestStallGuardCost:
+    async def test_a_caught_up_idle_worker_does_not_ask_the_broker(self):
+        """When the worker's own commits reach the high-water marks, no admin request is made."""
+        asked: list[list[TP]] = []
+        g = guard({BOOKINGS[0]: 6}, StageStats())
+        g.app.consumer._committed_offset = {BOOKINGS[0]: 6}
+
+        async def committed(streams):
+            asked.append(streams)
+            return {}
+
+        g._committed = committed
+        assert [await g.check() for _ in range(5)] == [[]] * 5
+        assert asked == []
