@@ -45,13 +45,14 @@ from streams.domain.drafts import make_lrn
 from streams.errors import BrokerUnavailable
 from streams.messages.build import build_ie3q01, build_ie3r01
 from streams.messages.notifications import mrn_check_character
+from streams.scenarios import SEED_COLOAD
 from streams.settings import Settings
 from streams.topics import Catalogue
 
 log = structlog.get_logger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SEED = REPO_ROOT.parent / "shared" / "examples" / "seed-coload.json"
+SEED = SEED_COLOAD
 ICS2 = str(Path(sys.executable).with_name("ics2"))
 FILER = "ML-TYO"
 CARRIER = "CARRIER-A"

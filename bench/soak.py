@@ -53,13 +53,14 @@ from streams.domain.model import Consolidation
 from streams.domain.planning import plan
 from streams.errors import ICS2StreamsError
 from streams.logs import configure_logging
+from streams.scenarios import SEED_COLOAD
 from streams.settings import Settings
 from streams.topics import Catalogue
 
 log = structlog.get_logger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SEED = REPO_ROOT.parent / "shared" / "examples" / "seed-coload.json"
+SEED = SEED_COLOAD
 ICS2 = str(Path(sys.executable).with_name("ics2"))
 #: Every party of the seed co-load gets its queue, as an onboarded forwarder's partners would.
 PARTIES = ("ML-TYO", "CARRIER-A", "COLOADER-A", "COLOADER-C", "COLOADER-D")

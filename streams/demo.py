@@ -57,7 +57,7 @@ DEMO_SCRIPT = RiskScript(
 
 
 def seed_booking() -> dict[str, Any]:
-    """The bundled seed co-load (a copy of shared/examples/seed-coload.json) with the carrier's ICS2 contact."""
+    """The bundled seed co-load with the carrier's ICS2 contact."""
     data = json.loads(resources.files("streams.scenarios").joinpath("seed-coload.json").read_text())
     for party in data["parties"]:
         if party["id"] == "CARRIER-A":

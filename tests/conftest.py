@@ -7,6 +7,7 @@ start is a failure with its log tail, never a skip: in CI the broker must be the
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,6 +21,28 @@ from streams.topics import Catalogue
 from tests.integration.services import start_broker
 
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+REPO = Path(__file__).resolve().parents[1]
+#: The workplace folder that may sit beside a developer's clone; a user's clone has none, so nothing may open it.
+BESIDE = REPO.parent / "shared"
+OPENED_BESIDE: list[str] = []
+
+
+def _watch_opens(event: str, args: tuple[object, ...]) -> None:
+    """Record every file the test process opens in ``../shared`` (an audit hook sees opens from any module)."""
+    if event == "open" and args and isinstance(args[0], str | Path):
+        path = str(args[0])
+        if path.startswith(str(BESIDE)):
+            OPENED_BESIDE.append(path)
+
+
+sys.addaudithook(_watch_opens)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when anything read outside the repository: the suite must pass on a clone that stands alone."""
+    if OPENED_BESIDE:
+        print(f"\nopened outside the repository: {sorted(set(OPENED_BESIDE))}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

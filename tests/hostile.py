@@ -24,11 +24,10 @@ from streams.errors import BookingError, DecodeError, ICS2StreamsError, UnknownS
 from streams.messages import NS
 from streams.messages.safe import DEFAULT_MAX_BYTES
 from streams.pipeline.records import ens_event
+from tests.data import SEED_PATH
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 XML_FIXTURES = REPO / "tests" / "fixtures" / "xml"
-SEED = SHARED / "examples" / "seed-coload.json"
 
 PLANNER = "ML-TYO"
 """The seed's planning party: the one told of a booking it sent that cannot be used."""
@@ -63,7 +62,7 @@ class Flagged:
 
 
 def seed() -> dict[str, Any]:
-    return json.loads(SEED.read_text(encoding="utf-8"))
+    return json.loads(SEED_PATH.read_text(encoding="utf-8"))
 
 
 def booking(change: Callable[[dict[str, Any]], object], mbl: str | None = None) -> dict[str, Any]:

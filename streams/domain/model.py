@@ -1,6 +1,6 @@
 """The consolidation as booking systems describe it: one carrier's master B/L and the tree of house B/Ls below it.
 
-The JSON form is the one of ``shared/examples/seed-coload.json`` (and of the Avro ``BookingEvent`` record).
+The JSON form is the one of ``streams/scenarios/seed-coload.json`` (and of the Avro ``BookingEvent`` record).
 ``Consolidation.from_json`` accepts it as it is and raises ``BookingError`` with the path of the first field it
 cannot use. Format checks (EORI, HS code, ...) are not done here: they are rules of the validator, so that a
 booking with a bad value still yields a plan and findings instead of a parse failure.

@@ -1,6 +1,6 @@
 """Who must file what for a consolidation: the filing plan.
 
-``plan()`` follows the seed's rules (see ``shared/ICS2.md``): per lowest HBL either F15 by the master loader, or
+``plan()`` follows the seed's rules (see ``docs/``): per lowest HBL either F15 by the master loader, or
 F14 by the nearest automated party above the lowest HBL's issuer plus F16 by that issuer. It never raises on a
 booking that ``Consolidation.from_json`` accepted: an unusable HBL tree is reported as ``PlanError``s naming the
 party that must fix it, and the HBLs concerned get no filings until it is fixed.

@@ -35,8 +35,8 @@ from streams.messages.parse import parse_notification
 from streams.messages.render import render_filing
 from streams.settings import Settings
 from streams.topics import Catalogue
+from tests.data import SEED_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xml"
 ML_TYO, CARRIER_A = "NL812345678000", "NL860123456"
 OWN_HBL, OTHER_OWN_HBL, COLOADED_HBL = "SKC26TYO0001", "SKC26TYO0003", "AOB26OSA1001"
@@ -53,7 +53,7 @@ class SimulatedCrash(Exception):
 @pytest.fixture(scope="module")
 def filings() -> dict[str, tuple[OutboundFiling, bytes]]:
     """The seed's filings rendered as the pipeline renders them, with their Avro ``Filing`` values."""
-    data = json.loads((SHARED / "examples" / "seed-coload.json").read_text())
+    data = json.loads(SEED_PATH.read_text())
     for party in data["parties"]:
         if party["id"] == "CARRIER-A":
             party["contact"] = {"email": "ops@carrier.example"}

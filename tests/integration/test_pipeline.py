@@ -24,9 +24,9 @@ from streams.messages.build import build_ie3q01, build_ie3r01
 from streams.messages.notifications import mrn_check_character
 from streams.settings import Settings
 from streams.topics import Catalogue
+from tests.data import SEED_PATH
 from tests.integration.services import Service, worker
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SCHEMAS = SchemaCatalogue.load()
 MBL = "OCLU26TYO7781234"
 
@@ -37,7 +37,7 @@ def mrn(serial: int) -> str:
 
 
 def seed() -> dict:
-    return json.loads((SHARED / "examples" / "seed-coload.json").read_text())
+    return json.loads(SEED_PATH.read_text())
 
 
 def booking(mbl: str, **changes: object) -> dict:

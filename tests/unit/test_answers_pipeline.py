@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict, deque
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +28,8 @@ from streams.pipeline.records import ledger_record
 from streams.pipeline.stage import Emit, Incoming
 from streams.simulator import CustomsSimulator, Outcome, RiskRule, RiskScript
 from streams.topics import Catalogue
+from tests.data import SEED_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 NOW = datetime(2027, 6, 1, 9, 0, tzinfo=UTC)
 NS = {"i": "urn:wco:datamodel:eu:ics2:2"}
 MBL = "OCLU26TYO7781234"
@@ -41,7 +40,7 @@ RFS_FILE = {"results": [{"result": "1", "methods": ["XRY", "EDD"], "texts": [{"t
 
 def seed_json() -> dict[str, Any]:
     """The seed co-load; its carrier gets the ICS2 contact an F12 needs, so the carrier's booking files one."""
-    data = json.loads((SHARED / "examples" / "seed-coload.json").read_text())
+    data = json.loads(SEED_PATH.read_text())
     for party in data["parties"]:
         if party["id"] == "CARRIER-A":
             party["contact"] = {"email": "ens@oceanic.example", "phone": None}

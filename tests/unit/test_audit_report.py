@@ -30,8 +30,8 @@ from streams.pipeline.handlers import BookingStage, Correlator, LifecycleTracker
 from streams.pipeline.stage import Emit, Incoming
 from streams.simulator import CustomsSimulator, Outcome, RiskRule, RiskScript
 from streams.topics import Catalogue
+from tests.data import SEED_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 NOW = datetime(2027, 6, 1, 9, 0, tzinfo=UTC)
 SEED_MBL = "OCLU26TYO7781234"
 OTHER_MBL = "OCLU26TYO7790001"
@@ -39,7 +39,7 @@ SCHEMAS = SchemaCatalogue.load()
 
 
 def seed_json(mbl: str = SEED_MBL) -> dict[str, Any]:
-    text = (SHARED / "examples" / "seed-coload.json").read_text()
+    text = SEED_PATH.read_text()
     if mbl != SEED_MBL:
         for prefix in ("SKC26TYO", "AOB26OSA", "CHY26YOK", "DAI26NGO"):
             text = text.replace(prefix, prefix[:-1] + "Z")

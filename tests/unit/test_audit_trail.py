@@ -6,7 +6,6 @@ import copy
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,8 +30,8 @@ from streams.pipeline.audit_stages import AuditChainer, AuditCollector, SendFirs
 from streams.pipeline.handlers import BookingStage
 from streams.pipeline.stage import Emit, Incoming
 from streams.topics import Catalogue
+from tests.data import SEED_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SCHEMAS = SchemaCatalogue.load()
 CATALOGUE = Catalogue.for_prefix("p.")
 NOW = datetime(2027, 6, 1, 9, 0, tzinfo=UTC)
@@ -180,7 +179,7 @@ class TestTamperProperty:
 
 def booking_emits() -> tuple[Incoming, list[Emit]]:
     """The seed booking through the real booking stage: drafts, filings, ENS events and alerts as written."""
-    data = json.loads((SHARED / "examples" / "seed-coload.json").read_text())
+    data = json.loads(SEED_PATH.read_text())
     value = SCHEMAS.encode("BookingEvent", data)
     incoming = Incoming(CATALOGUE.bookings.name, 2, 41, SEED_MBL.encode(), value, (), 1_780_000_000_000)
     return incoming, BookingStage(SCHEMAS, CATALOGUE, lambda: NOW, {})(incoming)

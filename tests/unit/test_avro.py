@@ -30,11 +30,10 @@ from streams.contracts.avro import (
 )
 from streams.domain.model import Consolidation
 from streams.errors import DecodeError, InputError, UnknownSchemaError
+from tests.data import SEED_PATH
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
 SCHEMAS = REPO / "schemas" / "avro"
-SEED = SHARED / "examples" / "seed-coload.json"
 
 SCHEMA_NAMES = (
     "BookingEvent",
@@ -218,7 +217,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
 
 
 def seed() -> dict[str, Any]:
-    return json.loads(SEED.read_text(encoding="utf-8"))
+    return json.loads(SEED_PATH.read_text(encoding="utf-8"))
 
 
 def sample(name: str) -> dict[str, Any]:

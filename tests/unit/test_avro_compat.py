@@ -15,17 +15,16 @@ import pytest
 from streams.contracts.avro import SchemaCatalogue, single_object_fingerprint
 from streams.contracts.compat import Incompatibility, IncompatibilityKind, can_read, full_compatibility
 from streams.errors import DecodeError, UnknownSchemaError
+from tests.data import SEED_PATH
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
 SCHEMAS = REPO / "schemas" / "avro"
-SEED = SHARED / "examples" / "seed-coload.json"
 
 K = IncompatibilityKind
 
 
 def seed() -> dict[str, Any]:
-    return json.loads(SEED.read_text(encoding="utf-8"))
+    return json.loads(SEED_PATH.read_text(encoding="utf-8"))
 
 
 def record(name: str, *fields: dict[str, Any], **extra: Any) -> dict[str, Any]:

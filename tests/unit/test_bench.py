@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import statistics
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -26,9 +25,7 @@ from bench.stats import (
     ratio,
     ratios,
 )
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-SEED = SHARED / "examples" / "seed-coload.json"
+from tests.data import SEED_PATH
 
 samples = st.lists(st.floats(min_value=0.0, max_value=1e6, allow_nan=False), min_size=1, max_size=300)
 
@@ -254,8 +251,8 @@ class TestParameters:
 class TestBookings:
     def test_copies_of_the_seed_with_distinct_mbls(self):
         """Each booking is the seed under its own MBL and event id; the rest is unchanged."""
-        seed = json.loads(SEED.read_text())
-        made = bookings(5, SEED)
+        seed = json.loads(SEED_PATH.read_text())
+        made = bookings(5, SEED_PATH)
         assert [b["master"]["mbl_number"] for b in made] == [mbl_number(i) for i in range(5)]
         assert len({b["event_id"] for b in made}) == 5
         assert made[3]["house_bills"] == seed["house_bills"]

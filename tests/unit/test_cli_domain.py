@@ -9,10 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from streams.cli.main import cli
+from tests.data import SEED_PATH, SEED_PLAN_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
-SEED = SHARED / "examples" / "seed-coload.json"
 EARLY = "2027-01-01T00:00:00Z"
 
 
@@ -24,16 +23,16 @@ def runner() -> CliRunner:
 class TestPlanCommand:
     def test_json_output_is_the_expected_plan(self, runner):
         """``plan --json`` prints FilingPlan.to_json with the seed's expected filings, exit 0."""
-        result = runner.invoke(cli, ["plan", str(SEED), "--json"])
+        result = runner.invoke(cli, ["plan", str(SEED_PATH), "--json"])
         assert result.exit_code == 0, result.output
         data = json.loads(result.output)
-        expected = json.loads((SHARED / "examples" / "seed-coload.plan.json").read_text(encoding="utf-8"))
+        expected = json.loads(SEED_PLAN_PATH.read_text(encoding="utf-8"))
         keys = ("filing", "hbl", "filer", "supplementary_declarant")
         assert [{k: f[k] for k in keys} for f in data["filings"]] == expected["filings"]
 
     def test_table_output_names_filings_and_warning(self, runner):
         """Without --json a table lists the filings and the warning."""
-        result = runner.invoke(cli, ["plan", str(SEED)])
+        result = runner.invoke(cli, ["plan", str(SEED_PATH)])
         assert result.exit_code == 0, result.output
         assert "DAI26NGO0077" in result.output and "COLOADER-D" in result.output
         assert "PLAN-MULTI-TIER" in result.output
@@ -56,7 +55,7 @@ class TestPlanCommand:
 class TestValidateCommand:
     def test_clean_booking_exits_0(self, runner):
         """The seed validates with warnings only: exit 0."""
-        result = runner.invoke(cli, ["validate", str(SEED), "--now", EARLY, "--json"])
+        result = runner.invoke(cli, ["validate", str(SEED_PATH), "--now", EARLY, "--json"])
         assert result.exit_code == 0, result.output
         data = json.loads(result.output)
         assert data["ok"] is True and data["errors"] == 0 and data["warnings"] == 1
@@ -76,7 +75,7 @@ class TestValidateCommand:
 
     def test_past_deadline_exits_1(self, runner):
         """--now after the lodging deadline makes the seed fail."""
-        result = runner.invoke(cli, ["validate", str(SEED), "--now", "2027-06-15T00:00:00Z", "--json"])
+        result = runner.invoke(cli, ["validate", str(SEED_PATH), "--now", "2027-06-15T00:00:00Z", "--json"])
         assert result.exit_code == 1
         assert [f["rule_id"] for f in json.loads(result.output)["findings"] if f["severity"] == "error"] == [
             "ENS-DEADLINE"
@@ -84,7 +83,7 @@ class TestValidateCommand:
 
     def test_booking_error_exits_2(self, runner, tmp_path):
         """A JSON document that is not a booking exits 2 naming the field."""
-        data = json.loads(SEED.read_text(encoding="utf-8"))
+        data = json.loads(SEED_PATH.read_text(encoding="utf-8"))
         del data["master"]
         bad = tmp_path / "nomaster.json"
         bad.write_text(json.dumps(data), encoding="utf-8")
@@ -100,5 +99,5 @@ class TestValidateCommand:
 
     def test_bad_now_exits_2(self, runner):
         """An unparseable --now is a usage error (exit 2)."""
-        result = runner.invoke(cli, ["validate", str(SEED), "--now", "tomorrow"])
+        result = runner.invoke(cli, ["validate", str(SEED_PATH), "--now", "tomorrow"])
         assert result.exit_code == 2

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from streams.cli.main import COMMANDS, cli
+from tests.data import SEED_PATH
 
 REPO = Path(__file__).resolve().parents[2]
-SEED = REPO.parent / "shared" / "examples" / "seed-coload.json"
 
 
 class TestCommands:
@@ -31,7 +31,7 @@ class TestCommands:
 class TestFileCommands:
     def test_render_writes_one_xml_per_filing_of_ours(self, tmp_path):
         """``ics2 render`` writes the master loader's four filings of the seed."""
-        result = CliRunner().invoke(cli, ["render", str(SEED), "--out", str(tmp_path)])
+        result = CliRunner().invoke(cli, ["render", str(SEED_PATH), "--out", str(tmp_path)])
         assert result.exit_code == 0, result.output
         names = sorted(p.name.split("_")[0] for p in tmp_path.glob("*.xml"))
         assert names == ["IE3F14", "IE3F14", "IE3F15", "IE3F15"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -32,15 +31,15 @@ from streams.pipeline.web import (
     hbl_tree,
     open_items,
 )
+from tests.data import SEED_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 NOW = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)
 DEADLINE = "2027-06-14T12:00:00Z"
 
 
 @pytest.fixture(scope="module")
 def seed() -> Consolidation:
-    return Consolidation.from_json(json.loads((SHARED / "examples" / "seed-coload.json").read_text()))
+    return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
 def notify(state: EnsState, c: Consolidation, message_type: str, hbl: str, **fields) -> EnsState:

@@ -5,21 +5,20 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from streams.domain.deadlines import DeadlineStatus, lodging_deadline
 from streams.domain.model import Consolidation, MasterBill, Mode
 from streams.errors import InputError
+from tests.data import SEED_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 LOADING = datetime(2027, 6, 15, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def master() -> MasterBill:
-    data = json.loads((SHARED / "examples" / "seed-coload.json").read_text(encoding="utf-8"))
+    data = json.loads(SEED_PATH.read_text(encoding="utf-8"))
     return Consolidation.from_json(data).master
 
 

@@ -10,7 +10,6 @@ import json
 from collections import defaultdict, deque
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -20,13 +19,13 @@ from streams.pipeline.handlers import BookingStage, Correlator, LifecycleTracker
 from streams.pipeline.stage import Emit, Incoming, StageFailure
 from streams.simulator import CustomsSimulator, Outcome, RiskRule, RiskScript
 from streams.topics import Catalogue
+from tests.data import SEED_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 NOW = datetime(2027, 6, 1, 9, 0, tzinfo=UTC)
 
 
 def seed_json() -> dict:
-    data = json.loads((SHARED / "examples" / "seed-coload.json").read_text())
+    data = json.loads(SEED_PATH.read_text())
     for party in data["parties"]:
         if party["id"] == "CARRIER-A":
             party["contact"] = {"email": "ens@oceanic.example", "phone": None}

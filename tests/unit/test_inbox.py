@@ -36,7 +36,6 @@ from streams.pipeline.stage import Incoming
 from streams.topics import Catalogue
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
 NOW = datetime(2027, 6, 1, 9, 0, tzinfo=UTC)
 
 

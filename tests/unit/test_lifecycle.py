@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -14,14 +13,14 @@ from streams.domain.model import Consolidation
 from streams.domain.planning import plan
 from streams.domain.routing import recipients
 from streams.messages.notifications import Action, Notification, NotificationError, Urgency
+from tests.data import SEED_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 NOW = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def seed() -> Consolidation:
-    return Consolidation.from_json(json.loads((SHARED / "examples" / "seed-coload.json").read_text()))
+    return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
 def planned_event(consolidation: Consolidation) -> dict:

@@ -6,7 +6,6 @@ import copy
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import structlog
@@ -25,8 +24,8 @@ from streams.pipeline.acks import ack_record, lifecycle_event
 from streams.pipeline.handlers import LifecycleTracker, ticks_due
 from streams.pipeline.stage import Incoming
 from streams.topics import Catalogue
+from tests.data import SEED_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 NOW = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)
 DNL_HBL = "AOB26OSA1001"
 RFI_HBL = "SKC26TYO0003"
@@ -36,7 +35,7 @@ RFI_DEADLINE = NOW + timedelta(hours=30)
 
 @pytest.fixture(scope="module")
 def seed() -> Consolidation:
-    return Consolidation.from_json(json.loads((SHARED / "examples" / "seed-coload.json").read_text()))
+    return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
 def planned(consolidation: Consolidation, deadline: datetime = LODGING_DEADLINE) -> dict:

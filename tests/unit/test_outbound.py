@@ -5,20 +5,19 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from streams.domain.model import Consolidation
 from streams.domain.outbound import PlanMemory, fingerprint, process_booking
+from tests.data import SEED_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 NOW = datetime(2027, 6, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def seed() -> Consolidation:
-    return Consolidation.from_json(json.loads((SHARED / "examples" / "seed-coload.json").read_text()))
+    return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
 def sent(outcome) -> list[tuple[str, bytes]]:

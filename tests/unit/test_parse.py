@@ -24,9 +24,8 @@ from streams.messages.notifications import (
 )
 from streams.messages.parse import LAYOUTS, parse_notification
 from streams.messages.schemas import SchemaValidationError, schema_for
+from tests.data import OFFICIAL_XSD
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-OFFICIAL_XSD = SHARED / "reference" / "ics2-xsd-v2"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xml"
 
 MRN = "27NLA1B2C3D4E5F6G7"

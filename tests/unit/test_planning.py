@@ -17,8 +17,8 @@ from streams.domain.drafts import drafts_for, make_lrn
 from streams.domain.model import Consolidation, HouseBill
 from streams.domain.planning import FilingPlan, FilingType, PlannedFiling, diff_plans, plan
 from streams.errors import InputError
+from tests.data import SEED_PATH, SEED_PLAN_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 
@@ -28,12 +28,12 @@ def load(path: Path) -> Consolidation:
 
 @pytest.fixture(scope="module")
 def seed() -> Consolidation:
-    return load(SHARED / "examples" / "seed-coload.json")
+    return load(SEED_PATH)
 
 
 @pytest.fixture(scope="module")
 def expected() -> dict[str, Any]:
-    return json.loads((SHARED / "examples" / "seed-coload.plan.json").read_text(encoding="utf-8"))
+    return json.loads(SEED_PLAN_PATH.read_text(encoding="utf-8"))
 
 
 def replace_hbl(c: Consolidation, number: str, **changes: Any) -> Consolidation:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,19 +19,19 @@ from streams.messages import NS
 from streams.messages.answers import AnswerText, Attachment, AuthorizedPerson, RfiAnswer, RfsAnswer, ScreeningResult
 from streams.messages.render import render_filing, render_rfi_answer, render_rfs_answer
 from streams.messages.schemas import validate
+from tests.data import SEED_PATH, SEED_PLAN_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 NSMAP = {"i": NS}
 ISSUED = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)
 HOUSE = "i:consignmentMasterLevel/i:consignmentHouseLevel"
 
 
 def load_seed() -> Consolidation:
-    return Consolidation.from_json(json.loads((SHARED / "examples" / "seed-coload.json").read_text()))
+    return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
 def load_plan() -> list[dict[str, Any]]:
-    return json.loads((SHARED / "examples" / "seed-coload.plan.json").read_text())["filings"]
+    return json.loads(SEED_PLAN_PATH.read_text())["filings"]
 
 
 def draft_for(consolidation: Consolidation, entry: dict[str, Any], lrn: str) -> FilingDraft:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -19,8 +18,8 @@ from streams.messages.render import render_filing, render_rfi_answer, render_rfs
 from streams.messages.schemas import validate
 from streams.simulator import CustomsSimulator, Outbound, Outcome, RiskRule, RiskScript
 from streams.simulator.risk import HouseFacts
+from tests.data import SEED_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 NOW = datetime(2027, 6, 13, 8, tzinfo=UTC)
 MBL = "OCLU26TYO7781234"
 ML_TYO, CARRIER_A, COLOADER_A, COLOADER_C = "NL812345678000", "NL860123456", "DE993311220000", "BE0455123987"
@@ -29,7 +28,7 @@ OWN_HBL, COLOADED_HBL = "SKC26TYO0001", "AOB26OSA1001"
 
 @pytest.fixture(scope="module")
 def consolidation() -> Consolidation:
-    data = json.loads((SHARED / "examples" / "seed-coload.json").read_text())
+    data = json.loads(SEED_PATH.read_text())
     for party in data["parties"]:
         if party["id"] == "CARRIER-A":
             party["contact"] = {"email": "ops@carrier.example"}

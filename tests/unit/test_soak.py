@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -26,9 +25,7 @@ from bench.soak import (
     topic_totals,
     window_rate,
 )
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-SEED = SHARED / "examples" / "seed-coload.json"
+from tests.data import SEED_PATH, SEED_PLAN_PATH
 
 STATUS = """Name:\tics2
 Umask:\t0022
@@ -236,7 +233,7 @@ class TestSummarise:
 class TestSoakBookings:
     def test_every_booking_is_a_distinct_consolidation(self):
         """MBLs, house B/Ls and event ids differ between bookings; parents follow their renamed houses."""
-        books = list(soak_bookings(3, SEED))
+        books = list(soak_bookings(3, SEED_PATH))
         mbls = {b["master"]["mbl_number"] for b in books}
         hbls = [h["hbl_number"] for b in books for h in b["house_bills"]]
         assert len(mbls) == 3 and len(set(hbls)) == len(hbls) == 3 * len(books[0]["house_bills"])
@@ -248,10 +245,10 @@ class TestSoakBookings:
 
     def test_filings_per_booking_follows_the_plan(self):
         """The count checked against comes from the domain plan of the seed (the expected plan's filings of ours)."""
-        expected = json.loads((SHARED / "examples" / "seed-coload.plan.json").read_text(encoding="utf-8"))
-        planner = json.loads(SEED.read_text(encoding="utf-8"))["planning_party"]
+        expected = json.loads(SEED_PLAN_PATH.read_text(encoding="utf-8"))
+        planner = json.loads(SEED_PATH.read_text(encoding="utf-8"))["planning_party"]
         ours = [f for f in expected["filings"] if f["filer"] == planner]
-        assert filings_per_booking(SEED) == len(ours) > 0
+        assert filings_per_booking(SEED_PATH) == len(ours) > 0
 
 
 class TestScalingVerdict:

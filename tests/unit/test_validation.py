@@ -13,8 +13,8 @@ from streams.domain.model import Consolidation
 from streams.domain.planning import FilingPlan, FilingType, PlannedFiling, plan
 from streams.domain.rules import RULES, Responsible, Severity
 from streams.domain.validation import ValidationReport, validate, validate_filing_set
+from tests.data import SEED_PATH
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 
@@ -24,7 +24,7 @@ def load(path: Path) -> Consolidation:
 
 @pytest.fixture(scope="module")
 def seed() -> Consolidation:
-    return load(SHARED / "examples" / "seed-coload.json")
+    return load(SEED_PATH)
 
 
 @pytest.fixture(scope="module")

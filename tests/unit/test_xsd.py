@@ -26,10 +26,9 @@ from streams.messages.schemas import (
     schemas_dir,
     validate,
 )
+from tests.data import OFFICIAL_XSD, SEED_PATH, SEED_PLAN_PATH
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-OFFICIAL = SHARED / "reference" / "ics2-xsd-v2"
 OURS = REPO / "schemas" / "xsd"
 XS = "http://www.w3.org/2001/XMLSchema"
 NSMAP = {"i": NS}
@@ -165,13 +164,13 @@ def deviations(ours: list[Child], official: list[Child], omitted: tuple[str, ...
 
 
 def seed() -> Consolidation:
-    return Consolidation.from_json(json.loads((SHARED / "examples" / "seed-coload.json").read_text()))
+    return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
 def seed_messages() -> list[tuple[str, bytes]]:
     """Every filing of the seed's plan, the carrier's F12, and one answer of each kind."""
     consolidation = seed()
-    plan = json.loads((SHARED / "examples" / "seed-coload.plan.json").read_text())["filings"]
+    plan = json.loads(SEED_PLAN_PATH.read_text())["filings"]
     out = []
     for i, entry in enumerate(plan):
         planned = PlannedFiling(
@@ -279,24 +278,24 @@ class TestAgainstOfficialTypes:
     def test_our_type_follows_the_official_type(self, pair: Counterpart) -> None:
         """Child names, order and occurrences are those of the official type or a restriction of them."""
         ours = children(OURS / "ics2-types.xsd", pair.ours)
-        official = children(OFFICIAL / "ctypes.xsd", pair.official)
+        official = children(OFFICIAL_XSD / "ctypes.xsd", pair.official)
         assert deviations(ours, official, pair.omitted) == []
         assert not pair.omitted or pair.why
 
     def test_documented_omissions_are_really_required_officially(self) -> None:
         """Every omission listed is a required child of the official type (else the list is stale)."""
         for pair in (c for c in COUNTERPARTS if c.omitted):
-            required = {c.name for c in children(OFFICIAL / "ctypes.xsd", pair.official) if c.min >= 1}
+            required = {c.name for c in children(OFFICIAL_XSD / "ctypes.xsd", pair.official) if c.min >= 1}
             assert set(pair.omitted) <= required
 
     def test_comparison_detects_a_mismatch(self) -> None:
         """The F15 house level is not a restriction of the F14 one (goodsShipment) nor the F16 one."""
         f15 = children(OURS / "ics2-types.xsd", "HouseConsignmentF15")
         assert "goodsShipment is not in the official type" in deviations(
-            f15, children(OFFICIAL / "ctypes.xsd", "ConsignmentHouseLevelType48")
+            f15, children(OFFICIAL_XSD / "ctypes.xsd", "ConsignmentHouseLevelType48")
         )
         loose = [Child(c.name, 0, c.max) for c in f15]
-        assert deviations(loose, children(OFFICIAL / "ctypes.xsd", "ConsignmentHouseLevelType49"))
+        assert deviations(loose, children(OFFICIAL_XSD / "ctypes.xsd", "ConsignmentHouseLevelType49"))
 
     @pytest.mark.parametrize(
         ("code", "path", "official_type"),
@@ -347,7 +346,7 @@ def official_schema(element: str, type_name: str, factory: pytest.TempPathFactor
         wrapper = factory.mktemp("official") / f"{element}-{type_name}.xsd"
         wrapper.write_text(
             f'<xs:schema xmlns:xs="{XS}" xmlns="{NS}" targetNamespace="{NS}" elementFormDefault="qualified">'
-            f'<xs:include schemaLocation="{(OFFICIAL / "ctypes.xsd").as_uri()}"/>'
+            f'<xs:include schemaLocation="{(OFFICIAL_XSD / "ctypes.xsd").as_uri()}"/>'
             f'<xs:element name="{element}" type="{type_name}"/></xs:schema>'
         )
         _OFFICIAL_SCHEMAS[key] = etree.XMLSchema(etree.parse(str(wrapper)))
