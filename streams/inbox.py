@@ -15,6 +15,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from streams.domain.labels import relative_deadline
 from streams.domain.model import parse_datetime
 
 Alert = Mapping[str, Any]
@@ -47,26 +48,6 @@ def select(alerts: Iterable[Alert], urgencies: Collection[str] = (), limit: int 
     kept = [a for a in latest_per_alert(alerts) if not urgencies or a["urgency"] in urgencies]
     ordered = newest_first(kept)
     return ordered if limit is None else ordered[:limit]
-
-
-def _span(delta: timedelta) -> str:
-    """A duration as a person reads it on a deadline: minutes under an hour, hours under two days, then days."""
-    minutes = int(delta.total_seconds() // 60)
-    hours, rest = divmod(minutes, 60)
-    if hours == 0:
-        return f"{max(rest, 1)} min"
-    if hours < 48:
-        return f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
-
-
-def relative_deadline(deadline: str | None, now: datetime) -> str:
-    """``in 5 h`` or ``overdue by 2 h``; empty when there is no deadline."""
-    if not deadline:
-        return ""
-    left = parse_datetime(deadline) - now
-    return f"in {_span(left)}" if left > timedelta(0) else f"overdue by {_span(-left)}"
 
 
 def deadline_style(alert: Alert, now: datetime) -> str:
