@@ -102,6 +102,11 @@ def bookings(now: datetime) -> list[dict[str, Any]]:
     ]
 
 
+def demo_parties(books: Iterable[dict[str, Any]]) -> list[str]:
+    """The parties that get a queue: everyone named in the bookings but the shippers, who file nothing."""
+    return sorted({p["id"] for b in books for p in b["parties"] if p["role"] != "shipper"})
+
+
 @dataclass
 class Process:
     name: str
@@ -206,7 +211,7 @@ def tell_story(settings: Settings, console: Console, timeout: float, workdir: Pa
     """
     catalogue = Catalogue.for_prefix(settings.topic_prefix)
     books_now = datetime.now(UTC)
-    parties = sorted({p["id"] for b in bookings(books_now) for p in b["parties"] if p["role"] != "shipper"})
+    parties = demo_parties(bookings(books_now))
     asyncio.run(apply_topics(settings, catalogue, parties))
     script = workdir / "risk-script.json"
     script.write_text(json.dumps(DEMO_SCRIPT.to_json(), indent=2))

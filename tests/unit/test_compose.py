@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 
 from streams.broker.jars import kafka_version
 from streams.broker.properties import server_properties
+from streams.demo import DEMO_SCRIPT, SECOND_MBL, SEED_MBL, bookings, demo_parties
+from streams.deploy.compose import EXIT_USAGE, main
 from streams.settings import Settings
 from streams.topics import Catalogue
 
@@ -37,6 +42,34 @@ def kafka_env(compose: dict) -> dict[str, str]:
     return {k.removeprefix("KAFKA_").lower().replace("_", "."): str(v) for k, v in env.items()}
 
 
+def listeners(value: str) -> dict[str, tuple[str, int]]:
+    """``NAME://host:port,...`` -> {NAME: (host, port)}."""
+    found = {}
+    for listener in value.split(","):
+        name, address = listener.split("://", 1)
+        host, port = address.rsplit(":", 1)
+        found[name] = (host, int(port))
+    return found
+
+
+def option_names(args: list[str]) -> tuple[set[str], click.Command]:
+    """The options of the ics2 (sub)command that ``args`` runs, resolved as the CLI resolves them."""
+    from streams.cli.main import cli
+
+    command: click.Command = cli
+    rest = list(args)
+    with click.Context(cli) as ctx:
+        while isinstance(command, click.Group):
+            found = command.get_command(ctx, rest.pop(0))
+            assert found is not None, args
+            command = found
+    return {o for p in command.params for o in (*p.opts, *p.secondary_opts)}, command
+
+
+def option_values(args: list[str], option: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == option]
+
+
 class TestCompose:
     def test_kafka_image_is_the_version_the_pom_fetches(self, compose):
         """The compose file runs the Kafka release the local broker runs."""
@@ -60,28 +93,73 @@ class TestCompose:
             settings = Settings.from_env(env)
             assert settings.bootstrap_servers == "kafka:9092"
 
-    def test_clients_reach_the_advertised_listener(self, compose):
-        """ICS2_BOOTSTRAP_SERVERS points at the address the broker advertises."""
-        advertised = kafka_env(compose)["advertised.listeners"]
-        assert advertised.split("://", 1)[1] == compose["x-ics2-env"]["ICS2_BOOTSTRAP_SERVERS"]
+    def test_containers_reach_the_internal_listener(self, compose):
+        """ICS2_BOOTSTRAP_SERVERS of the services is the address the broker advertises on the compose network."""
+        env = kafka_env(compose)
+        advertised, bound = listeners(env["advertised.listeners"]), listeners(env["listeners"])
+        internal = env["inter.broker.listener.name"]
+        host, port = advertised[internal]
+        assert f"{host}:{port}" == compose["x-ics2-env"]["ICS2_BOOTSTRAP_SERVERS"]
+        assert host in compose["services"], "the advertised host is the broker's service name"
+        assert bound[internal][1] == port
 
-    def test_topics_come_from_the_catalogue(self, compose):
-        """A one-shot service applies the catalogue before the worker and gateway start."""
-        assert compose["services"]["topics"]["command"] == ["topics", "apply"]
+    def test_host_clients_reach_the_published_listener(self, compose):
+        """A client on the host (ics2's default bootstrap port) is told an address it can resolve and reach."""
+        env = kafka_env(compose)
+        advertised, bound = listeners(env["advertised.listeners"]), listeners(env["listeners"])
+        default_port = int(Settings().bootstrap_servers.rsplit(":", 1)[1])
+        from_host = [name for name, (host, port) in advertised.items() if host == "localhost" and port == default_port]
+        assert len(from_host) == 1, advertised
+        (name,) = from_host
+        assert f"{default_port}:{bound[name][1]}" in compose["services"]["kafka"]["ports"]
+        assert set(advertised) < set(bound), "every advertised listener is bound"
+        protocols = dict(item.split(":") for item in env["listener.security.protocol.map"].split(","))
+        assert set(bound) == set(protocols)
+
+    def test_topics_come_from_the_catalogue_with_the_demo_parties_queues(self, compose):
+        """A one-shot service applies the catalogue and a queue per demo party before the worker and gateway start."""
+        command = compose["services"]["topics"]["command"]
+        assert command[:2] == ["topics", "apply"]
+        parties = option_values(command, "--party")
+        assert parties == demo_parties(bookings(datetime.now(UTC)))
+        catalogue = Catalogue()
+        assert all(catalogue.party_queue(p).name for p in parties)
         for name in ("worker", "gateway"):
             assert compose["services"][name]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
-        assert Catalogue().all(), "the catalogue the topics service applies"
+        assert catalogue.all(), "the catalogue the topics service applies"
+
+    def test_gateway_answers_by_the_demo_risk_script(self, compose):
+        """The simulator reads the mounted script, which is the demo's DEMO_SCRIPT."""
+        gateway = compose["services"]["gateway"]
+        (script,) = option_values(gateway["command"], "--script")
+        mounts = dict(reversed(v.removesuffix(":ro").split(":", 1)) for v in gateway["volumes"])
+        source = REPO / mounts[script]
+        assert json.loads(source.read_text()) == DEMO_SCRIPT.to_json()
+
+    def test_a_one_shot_service_books_the_demo_once_the_worker_is_healthy(self, compose):
+        """The book service runs streams.deploy.compose after the worker answers /health on its web port."""
+        book = compose["services"]["book"]
+        assert book["entrypoint"] == ["python", "-m", "streams.deploy.compose"] and book["command"] == ["book"]
+        assert book["depends_on"]["worker"]["condition"] == "service_healthy"
+        assert book.get("restart") == "no"
+        worker = compose["services"]["worker"]
+        probe = " ".join(worker["healthcheck"]["test"])
+        assert f":{worker['environment']['ICS2_WEB_PORT']}/health" in probe
+        assert main(["nonsense"]) == EXIT_USAGE
+        mbls = {b["master"]["mbl_number"] for b in bookings(datetime.now(UTC))}
+        assert mbls == {SEED_MBL, SECOND_MBL}
 
     def test_images_build_from_the_dockerfile_under_deploy(self, compose):
         """Every ics2 service builds the worker image from deploy/Dockerfile, whose entry point is ics2."""
-        for name in ("topics", "worker", "gateway"):
+        for name in ("topics", "worker", "gateway", "book"):
             build = compose["services"][name]["build"]
             assert (REPO / build["context"] / build["dockerfile"]).is_file()
         assert 'ENTRYPOINT ["ics2"]' in (REPO / "deploy" / "Dockerfile").read_text()
 
-    def test_worker_command_exists(self, compose):
-        """The commands the services run are commands of the ics2 CLI."""
-        from streams.cli.main import COMMANDS
-
+    def test_service_commands_are_ics2_commands_with_their_options(self, compose):
+        """The commands the ics2 services run are commands of the ics2 CLI, with options those commands have."""
         for name in ("topics", "worker", "gateway"):
-            assert compose["services"][name]["command"][0] in COMMANDS
+            args = compose["services"][name]["command"]
+            known, command = option_names(args)
+            used = {a for a in args if a.startswith("--")}
+            assert used <= known, f"{name}: {command.name} has no {sorted(used - known)}"
