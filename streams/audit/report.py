@@ -6,20 +6,32 @@ still open years later. Every piece of data is HTML-escaped: bookings and custom
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
 
 from streams.audit.replay import LANES
+from streams.domain.labels import MESSAGE_LABELS, filing_state_label, house_state_label, message_label, span
 from streams.domain.model import format_datetime, parse_datetime
 from streams.errors import InputError
 
 WIDTH = 960
 LEFT = 90
-RIGHT = 250
+RIGHT = 24
 LANE_HEIGHT = 26
-TOP = 24
+#: Room above the lanes for the labels of deadlines that fall inside the timeline.
+TOP = 34
+FONT = 11
+#: A generous average glyph width of the sans-serif font, in em: labels are placed so that even this wide fits.
+GLYPH_EM = 0.62
+#: Axis steps to choose from, in seconds: the smallest that keeps the ticks at most ``MAX_TICKS``.
+TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800)
+MAX_TICKS = 7
+#: A timeline of one instant is drawn over this many seconds, centred, so its axis still reads.
+MIN_SPAN_S = 60.0
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LANE_COLOURS = {
     "booking": "#4c78a8",
     "plan": "#72b7b2",
@@ -38,8 +50,24 @@ h1{font-size:1.5em}h2{margin-top:2em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
 td,th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
 th{background:#f4f4f4}code{font-size:.9em}.muted{color:#777}
-svg{background:#fafafa;border:1px solid #e3e3e3}
+svg{background:#fafafa;border:1px solid #e3e3e3}dl.legend{font-size:.85em}dl.legend dt{font-weight:600}
+dl.legend dd{margin:0 0 .3em 1.5em}
 """
+#: Audit record kind -> what happened, for the timeline table.
+KIND_LABELS = {
+    "booking": "booking received",
+    "draft": "filing prepared",
+    "plan": "filing plan",
+    "filing": "filing sent to customs",
+    "filing_sent": "filing sent",
+    "filing_blocked": "filing blocked",
+    "notification": "customs' message",
+    "ack": "alert acknowledged",
+    "alert": "alert to a party",
+    "dead_letter": "input refused (dead letter)",
+}
+#: ``IE3Q01 (do_not_load)`` in a recorded title: the code and the notification kind, worded by ``message_label``.
+CODED = re.compile(r"\b(IE3[A-Z]\d\d)\b(?: \([a-z_]+\))?")
 
 
 def _e(value: Any) -> str:
@@ -59,66 +87,144 @@ def _time(value: str) -> datetime | None:
         return None
 
 
+def text_width(text: str, size: int = FONT) -> float:
+    """An upper estimate of a label's width in pixels, to keep it inside the picture."""
+    return len(text) * size * GLYPH_EM
+
+
+def _anchored(x: float, text: str, size: int = FONT) -> tuple[float, str]:
+    """Where and how to anchor a label meant to start at ``x`` so that it ends inside the picture."""
+    if x + text_width(text, size) <= WIDTH - 4:
+        return x, "start"
+    return min(x, WIDTH - 4), "end"
+
+
+def axis_ticks(start: datetime, end: datetime) -> tuple[list[datetime], str]:
+    """Round times between ``start`` and ``end``, at most ``MAX_TICKS``, and the strftime format their labels use."""
+    seconds = (end - start).total_seconds()
+    step = next((s for s in TICK_STEPS if seconds / s <= MAX_TICKS - 1), None)
+    if step is None:
+        days = int(seconds // 86400 // (MAX_TICKS - 1)) + 1
+        step = days * 86400
+    midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    first = midnight + timedelta(seconds=-(-(start - midnight).total_seconds() // step) * step)
+    ticks = []
+    when = first
+    while when <= end:
+        ticks.append(when)
+        when += timedelta(seconds=step)
+    if step < 60:
+        return ticks, "%H:%M:%S"
+    if seconds < 86400 and start.date() == end.date():
+        return ticks, "%H:%M"
+    return ticks, "%d %b %H:%M" if step < 86400 else "%d %b"
+
+
+def _relative(when: datetime, start: datetime, end: datetime) -> str:
+    if when > end:
+        return f"{span(when - end)} after the last event"
+    return f"{span(start - when)} before the first event"
+
+
 def timeline_svg(consolidation: Mapping[str, Any]) -> str:
-    """Lanes of filings, answers, holds and alerts over time, with the deadlines as red lines (or arrows beyond)."""
+    """Lanes of filings, answers, holds and alerts over time, one time axis, and the deadlines.
+
+    Deadlines inside the span are red dashed lines labelled above the lanes; those before or after it are listed
+    under the axis with how far they are from the events, so no label is cut whatever the span (a second or weeks).
+    """
     items = [(i, _time(i["at"])) for i in consolidation["timeline"]]
     dated = [(i, t) for i, t in items if t is not None]
-    height = TOP + LANE_HEIGHT * len(LANES) + 30
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" role="img" '
-        f'aria-label="timeline of {_e(consolidation["mbl"])}">'
-    ]
+    deadlines = [(d, _time(d["at"])) for d in consolidation["deadlines"]]
+    deadlines = [(d, t) for d, t in deadlines if t is not None]
+    bottom = TOP + LANE_HEIGHT * len(LANES)
+    parts: list[str] = []
     for index, lane in enumerate(LANES):
         y = TOP + LANE_HEIGHT * index + LANE_HEIGHT // 2
-        parts.append(f'<text x="6" y="{y + 4}" font-size="11" fill="#555">{_e(lane)}</text>')
+        parts.append(f'<text x="6" y="{y + 4}" font-size="{FONT}" fill="#555">{_e(lane)}</text>')
         parts.append(f'<line x1="{LEFT}" y1="{y}" x2="{WIDTH - RIGHT}" y2="{y}" stroke="#e0e0e0"/>')
-    if not dated:
-        parts.append("</svg>")
-        return "".join(parts)
-    start = min(t for _, t in dated)
-    end = max(t for _, t in dated)
-    span = max((end - start).total_seconds(), 1.0)
+    height = bottom + 10
+    if dated:
+        first, last = min(t for _, t in dated), max(t for _, t in dated)
+        start, end = first, last
+        if (end - start).total_seconds() < MIN_SPAN_S:
+            pad = timedelta(seconds=(MIN_SPAN_S - (end - start).total_seconds()) / 2)
+            start, end = start - pad, end + pad
+        seconds = (end - start).total_seconds()
 
-    def x_of(when: datetime) -> float:
-        return LEFT + (WIDTH - LEFT - RIGHT) * (when - start).total_seconds() / span
+        def x_of(when: datetime) -> float:
+            return LEFT + (WIDTH - LEFT - RIGHT) * (when - start).total_seconds() / seconds
 
-    bottom = TOP + LANE_HEIGHT * len(LANES)
-    parts.append(f'<text x="{LEFT}" y="{bottom + 16}" font-size="11" fill="#555">{_e(format_datetime(start))}</text>')
-    parts.append(
-        f'<text x="{WIDTH - RIGHT}" y="{bottom + 16}" font-size="11" fill="#555" text-anchor="end">'
-        f"{_e(format_datetime(end))}</text>"
-    )
-    for offset, deadline in enumerate(consolidation["deadlines"]):
-        when = _time(deadline["at"])
-        if when is None:
-            continue
-        label = f"{deadline['what']}: {deadline['at']}"
-        if start <= when <= end:
-            x = x_of(when)
+        parts.append(f'<line x1="{LEFT}" y1="{bottom}" x2="{WIDTH - RIGHT}" y2="{bottom}" stroke="#999"/>')
+        ticks, pattern = axis_ticks(start, end)
+        for tick in ticks:
+            x = x_of(tick)
+            label = tick.strftime(pattern)
+            half = text_width(label) / 2
+            anchor = "end" if x + half > WIDTH - 4 else "start" if x - half < 4 else "middle"
+            parts.append(f'<line x1="{x:.1f}" y1="{bottom}" x2="{x:.1f}" y2="{bottom + 4}" stroke="#999"/>')
             parts.append(
-                f'<line x1="{x:.1f}" y1="{TOP}" x2="{x:.1f}" y2="{bottom}" stroke="#d62728" stroke-dasharray="4 3">'
-                f"<title>{_e(label)}</title></line>"
+                f'<text class="tick" x="{x:.1f}" y="{bottom + 16}" font-size="{FONT}" fill="#555" '
+                f'text-anchor="{anchor}">{_e(label)}</text>'
             )
-        else:
-            after = when > end
-            x = WIDTH - RIGHT + 8 if after else LEFT - 8
-            arrow = "\u2192" if after else "\u2190"
-            anchor = "start" if after else "end"
-            parts.append(
-                f'<text x="{x}" y="{TOP + 12 + 13 * offset}" font-size="10" fill="#d62728" text-anchor="{anchor}">'
-                f"{arrow} {_e(deadline['what'])} {_e(deadline['at'][:16])}<title>{_e(label)}</title></text>"
-            )
-    for item, when in dated:
-        lane = item["lane"] if item["lane"] in LANES else "error"
-        y = TOP + LANE_HEIGHT * LANES.index(lane) + LANE_HEIGHT // 2
-        radius = 2 if item["kind"] == "tick" else 5
-        tip = f"#{item['sequence']} {item['at']} {item['title']}"
+        caption = f"time (UTC), {format_datetime(first)} to {format_datetime(last)}: {span(last - first)}"
+        if last == first:
+            caption = f"time (UTC), every event at {format_datetime(first)}"
         parts.append(
-            f'<circle cx="{x_of(when):.1f}" cy="{y}" r="{radius}" fill="{LANE_COLOURS[lane]}" fill-opacity="0.8">'
-            f"<title>{_e(tip)}</title></circle>"
+            f'<text class="axis" x="{LEFT}" y="{bottom + 32}" font-size="{FONT}" fill="#333">{_e(caption)}</text>'
         )
-    parts.append("</svg>")
-    return "".join(parts)
+        height = bottom + 42
+        outside = [(d, t) for d, t in deadlines if not start <= t <= end]
+        for offset, (deadline, when) in enumerate(d for d in deadlines if start <= d[1] <= end):
+            x = x_of(when)
+            label = f"{deadline['what']} {format_datetime(when)}"
+            lx, anchor = _anchored(x + 3, label, 10)
+            if anchor == "end":
+                lx = x - 3
+            parts.append(
+                f'<line x1="{x:.1f}" y1="{TOP - 4}" x2="{x:.1f}" y2="{bottom}" stroke="#d62728" '
+                f'stroke-dasharray="4 3"><title>{_e(label)}</title></line>'
+            )
+            parts.append(
+                f'<text class="deadline" x="{lx:.1f}" y="{12 + 11 * (offset % 2)}" font-size="10" fill="#d62728" '
+                f'text-anchor="{anchor}">{_e(label)}</text>'
+            )
+        for offset, (deadline, when) in enumerate(outside):
+            arrow = "\u2192" if when > end else "\u2190"
+            label = f"{arrow} {deadline['what']}: {format_datetime(when)}, {_relative(when, first, last)}"
+            parts.append(
+                f'<text class="deadline" x="{LEFT}" y="{height + 6 + 14 * offset}" font-size="{FONT}" '
+                f'fill="#d62728">{_e(label)}</text>'
+            )
+        height += 14 * len(outside) + (8 if outside else 0)
+        for item, when in dated:
+            lane = item["lane"] if item["lane"] in LANES else "error"
+            y = TOP + LANE_HEIGHT * LANES.index(lane) + LANE_HEIGHT // 2
+            radius = 2 if item["kind"] == "tick" else 5
+            tip = f"#{item['sequence']} {item['at']} {plain_title(item['title'])}"
+            parts.append(
+                f'<circle cx="{x_of(when):.1f}" cy="{y}" r="{radius}" fill="{LANE_COLOURS[lane]}" fill-opacity="0.8">'
+                f"<title>{_e(tip)}</title></circle>"
+            )
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" role="img" '
+        f'aria-label="timeline of {_e(consolidation["mbl"])}">'
+    )
+    return head + "".join(parts) + "</svg>"
+
+
+def plain_title(title: str) -> str:
+    """A recorded title with its ICS2 message codes followed by their meaning (an unknown code stays as it is)."""
+    return CODED.sub(lambda m: message_label(m.group(1)) if m.group(1) in MESSAGE_LABELS else m.group(0), title)
+
+
+def time_ordered(items: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """By when it happened, then by its place in the chain (items of one second keep their recorded order)."""
+
+    def key(item: Mapping[str, Any]) -> tuple[bool, datetime, int]:
+        when = _time(item["at"])
+        return when is None, when or EPOCH, item["sequence"]
+
+    return sorted(items, key=key)
 
 
 def _verdict(integrity: Mapping[str, Any]) -> str:
@@ -133,45 +239,97 @@ def _verdict(integrity: Mapping[str, Any]) -> str:
     )
 
 
+def _deadline_text(at: str | None, items: Sequence[Mapping[str, Any]]) -> str:
+    """``2027-06-14T12:00:00Z (3 d after the last event)``: absolute, and relative to the recorded history."""
+    when = _time(at or "")
+    dated = [t for t in (_time(i["at"]) for i in items) if t is not None]
+    if when is None or not dated:
+        return at or "unknown"
+    first, last = min(dated), max(dated)
+    if first <= when <= last:
+        return f"{at} (during the recorded events)"
+    return f"{at} ({_relative(when, first, last)})"
+
+
+def _ours_note(state: Mapping[str, Any]) -> str:
+    planners = ", ".join(state.get("planning_parties") or []) or "the planning party"
+    return (
+        '<p class="muted">Ours: filings this installation sends to customs for its planning parties '
+        f"({_e(planners)}); the others are sent by their filer and only tracked here, from customs' answers.</p>"
+    )
+
+
 def _consolidation(c: Mapping[str, Any]) -> str:
     state = c.get("ens_state") or {}
+    code = state.get("state", "unknown")
+    items = c["timeline"]
     parts = [
         f'<section id="{_e(c["mbl"])}"><h2>Consolidation {_e(c["mbl"])}</h2>',
-        f"<p>ENS state <b>{_e(state.get('state', 'unknown'))}</b>, lodging deadline {_e(state.get('deadline'))}; "
-        f"{_e(c['records'])} records, chain head #{_e(c['head']['sequence'])} "
-        f"<code>{_e(c['head']['hash'][:16])}</code>.</p>",
+        f'<p>ENS state <b>{_e(house_state_label(code))}</b> <span class="muted">({_e(code)})</span>, lodging '
+        f"deadline {_e(_deadline_text(state.get('deadline'), items))}; {_e(c['records'])} records, chain head "
+        f"#{_e(c['head']['sequence'])} <code>{_e(c['head']['hash'][:16])}</code>.</p>",
         timeline_svg(c),
     ]
     filings = [
-        (f["filing"], f["hbl"] or "-", f["filer"], "yes" if f["ours"] else "", f["state"], f["lrn"], f["mrn"])
+        (
+            f["filing"],
+            f["hbl"] or "-",
+            f["filer"],
+            "ours: we send it" if f["ours"] else f"tracked: {f['filer']} sends it",
+            filing_state_label(f["state"]),
+            f["lrn"],
+            f["mrn"],
+        )
         for f in state.get("filings", [])
     ]
     if filings:
-        parts.append("<h3>Filings</h3>" + _table(("filing", "HBL", "filer", "ours", "state", "LRN", "MRN"), filings))
-    houses = [(h["hbl"], h["state"], " > ".join(i for _, i in h["chain"])) for h in state.get("houses", [])]
+        headers = ("filing", "HBL", "filer", "ours?", "state", "LRN", "MRN")
+        parts.append("<h3>Filings</h3>" + _table(headers, filings) + _ours_note(state))
+    houses = [
+        (h["hbl"], house_state_label(h["state"]), " > ".join(i for _, i in h["chain"])) for h in state.get("houses", [])
+    ]
     if houses:
         parts.append("<h3>House bills</h3>" + _table(("HBL", "state", "issuer chain"), houses))
     if c["deadlines"]:
-        parts.append("<h3>Deadlines</h3>" + _table(("at", "what"), [(d["at"], d["what"]) for d in c["deadlines"]]))
+        rows = [(_deadline_text(d["at"], items), d["what"]) for d in c["deadlines"]]
+        parts.append("<h3>Deadlines</h3>" + _table(("at (UTC)", "what"), rows))
     alerts = [
-        (party, a["sequence"], a["at"], a["urgency"], a["title"])
+        (party, a["sequence"], a["at"], a["urgency"], plain_title(a["title"]))
         for party, listed in sorted(c["alerts_by_party"].items())
-        for a in listed
+        for a in time_ordered(listed)
     ]
     if alerts:
-        parts.append("<h3>Alerts per party</h3>" + _table(("party", "#", "at", "urgency", "what"), alerts))
+        parts.append("<h3>Alerts per party</h3>" + _table(("party", "#", "at (UTC)", "urgency", "what"), alerts))
     rows = [
-        (i["sequence"], i["at"], i["kind"], i["title"], i["details"].get("xml_sha256") or "", i["hash"][:16])
-        for i in c["timeline"]
+        (
+            i["sequence"],
+            i["at"],
+            KIND_LABELS.get(i["kind"], i["kind"]),
+            plain_title(i["title"]),
+            i["details"].get("xml_sha256") or "",
+            i["hash"][:16],
+        )
+        for i in time_ordered(items)
         if i["kind"] != "tick"
     ]
-    ticks = sum(1 for i in c["timeline"] if i["kind"] == "tick")
+    ticks = sum(1 for i in items if i["kind"] == "tick")
     parts.append(
         "<h3>Timeline</h3>"
-        + _table(("#", "at", "kind", "what", "XML sha256", "record hash"), rows)
-        + f'<p class="muted">{_e(ticks)} deadline watchdog ticks not listed.</p></section>'
+        + _table(("#", "at (UTC)", "what happened", "details", "XML sha256", "record hash"), rows)
+        + f'<p class="muted">In time order (# is the place in the audit chain). {_e(ticks)} deadline watchdog '
+        "ticks not listed.</p></section>"
     )
     return "".join(parts)
+
+
+def _legend(report: Mapping[str, Any]) -> str:
+    """The ICS2 message codes the page mentions, with their meaning."""
+    text = " ".join(i["title"] for c in report["consolidations"] for i in c["timeline"])
+    codes = sorted({m.group(1) for m in CODED.finditer(text)} & set(MESSAGE_LABELS))
+    if not codes:
+        return ""
+    entries = "".join(f"<dt>{_e(code)}</dt><dd>{_e(MESSAGE_LABELS[code])}</dd>" for code in codes)
+    return f'<h2>ICS2 messages on this page</h2><dl class="legend">{entries}</dl>'
 
 
 def render_html(report: Mapping[str, Any]) -> str:
@@ -182,6 +340,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         _verdict(report["integrity"]),
         f"<p>Filters: {_e(filters)}. {_e(len(report['consolidations']))} consolidations.</p>",
         *(_consolidation(c) for c in report["consolidations"]),
+        _legend(report),
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

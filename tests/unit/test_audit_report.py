@@ -7,7 +7,9 @@ collecting every recorded topic and chaining the entries, as the worker does on 
 from __future__ import annotations
 
 import copy
+import html
 import json
+import re
 from collections import defaultdict, deque
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,10 +22,11 @@ from fastavro import writer as avro_writer
 
 from streams.audit.archive import manifests, next_offsets, read_archives, write_archive
 from streams.audit.replay import ReplayFilter, build_report, comparable_state, ens_state, report_json
-from streams.audit.report import render_html
+from streams.audit.report import WIDTH, plain_title, render_html, text_width, timeline_svg
 from streams.audit.trail import ChainHead, chain, head_after
 from streams.cli.replay import replay_command
 from streams.contracts.avro import SchemaCatalogue
+from streams.domain.model import format_datetime
 from streams.pipeline.acks import ack_record
 from streams.pipeline.audit_stages import audit_stages
 from streams.pipeline.handlers import BookingStage, Correlator, LifecycleTracker, NotificationParser
@@ -281,6 +284,120 @@ class TestHtml:
         verdict = page.index("Trail BROKEN")
         assert verdict < page.index("Consolidation M1")
         assert "<td>M1</td><td>1</td><td>1</td><td>payload_changed</td>" in page
+
+
+def _alerts_at(times: list[str], mbl: str = "M1") -> list[dict[str, Any]]:
+    """A chain of alerts recorded in this order, each saying it happened at the given time."""
+    records, head = [], ChainHead(mbl)
+    for index, at in enumerate(times):
+        alert = {
+            "party_id": "ML-TYO",
+            "title": f"alert {index}",
+            "urgency": "high",
+            "alert_id": f"a{index}",
+            "hbl": None,
+            "party_at_fault": None,
+            "action": "info",
+            "notification_message_type": "IE3Q02",
+            "deadline": None,
+            "message": "",
+        }
+        payload = {"occurred_at": at, "record": alert, "source": "t:0:0"}
+        records.append(chain(head, "alert", payload, "2027-06-01T12:00:00Z"))
+        head = head_after(records[-1])
+    return records
+
+
+def svg_labels(svg: str) -> list[tuple[str, float, str, str]]:
+    """(class, x, anchor, text) of every text element of a timeline."""
+    found = []
+    for attrs, text in re.findall(r"<text ([^>]*)>([^<]*)", svg):
+        x = float(re.search(r'\bx="([-\d.]+)"', attrs).group(1))
+        anchor = (re.search(r'text-anchor="(\w+)"', attrs) or re.search("()", "")).group(1) or "start"
+        kind = (re.search(r'class="(\w+)"', attrs) or re.search("()", "")).group(1)
+        found.append((kind, x, anchor, html.unescape(text)))
+    return found
+
+
+def inside(x: float, anchor: str, text: str, size: int) -> bool:
+    width = text_width(text, size)
+    left = {"start": x, "middle": x - width / 2, "end": x - width}[anchor]
+    return left >= 0 and left + width <= WIDTH
+
+
+class TestTimeline:
+    @pytest.mark.parametrize(
+        "span",
+        [timedelta(0), timedelta(seconds=7), timedelta(minutes=50), timedelta(hours=3), timedelta(days=12)],
+        ids=["instant", "seconds", "minutes", "hours", "days"],
+    )
+    def test_one_axis_label_and_every_label_inside_at_any_span(self, span):
+        """Whatever the span, one axis caption, distinct tick labels, and no label past either edge."""
+        start = datetime(2027, 6, 1, 23, 10, 5, tzinfo=UTC)
+        times = [start + span * f for f in (0, 0.3, 1)]
+        report = build_report(_alerts_at([format_datetime(t) for t in times]))
+        (c,) = report["consolidations"]
+        c = {
+            **c,
+            "deadlines": [
+                {"at": format_datetime(start + span / 2), "what": "referral RFI00012345678 answer due"},
+                {"at": format_datetime(start + span + timedelta(days=3)), "what": "ENS lodging deadline"},
+                {"at": format_datetime(start - timedelta(hours=1)), "what": "cut-off"},
+            ],
+        }
+        labels = svg_labels(timeline_svg(c))
+        assert [t for k, _, _, t in labels if k == "axis"] == [labels[[k for k, *_ in labels].index("axis")][3]]
+        ticks = [t for k, _, _, t in labels if k == "tick"]
+        assert 2 <= len(ticks) <= 7 and len(set(ticks)) == len(ticks)
+        deadlines = [t for k, _, _, t in labels if k == "deadline"]
+        assert len(deadlines) == 3 and any("3 d" in t and "after the last event" in t for t in deadlines)
+        for _kind, x, anchor, text in labels:
+            assert inside(x, anchor, text, 11), text
+
+    def test_a_long_deadline_label_near_the_right_edge_turns_left(self):
+        """A deadline at the end of the span is labelled to the left of its line, not cut at the edge."""
+        report = build_report(_alerts_at(["2027-06-01T09:00:00Z", "2027-06-01T10:00:00Z"]))
+        (c,) = report["consolidations"]
+        c = {**c, "deadlines": [{"at": "2027-06-01T10:00:00Z", "what": "referral RFI0000000000000 answer due"}]}
+        ((_, x, anchor, text),) = [label for label in svg_labels(timeline_svg(c)) if label[0] == "deadline"]
+        assert anchor == "end" and inside(x, anchor, text, 10)
+
+
+class TestReportWords:
+    def test_timeline_table_is_in_time_order(self):
+        """Items recorded out of order (a late-arriving answer) are listed by when they happened."""
+        records = _alerts_at(["2027-06-01T10:00:00Z", "2027-06-01T09:00:00Z", "2027-06-01T11:00:00Z"])
+        page = render_html(build_report(records))
+        timeline = page[page.index("<h3>Timeline</h3>") :]
+        rows = re.findall(r"<tr><td>(\d+)</td><td>([^<]+)</td>", timeline)
+        assert [at for _, at in rows] == sorted(at for _, at in rows)
+        assert [int(n) for n, _ in rows] == [1, 0, 2]
+        assert "alert to a party" in timeline
+
+    def test_states_and_codes_in_plain_words(self, story: AuditedPump):
+        """ENS and house states are worded, message codes carry their meaning, and the page has a legend."""
+        page = render_html(build_report(story.trail(), ReplayFilter(mbl=SEED_MBL)))
+        assert "do not load: customs holds the cargo" in page
+        assert "<td>held_dnl</td>" not in page
+        assert "IE3Q01 (Do Not Load request)" in page
+        assert "(do_not_load)" not in page
+        assert "<dt>IE3Q01</dt><dd>Do Not Load request</dd>" in page
+
+    def test_ours_is_explained(self, story: AuditedPump):
+        """The filings table says who sends each filing and explains what ours means."""
+        page = render_html(build_report(story.trail(), ReplayFilter(mbl=SEED_MBL)))
+        assert "ours: we send it" in page and "tracked: COLOADER-C sends it" in page
+        assert "Ours: filings this installation sends to customs for its planning parties" in page
+
+    def test_deadline_is_absolute_and_relative_to_the_history(self, story: AuditedPump):
+        """The lodging deadline is shown with how long after the last recorded event it falls."""
+        page = render_html(build_report(story.trail(), ReplayFilter(mbl=SEED_MBL)))
+        assert re.search(r"lodging deadline 2027-06-\d\dT[\d:]+Z \(\d+ d( \d+ h)? after the last event\)", page)
+
+    def test_plain_title_words_codes(self):
+        """A code with its notification kind becomes the code with its meaning; unknown codes stay."""
+        assert plain_title("IE3Q02 (rfi) for X") == "IE3Q02 (request for information (RFI)) for X"
+        assert plain_title("IE3Z99 (odd) for X") == "IE3Z99 (odd) for X"
 
 
 class TestArchive:
