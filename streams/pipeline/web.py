@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
+import socket
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -28,6 +30,14 @@ from aiokafka import AIOKafkaConsumer
 
 from streams.client import stop_consumer
 from streams.contracts.avro import SchemaCatalogue
+from streams.domain.labels import (
+    action_label,
+    deadline_label,
+    filing_state_label,
+    house_state_label,
+    message_label,
+    relative_deadline,
+)
 from streams.domain.lifecycle import EnsState, NaggingKind
 from streams.errors import ICS2StreamsError
 from streams.pipeline.acks import publish_ack
@@ -44,6 +54,13 @@ INBOUND_LOOKBACK = 500
 DASHBOARD = Path(__file__).with_name("dashboard.html")
 
 Clock = Callable[[], datetime]
+
+#: The customs message behind each open item kind, whose label names it.
+NAGGING_MESSAGES: Mapping[str, str] = {
+    NaggingKind.DO_NOT_LOAD.value: "IE3Q01",
+    NaggingKind.RFI.value: "IE3Q02",
+    NaggingKind.RFS.value: "IE3Q03",
+}
 
 
 class AlertFeed:
@@ -81,8 +98,17 @@ def hbl_tree(state: EnsState) -> list[dict[str, Any]]:
             node = level.setdefault(hbl, {"hbl": hbl, "issuer": issuer, "children": {}})
             level = node["children"]
         node["state"] = state.house_state(house.hbl).value
+        node["state_label"] = house_state_label(node["state"])
         node["filings"] = [
-            {"filing": f.filing, "filer": f.filer, "ours": f.ours, "state": f.state.value, "lrn": f.lrn, "mrn": f.mrn}
+            {
+                "filing": f.filing,
+                "filer": f.filer,
+                "ours": f.ours,
+                "state": f.state.value,
+                "state_label": filing_state_label(f.state.value),
+                "lrn": f.lrn,
+                "mrn": f.mrn,
+            }
             for f in state.filings.values()
             if f.hbl == house.hbl
         ]
@@ -93,8 +119,8 @@ def hbl_tree(state: EnsState) -> list[dict[str, Any]]:
     return listed(roots)
 
 
-def open_items(state: EnsState) -> list[dict[str, Any]]:
-    """Open DNLs, RFIs and RFSs with their deadlines and who was told, acknowledged or not."""
+def open_items(state: EnsState, now: datetime) -> list[dict[str, Any]]:
+    """Open DNLs, RFIs and RFSs with their deadlines (relative to ``now`` too) and who was told, acknowledged or not."""
     items: list[dict[str, Any]] = []
     for house in state.houses.values():
         conditions: list[tuple[str, str | None, str | None]] = []
@@ -114,9 +140,11 @@ def open_items(state: EnsState) -> list[dict[str, Any]]:
             items.append(
                 {
                     "kind": kind,
+                    "kind_label": message_label(NAGGING_MESSAGES.get(kind, kind)),
                     "hbl": house.hbl,
                     "referral_reference": reference,
                     "deadline": deadline,
+                    "deadline_label": deadline_label(deadline, now),
                     "alerts": [
                         {
                             "alert_id": a.alert_id,
@@ -132,30 +160,47 @@ def open_items(state: EnsState) -> list[dict[str, Any]]:
     return items
 
 
-def consolidation_view(state: EnsState) -> dict[str, Any]:
-    """One consolidation as the dashboard shows it."""
+def parties_of(state: EnsState) -> list[str]:
+    """Every party the consolidation concerns: its planning parties, filers and HBL issuers (for the party filter)."""
+    parties = set(state.planning_parties)
+    parties.update(f.filer for f in state.filings.values())
+    parties.update(issuer for house in state.houses.values() for _, issuer in house.chain)
+    parties.update(a.party for a in state.open_alerts.values())
+    return sorted(p for p in parties if p)
+
+
+def consolidation_view(state: EnsState, now: datetime) -> dict[str, Any]:
+    """One consolidation as the dashboard shows it: codes for scripts, words for people."""
     return {
         "mbl": state.mbl,
         "state": state.state,
+        "state_label": house_state_label(state.state),
         "deadline": state.deadline,
+        "deadline_label": deadline_label(state.deadline, now),
         "planning_parties": state.planning_parties,
+        "parties": parties_of(state),
         "tree": hbl_tree(state),
         "houses": {h: state.house_state(h).value for h in state.houses},
-        "open": open_items(state),
+        "open": open_items(state, now),
         "missing_filings": len(state.missing_filings()),
     }
 
 
-def consolidations_view(states: Iterable[tuple[str, bytes]]) -> list[dict[str, Any]]:
+def consolidations_view(states: Iterable[tuple[str, bytes]], now: datetime) -> list[dict[str, Any]]:
     """Every ENS of the table (this worker's partitions), by MBL."""
-    views = [consolidation_view(EnsState.from_json(json.loads(raw))) for _, raw in states if raw]
+    views = [consolidation_view(EnsState.from_json(json.loads(raw)), now) for _, raw in states if raw]
     return sorted(views, key=lambda v: v["mbl"])
 
 
+def to_act_on(alert: Mapping[str, Any]) -> bool:
+    """An alert asks its party to do something unless it is for information (the urgency the alert was raised with)."""
+    return alert["urgency"] != "info" and alert["action"] not in ("info", "none")
+
+
 def alerts_view(
-    alerts: Iterable[Mapping[str, Any]], state_of: Callable[[str], EnsState | None]
+    alerts: Iterable[Mapping[str, Any]], state_of: Callable[[str], EnsState | None], now: datetime
 ) -> list[dict[str, Any]]:
-    """The feed's alerts with their acknowledgement, as the ENS state of their MBL records it."""
+    """The feed's alerts with their acknowledgement, as the ENS state of their MBL records it, and in words."""
     states: dict[str, EnsState | None] = {}
     views: list[dict[str, Any]] = []
     for alert in alerts:
@@ -174,8 +219,16 @@ def alerts_view(
                 "message": alert["message"],
                 "mbl": mbl,
                 "hbl": alert.get("hbl"),
+                "hbl_chain": [dict(link) for link in alert.get("hbl_chain") or ()],
+                "party_at_fault": alert.get("party_at_fault"),
+                "referral_reference": alert.get("referral_reference"),
                 "deadline": alert.get("deadline"),
+                "deadline_in": relative_deadline(alert.get("deadline"), now),
+                "deadline_label": deadline_label(alert.get("deadline"), now),
                 "message_type": alert.get("notification_message_type"),
+                "message_label": message_label(alert.get("notification_message_type") or ""),
+                "action_label": action_label(alert["action"]),
+                "to_act_on": to_act_on(alert),
                 "created_at": alert.get("created_at"),
                 "acknowledged": ack is not None,
                 "acknowledged_by": ack and ack[0],
@@ -183,6 +236,37 @@ def alerts_view(
             }
         )
     return views
+
+
+def partitions_by_topic(assignment: Iterable[Any], prefix: str = "") -> dict[str, list[int]]:
+    """The assigned partitions per topic (``TopicPartition``s), topic names without the deployment's prefix."""
+    found: dict[str, list[int]] = {}
+    for tp in assignment:
+        found.setdefault(tp.topic.removeprefix(prefix), []).append(tp.partition)
+    return {topic: sorted(found[topic]) for topic in sorted(found)}
+
+
+def worker_view(settings: Settings, assignment: Iterable[Any]) -> dict[str, Any]:
+    """Which worker answers: host and process, app id, web address, and the partitions (so the ENS) it holds.
+
+    With several workers each holds some MBLs only; the dashboard says whose page it is so an operator who misses a
+    consolidation knows to look at another worker.
+    """
+    from streams.topics import Catalogue
+
+    host, pid = socket.gethostname(), os.getpid()
+    partitions = partitions_by_topic(assignment, settings.topic_prefix)
+    ens_topic = Catalogue.for_prefix("").ens_events.name
+    return {
+        "worker_id": f"{host}:{pid}",
+        "host": host,
+        "pid": pid,
+        "app_id": settings.app_id,
+        "web": f"{settings.web_host}:{settings.web_port}",
+        "ens_topic": ens_topic,
+        "ens_partitions": partitions.get(ens_topic, []),
+        "partitions": partitions,
+    }
 
 
 def dashboard_html() -> str:
@@ -321,7 +405,7 @@ async def refresh_lag(app: faust.App, metrics: PipelineMetrics) -> None:
 
 
 def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, clock: Clock) -> Dashboard:
-    """Add ``/dashboard``, ``/api/consolidations``, ``/api/alerts``, the ack view and ``/metrics`` to the app."""
+    """Add ``/dashboard``, ``/api/consolidations``, ``/api/alerts``, ``/api/worker``, the ack view and ``/metrics``."""
     states = pipeline.tables["ens-state"]
     metrics = PipelineMetrics(pipeline.stats, lambda: [raw for _, raw in states.items() if raw])
     dashboard = Dashboard(pipeline.settings, AlertFeed(), metrics, states, clock)
@@ -337,11 +421,20 @@ def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, cloc
 
     @app.page("/api/consolidations")
     async def consolidations(web: Any, request: Any) -> Any:
-        return web.json({"consolidations": consolidations_view(states.items())})
+        return web.json({"consolidations": consolidations_view(states.items(), clock())})
 
     @app.page("/api/alerts")
     async def alerts(web: Any, request: Any) -> Any:
-        return web.json({"alerts": alerts_view(dashboard.feed.latest(), dashboard.state_of)})
+        return web.json({"alerts": alerts_view(dashboard.feed.latest(), dashboard.state_of, clock())})
+
+    @app.page("/api/worker")
+    async def worker(web: Any, request: Any) -> Any:
+        try:
+            assignment = app.consumer.assignment()
+        except Exception as exc:
+            log.info("assignment_unavailable", error=repr(exc))
+            assignment = set()
+        return web.json(worker_view(pipeline.settings, assignment))
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:

@@ -30,7 +30,11 @@ from streams.pipeline.web import (
     dashboard_html,
     hbl_tree,
     open_items,
+    partitions_by_topic,
+    to_act_on,
+    worker_view,
 )
+from streams.settings import Settings
 from tests.data import SEED_PATH
 
 NOW = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)
@@ -82,14 +86,14 @@ def alert(alert_id: str, mbl: str, **fields) -> dict:
     return {
         "alert_id": alert_id,
         "party_id": fields.get("party_id", "ML-TYO"),
-        "urgency": "high",
-        "action": "info",
+        "urgency": fields.get("urgency", "high"),
+        "action": fields.get("action", "info"),
         "title": f"title {alert_id}",
         "message": "",
         "mbl": mbl,
         "hbl": None,
-        "deadline": None,
-        "notification_message_type": "IE3R01",
+        "deadline": fields.get("deadline"),
+        "notification_message_type": fields.get("notification_message_type", "IE3R01"),
         "created_at": format_datetime(NOW),
     }
 
@@ -118,7 +122,7 @@ class TestHblTree:
 class TestOpenItems:
     def test_dnl_and_rfi_listed_with_deadlines(self, state):
         """The DNL is due by the lodging deadline, the RFI by customs' answer deadline, each naming who was told."""
-        items = {i["kind"]: i for i in open_items(state)}
+        items = {i["kind"]: i for i in open_items(state, NOW)}
         assert set(items) == {"dnl", "rfi"}
         assert items["dnl"]["hbl"] == "DAI26NGO0077" and items["dnl"]["deadline"] == DEADLINE
         assert items["rfi"]["referral_reference"] == "RFI-9"
@@ -131,19 +135,19 @@ class TestOpenItems:
         """An acknowledged open alert shows who acknowledged it."""
         rfi = next(a for a in state.open_alerts.values() if a.referral_reference == "RFI-9")
         acked = apply(state, {"type": "ack", "mbl": state.mbl, "alert_id": rfi.alert_id, "by": "eve"}, NOW).state
-        item = next(i for i in open_items(acked) if i["kind"] == "rfi")
+        item = next(i for i in open_items(acked, NOW) if i["kind"] == "rfi")
         assert [a["acknowledged_by"] for a in item["alerts"]] == ["eve"]
 
     def test_lifted_condition_is_not_open(self, state, seed):
         """After the assessment completes, the RFI is no longer an open item."""
         done = notify(state, seed, "IE3N03", "SKC26TYO0003")
-        assert [i["kind"] for i in open_items(done)] == ["dnl"]
+        assert [i["kind"] for i in open_items(done, NOW)] == ["dnl"]
 
 
 class TestConsolidations:
     def test_view_of_one_consolidation(self, state):
         """The consolidation's view names its MBL, worst state, deadline and missing filings."""
-        view = consolidation_view(state)
+        view = consolidation_view(state, NOW)
         assert (view["mbl"], view["state"], view["deadline"]) == (state.mbl, "held_dnl", DEADLINE)
         assert view["missing_filings"] == len(state.missing_filings()) > 0
         assert view["houses"]["SKC26TYO0003"] == "referral_open"
@@ -151,7 +155,7 @@ class TestConsolidations:
     def test_table_rows_sorted_by_mbl(self, state):
         """Every ENS of the table appears once, sorted by MBL; deleted (empty) rows are skipped."""
         other = EnsState(mbl="AAAA0001")
-        views = consolidations_view([(state.mbl, raw(state)), ("AAAA0001", raw(other)), ("gone", b"")])
+        views = consolidations_view([(state.mbl, raw(state)), ("AAAA0001", raw(other)), ("gone", b"")], NOW)
         assert [v["mbl"] for v in views] == ["AAAA0001", state.mbl]
 
 
@@ -176,12 +180,78 @@ class TestAlertFeed:
         """An alert acknowledged in its MBL's state is shown acknowledged; others, and unknown MBLs, are not."""
         acked = apply(state, {"type": "ack", "mbl": state.mbl, "alert_id": "x1", "by": "eve", "at": DEADLINE}, NOW)
         states = {state.mbl: acked.state}
-        views = alerts_view([alert("x1", state.mbl), alert("x2", state.mbl), alert("x3", "OTHER")], states.get)
+        views = alerts_view([alert("x1", state.mbl), alert("x2", state.mbl), alert("x3", "OTHER")], states.get, NOW)
         assert [(v["alert_id"], v["acknowledged"], v["acknowledged_by"]) for v in views] == [
             ("x1", True, "eve"),
             ("x2", False, None),
             ("x3", False, None),
         ]
+
+
+class TestWords:
+    def test_consolidation_states_and_deadline_in_words(self, state):
+        """ENS, HBL and filing states carry their plain words; the deadline is relative and absolute."""
+        view = consolidation_view(state, NOW)
+        assert view["state_label"] == "do not load: customs holds the cargo"
+        assert view["deadline_label"] == "in 4 d 4 h (2027-06-14 12:00 UTC)"
+        tree = {n["hbl"]: n for n in view["tree"]}
+        dnl = tree["SKC26TYO0002"]["children"][1]["children"][0]
+        assert (dnl["hbl"], dnl["state_label"]) == ("DAI26NGO0077", "do not load: customs holds the cargo")
+        assert {f["state_label"] for f in dnl["filings"]} <= {"planned, not yet sent", "expected from another party"}
+
+    def test_open_items_name_the_customs_message(self, state):
+        """An open DNL is worded as customs' Do Not Load request; the RFI's deadline is 20 h away."""
+        items = {i["kind"]: i for i in open_items(state, NOW)}
+        assert items["dnl"]["kind_label"] == "IE3Q01 (Do Not Load request)"
+        assert items["rfi"]["deadline_label"].startswith("in 20 h (")
+
+    def test_consolidation_lists_every_party_it_concerns(self, state):
+        """Planning parties, filers and issuers along the HBL chains: the party filter's choices."""
+        parties = consolidation_view(state, NOW)["parties"]
+        assert {"ML-TYO", "COLOADER-A", "COLOADER-C", "COLOADER-D", "CARRIER-A"} <= set(parties)
+        assert parties == sorted(set(parties))
+
+    def test_alerts_split_into_to_act_on_and_for_information(self, state):
+        """A DNL to stop loading is to act on; a registration (info) is for information; both in words."""
+        dnl = alert(
+            "d",
+            state.mbl,
+            urgency="critical",
+            action="stop_loading",
+            notification_message_type="IE3Q01",
+            deadline="2027-06-10T10:00:00Z",
+        )
+        registered = alert("r", state.mbl, urgency="info", action="info")
+        views = {v["alert_id"]: v for v in alerts_view([dnl, registered], {state.mbl: state}.get, NOW)}
+        assert views["d"]["to_act_on"] and not views["r"]["to_act_on"]
+        assert views["d"]["message_label"] == "IE3Q01 (Do Not Load request)"
+        assert views["d"]["action_label"].startswith("stop loading")
+        assert (views["d"]["deadline_in"], views["d"]["deadline_label"]) == ("in 2 h", "in 2 h (2027-06-10 10:00 UTC)")
+        assert not to_act_on({"urgency": "high", "action": "none"})
+
+
+class TestWorker:
+    def test_partitions_grouped_by_topic_without_the_prefix(self):
+        """The worker's assignment is listed per topic, partitions sorted, the deployment's prefix left out."""
+
+        class TP:
+            def __init__(self, topic: str, partition: int) -> None:
+                self.topic, self.partition = topic, partition
+
+        assignment = [TP("p.ics2.ens-events", 3), TP("p.ics2.bookings", 0), TP("p.ics2.ens-events", 1)]
+        assert partitions_by_topic(assignment, "p.") == {"ics2.bookings": [0], "ics2.ens-events": [1, 3]}
+
+    def test_worker_view_names_host_process_and_ens_partitions(self):
+        """The worker id is host:pid; its ENS partitions are those of the ENS events topic."""
+
+        class TP:
+            def __init__(self, topic: str, partition: int) -> None:
+                self.topic, self.partition = topic, partition
+
+        settings = Settings(topic_prefix="p.", app_id="p.app", web_port=7001)
+        view = worker_view(settings, [TP("p.ics2.ens-events", 2), TP("p.ics2.bookings", 2)])
+        assert view["worker_id"] == f"{view['host']}:{view['pid']}" and view["pid"] > 0
+        assert (view["app_id"], view["web"], view["ens_partitions"]) == ("p.app", "127.0.0.1:7001", [2])
 
 
 class TestDashboardPage:
