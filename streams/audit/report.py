@@ -13,7 +13,14 @@ from html import escape
 from typing import Any
 
 from streams.audit.replay import LANES
-from streams.domain.labels import MESSAGE_LABELS, filing_state_label, house_state_label, message_label, span
+from streams.domain.labels import (
+    MESSAGE_LABELS,
+    OURS_NOTE,
+    filing_state_label,
+    house_state_label,
+    message_label,
+    span,
+)
 from streams.domain.model import format_datetime, parse_datetime
 from streams.errors import InputError
 
@@ -252,11 +259,8 @@ def _deadline_text(at: str | None, items: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _ours_note(state: Mapping[str, Any]) -> str:
-    planners = ", ".join(state.get("planning_parties") or []) or "the planning party"
-    return (
-        '<p class="muted">Ours: filings this installation sends to customs for its planning parties '
-        f"({_e(planners)}); the others are sent by their filer and only tracked here, from customs' answers.</p>"
-    )
+    planners = ", ".join(state.get("planning_parties") or []) or "none"
+    return f'<p class="muted">{_e(OURS_NOTE)}. Planning parties here: {_e(planners)}.</p>'
 
 
 def _consolidation(c: Mapping[str, Any]) -> str:
@@ -275,7 +279,7 @@ def _consolidation(c: Mapping[str, Any]) -> str:
             f["filing"],
             f["hbl"] or "-",
             f["filer"],
-            "ours: we send it" if f["ours"] else f"tracked: {f['filer']} sends it",
+            "yes" if f["ours"] else "",
             filing_state_label(f["state"]),
             f["lrn"],
             f["mrn"],
@@ -283,7 +287,7 @@ def _consolidation(c: Mapping[str, Any]) -> str:
         for f in state.get("filings", [])
     ]
     if filings:
-        headers = ("filing", "HBL", "filer", "ours?", "state", "LRN", "MRN")
+        headers = ("filing", "HBL", "filer", "ours", "state", "LRN", "MRN")
         parts.append("<h3>Filings</h3>" + _table(headers, filings) + _ours_note(state))
     houses = [
         (h["hbl"], house_state_label(h["state"]), " > ".join(i for _, i in h["chain"])) for h in state.get("houses", [])

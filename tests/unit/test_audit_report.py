@@ -26,6 +26,7 @@ from streams.audit.report import WIDTH, plain_title, render_html, text_width, ti
 from streams.audit.trail import ChainHead, chain, head_after
 from streams.cli.replay import replay_command
 from streams.contracts.avro import SchemaCatalogue
+from streams.domain.labels import OURS_NOTE
 from streams.domain.model import format_datetime
 from streams.pipeline.acks import ack_record
 from streams.pipeline.audit_stages import audit_stages
@@ -384,10 +385,12 @@ class TestReportWords:
         assert "<dt>IE3Q01</dt><dd>Do Not Load request</dd>" in page
 
     def test_ours_is_explained(self, story: AuditedPump):
-        """The filings table says who sends each filing and explains what ours means."""
+        """The filings table marks the filings this system sends, and says under it what ours means."""
         page = render_html(build_report(story.trail(), ReplayFilter(mbl=SEED_MBL)))
-        assert "ours: we send it" in page and "tracked: COLOADER-C sends it" in page
-        assert "Ours: filings this installation sends to customs for its planning parties" in page
+        filings = page[page.index("<h3>Filings</h3>") : page.index("<h3>House bills</h3>")]
+        assert "<th>ours</th>" in filings
+        assert "<td>F16</td><td>CHY26YOK0501</td><td>COLOADER-C</td><td></td>" in filings
+        assert html.escape(OURS_NOTE) in filings and "Planning parties here: ML-TYO, COLOADER-A" in filings
 
     def test_deadline_is_absolute_and_relative_to_the_history(self, story: AuditedPump):
         """The lodging deadline is shown with how long after the last recorded event it falls."""
