@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from aiokafka import AIOKafkaConsumer
 from streams.client import stop_consumer
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.labels import (
+    OURS_NOTE,
     action_label,
     deadline_label,
     filing_state_label,
@@ -270,8 +272,11 @@ def worker_view(settings: Settings, assignment: Iterable[Any]) -> dict[str, Any]
 
 
 def dashboard_html() -> str:
-    """The self-contained page (inline CSS and JS, nothing from a CDN), shipped as package data."""
-    return DASHBOARD.read_text(encoding="utf-8")
+    """The self-contained page (inline CSS and JS, nothing from a CDN), shipped as package data.
+
+    Its legend explains "ours" in the words of ``OURS_NOTE``, as the CLI and the audit report do.
+    """
+    return DASHBOARD.read_text(encoding="utf-8").replace("<!--ours-note-->", escape(OURS_NOTE))
 
 
 class TopicObserver:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from html import escape as html_escape
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.domain.labels import OURS_NOTE
 from streams.domain.ledger import filing_record
 from streams.domain.lifecycle import EnsState, apply
 from streams.domain.model import Consolidation, format_datetime
@@ -255,12 +257,16 @@ class TestWorker:
 
 
 class TestDashboardPage:
+    def test_legend_explains_ours_as_the_cli_does(self):
+        """The page's legend carries the shared explanation of the ours column."""
+        assert f'<dd id="ours-note">{html_escape(OURS_NOTE)}</dd>' in dashboard_html()
+
     def test_page_is_self_contained_and_polls_the_views(self):
         """No external script, style or font; the page polls both JSON views."""
         html = dashboard_html()
         assert not re.search(r"(src|href)=\"?(https?:)?//", html)
         assert "@import" not in html
-        assert '"/api/consolidations"' in html and '"/api/alerts"' in html
+        assert '"/api/consolidations"' in html and '"/api/alerts"' in html and '"/api/worker"' in html
         assert not re.search(r"\.(innerHTML|outerHTML)\s*=", html), "server data must go through textContent"
 
 
