@@ -37,7 +37,7 @@ GLYPH_EM = 0.62
 TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800)
 MAX_TICKS = 7
 #: A timeline of one instant is drawn over this many seconds, centred, so its axis still reads.
-MIN_SPAN_S = 60.0
+MIN_SPAN_S = 10.0
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LANE_COLOURS = {
     "booking": "#4c78a8",
@@ -127,6 +127,12 @@ def axis_ticks(start: datetime, end: datetime) -> tuple[list[datetime], str]:
     return ticks, "%d %b %H:%M" if step < 86400 else "%d %b"
 
 
+def duration(delta: timedelta) -> str:
+    """Seconds under a minute (a replay of a quick story spans seconds), then as deadlines read."""
+    seconds = delta.total_seconds()
+    return f"{seconds:.0f} s" if seconds < 60 else span(delta)
+
+
 def _relative(when: datetime, start: datetime, end: datetime) -> str:
     if when > end:
         return f"{span(when - end)} after the last event"
@@ -173,7 +179,7 @@ def timeline_svg(consolidation: Mapping[str, Any]) -> str:
                 f'<text class="tick" x="{x:.1f}" y="{bottom + 16}" font-size="{FONT}" fill="#555" '
                 f'text-anchor="{anchor}">{_e(label)}</text>'
             )
-        caption = f"time (UTC), {format_datetime(first)} to {format_datetime(last)}: {span(last - first)}"
+        caption = f"time (UTC), {format_datetime(first)} to {format_datetime(last)}: {duration(last - first)}"
         if last == first:
             caption = f"time (UTC), every event at {format_datetime(first)}"
         parts.append(

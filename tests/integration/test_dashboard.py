@@ -1,13 +1,15 @@
 """The operator dashboard in a real headless Chromium, on a real worker and customs simulator, seed scenario.
 
 Chromium and chromedriver come from Debian (``make browser``); a machine without them fails this test rather than
-skipping it, since the dashboard is only proven by a browser.
+skipping it, since the dashboard is only proven by a browser. Screenshots of the dashboard and of the audit report go
+to ``test-artifacts/`` (git-ignored; ``ICS2_TEST_ARTIFACTS`` moves it) for a person to look at.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import struct
 import subprocess
 import time
@@ -24,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.admin import apply_topics, delete_topics, list_topics
+from streams.cli.replay import report_when_caught_up
 from streams.client import publish_bookings, read_topic
 from streams.demo import DEMO_SCRIPT, SEED_MBL, as_party, seed_booking
 from streams.settings import Settings
@@ -32,6 +35,8 @@ from tests.integration.services import ICS2, Service, gateway, service_env, work
 
 T = TypeVar("T")
 
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("ICS2_TEST_ARTIFACTS") or REPO / "test-artifacts")
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 #: Generous: two cores shared by several test runs.
@@ -96,6 +101,37 @@ async def deployment(kafka_settings: Settings, tmp_path_factory: pytest.TempPath
         running.stop()
         customs.stop()
         await delete_topics(settings, await list_topics(settings, prefix), wait=False)
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    """Where the screenshots are kept after the run."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def full_page_png(browser: object, limit: int = 4000) -> bytes:
+    """A screenshot of the whole page (up to ``limit`` pixels high), not just the window."""
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    width = browser.get_window_size()["width"]
+    browser.set_window_size(width, min(max(int(height) + 140, 1000), limit))
+    try:
+        return browser.get_screenshot_as_png()
+    finally:
+        browser.set_window_size(width, 1000)
+
+
+#: The bounding box of every text of every SVG against its SVG's width: a label cut at an edge shows here.
+SVG_TEXT_BOXES = """
+return [...document.querySelectorAll("svg")].map(svg => ({
+  width: svg.width.baseVal.value,
+  axis: svg.querySelectorAll("text.axis").length,
+  texts: [...svg.querySelectorAll("text")].map(t => {
+    const b = t.getBBox();
+    return [t.textContent, b.x, b.x + b.width];
+  })
+}));
+"""
 
 
 @pytest.fixture(scope="module")
@@ -203,10 +239,11 @@ def unstale(look: Callable[[], T], attempts: int = 10) -> T:
 
 
 class TestDashboard:
-    async def test_dashboard_renders_and_acknowledges_in_chromium(self, deployment, browser, tmp_path):
-        """Chromium shows the seed ENS with its HBL tree and alerts; acknowledging a DNL there is recorded."""
+    async def test_dashboard_renders_and_acknowledges_in_chromium(self, deployment, browser, artifacts):
+        """Chromium shows the seed ENS in words, actions apart from information, the worker, a working party filter;
+        acknowledging a DNL there is recorded."""
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import WebDriverWait
+        from selenium.webdriver.support.ui import Select, WebDriverWait
 
         await asyncio.to_thread(
             poll, story_arrived(deployment), STORY_TIMEOUT_S, "the DNL/RFI story", deployment.worker
@@ -214,24 +251,59 @@ class TestDashboard:
         browser.get(f"{deployment.url}/dashboard")
         wait = WebDriverWait(browser, BROWSER_TIMEOUT_S, poll_frequency=0.3)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f".consolidation[data-mbl='{SEED_MBL}']"))
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.alert[data-type='IE3Q01'] button.ack"))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#act-on tr.alert[data-type='IE3Q01'] button.ack"))
+        worker = get_json(f"{deployment.url}/api/worker")
+        wait.until(lambda d: d.find_element(By.ID, "worker").get_attribute("data-worker-id") == worker["worker_id"])
 
-        def tree() -> tuple[str | None, str, set[str | None]]:
+        def page() -> tuple[str | None, str, set[str | None], list[str | None], list[str | None], str]:
             card = browser.find_element(By.CSS_SELECTOR, f".consolidation[data-mbl='{SEED_MBL}']")
             nested = card.find_element(
                 By.CSS_SELECTOR, "[data-hbl='SKC26TYO0002'] [data-hbl='AOB26OSA1002'] [data-hbl]"
             )
             kinds = {r.get_attribute("data-kind") for r in browser.find_elements(By.CSS_SELECTOR, "tr.open-item")}
-            return nested.get_attribute("data-hbl"), nested.text, kinds
+            act = [r.get_attribute("data-urgency") for r in browser.find_elements(By.CSS_SELECTOR, "#act-on tr.alert")]
+            info = [
+                r.get_attribute("data-urgency") for r in browser.find_elements(By.CSS_SELECTOR, "#information tr.alert")
+            ]
+            return (
+                nested.get_attribute("data-hbl"),
+                nested.text,
+                kinds,
+                act,
+                info,
+                browser.find_element(By.ID, "worker").text,
+            )
 
-        hbl, text, kinds = unstale(tree)
+        hbl, text, kinds, act, info, worker_text = unstale(page)
         assert hbl == "DAI26NGO0077"
-        assert "held_dnl" in text
+        assert "do not load: customs holds the cargo" in text and "held_dnl" not in text
         assert {"dnl", "rfi"} <= kinds
+        assert act and "info" not in act, "only alerts to act on in the act-on section"
+        assert info and set(info) == {"info"}, "information apart"
+        assert worker["worker_id"] in worker_text and worker["ens_partitions"]
+        assert ", ".join(map(str, worker["ens_partitions"])) in worker_text
 
-        screenshot = browser.get_screenshot_as_png()
-        (tmp_path / "dashboard.png").write_bytes(screenshot)
+        screenshot = full_page_png(browser)
+        (artifacts / "dashboard.png").write_bytes(screenshot)
         assert distinct_colours(screenshot) > 12, "the screenshot looks blank"
+
+        alerts = get_json(f"{deployment.url}/api/alerts")["alerts"]
+        party = "COLOADER-D"
+        theirs = [a for a in alerts if a["party"] == party]
+        assert theirs and len(theirs) < len(alerts)
+        Select(browser.find_element(By.ID, "party")).select_by_value(party)
+
+        def filtered() -> object:
+            rows = browser.find_elements(By.CSS_SELECTOR, "tr.alert")
+            parties = {r.get_attribute("data-party") for r in rows}
+            cards = {c.get_attribute("data-mbl") for c in browser.find_elements(By.CSS_SELECTOR, ".consolidation")}
+            return parties == {party} and len(rows) >= len(theirs) and SEED_MBL in cards
+
+        wait.until(lambda d: unstale(filtered))
+        assert f"party={party}" in browser.current_url
+        (artifacts / f"dashboard-party-{party}.png").write_bytes(full_page_png(browser))
+        Select(browser.find_element(By.ID, "party")).select_by_value("")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.alert")) > len(theirs))
 
         operator = browser.find_element(By.ID, "operator")
         operator.clear()
@@ -247,7 +319,7 @@ class TestDashboard:
         row = f"tr.alert.acknowledged[data-alert-id='{alert_id}']"
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
         assert OPERATOR in browser.find_element(By.CSS_SELECTOR, f"{row} .ack-status").text
-        (tmp_path / "dashboard-acknowledged.png").write_bytes(browser.get_screenshot_as_png())
+        (artifacts / "dashboard-acknowledged.png").write_bytes(full_page_png(browser))
 
         alerts = {a["alert_id"]: a for a in get_json(f"{deployment.url}/api/alerts")["alerts"]}
         assert alerts[alert_id]["acknowledged"] and alerts[alert_id]["acknowledged_by"] == OPERATOR
@@ -256,6 +328,38 @@ class TestDashboard:
         state = get_json(f"{deployment.url}/ens/{SEED_MBL}")
         opened = {a["alert_id"]: a for a in state["open_alerts"]}
         assert opened[alert_id]["acknowledged_by"] == OPERATOR
+
+    async def test_audit_report_reads_in_chromium(self, deployment, browser, artifacts):
+        """The replayed report: every timeline label inside its picture, one axis caption, the table in time order."""
+        from selenium.webdriver.common.by import By
+
+        await asyncio.to_thread(
+            poll, story_arrived(deployment), STORY_TIMEOUT_S, "the DNL/RFI story", deployment.worker
+        )
+        live = {SEED_MBL: get_json(f"{deployment.url}/ens/{SEED_MBL}")}
+        path = artifacts / "audit-report.html"
+        replayed = await asyncio.to_thread(report_when_caught_up, deployment.settings, live, path)
+        assert replayed.intact
+        browser.get(path.as_uri())
+        pictures = browser.execute_script(SVG_TEXT_BOXES)
+        assert pictures, "a timeline per consolidation"
+        for picture in pictures:
+            assert picture["axis"] == 1
+            cut = [text for text, left, right in picture["texts"] if left < 0 or right > picture["width"]]
+            assert not cut, f"labels cut at the edge: {cut}"
+        section = browser.find_element(By.ID, SEED_MBL)
+        tables = section.find_elements(By.TAG_NAME, "table")
+        timeline = tables[-1]
+        stamps = [cell.text for cell in timeline.find_elements(By.CSS_SELECTOR, "tbody tr td:nth-child(2)")]
+        assert len(stamps) > 10 and stamps == sorted(stamps)
+        assert "do not load: customs holds the cargo" in section.text
+        assert "IE3Q01 (Do Not Load request)" in section.text
+        browser.set_window_size(1400, 1000)
+        browser.execute_script("window.scrollTo(0, 0)")
+        top = browser.get_screenshot_as_png()
+        (artifacts / "audit-report-top.png").write_bytes(top)
+        assert distinct_colours(top) > 12, "the screenshot looks blank"
+        (artifacts / "audit-report.png").write_bytes(full_page_png(browser, limit=8000))
 
     async def test_unacknowledged_rfi_escalates_until_the_cli_acknowledges_it(self, deployment):
         """The RFI due in 24 h is escalated to its party; ``ics2 ack`` then acknowledges it and its escalation."""
@@ -277,7 +381,6 @@ class TestDashboard:
             env=deployment.env,
             capture_output=True,
             text=True,
-            timeout=60,
         )
         assert done.returncode == 0, done.stderr
 

@@ -22,7 +22,7 @@ from fastavro import writer as avro_writer
 
 from streams.audit.archive import manifests, next_offsets, read_archives, write_archive
 from streams.audit.replay import ReplayFilter, build_report, comparable_state, ens_state, report_json
-from streams.audit.report import WIDTH, plain_title, render_html, text_width, timeline_svg
+from streams.audit.report import WIDTH, duration, plain_title, render_html, text_width, timeline_svg
 from streams.audit.trail import ChainHead, chain, head_after
 from streams.cli.replay import replay_command
 from streams.contracts.avro import SchemaCatalogue
@@ -347,7 +347,8 @@ class TestTimeline:
             ],
         }
         labels = svg_labels(timeline_svg(c))
-        assert [t for k, _, _, t in labels if k == "axis"] == [labels[[k for k, *_ in labels].index("axis")][3]]
+        (axis,) = [t for k, _, _, t in labels if k == "axis"]
+        assert axis.startswith("time (UTC)") and (span == timedelta(0) or duration(span) in axis)
         ticks = [t for k, _, _, t in labels if k == "tick"]
         assert 2 <= len(ticks) <= 7 and len(set(ticks)) == len(ticks)
         deadlines = [t for k, _, _, t in labels if k == "deadline"]
@@ -396,6 +397,10 @@ class TestReportWords:
         """The lodging deadline is shown with how long after the last recorded event it falls."""
         page = render_html(build_report(story.trail(), ReplayFilter(mbl=SEED_MBL)))
         assert re.search(r"lodging deadline 2027-06-\d\dT[\d:]+Z \(\d+ d( \d+ h)? after the last event\)", page)
+
+    def test_durations_read_in_seconds_under_a_minute(self):
+        """A span of seconds says so; longer spans read as deadlines do."""
+        assert (duration(timedelta(seconds=7)), duration(timedelta(hours=3))) == ("7 s", "3 h")
 
     def test_plain_title_words_codes(self):
         """A code with its notification kind becomes the code with its meaning; unknown codes stay."""

@@ -229,7 +229,7 @@ class TestWords:
         assert views["d"]["message_label"] == "IE3Q01 (Do Not Load request)"
         assert views["d"]["action_label"].startswith("stop loading")
         assert (views["d"]["deadline_in"], views["d"]["deadline_label"]) == ("in 2 h", "in 2 h (2027-06-10 10:00 UTC)")
-        assert not to_act_on({"urgency": "high", "action": "none"})
+        assert to_act_on({"urgency": "high", "action": "info"}), "a carrier told of an RFI watches its cargo"
 
 
 class TestWorker:
