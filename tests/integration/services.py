@@ -55,6 +55,11 @@ class Service:
                 time.sleep(0.3)
         raise AssertionError(f"{self.name} not healthy after {timeout}s:\n{self.tail()}")
 
+    def check_running(self, what: str) -> None:
+        """Fails with the log tail when the process has ended: ``what`` a test awaits from it can no longer happen."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"{what}: {self.name} exited with {self.proc.returncode}\n{self.tail()}")
+
     def get(self, path: str) -> tuple[int, dict]:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}{path}", timeout=5) as response:
