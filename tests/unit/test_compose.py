@@ -13,7 +13,7 @@ import yaml
 from streams.broker.jars import kafka_version
 from streams.broker.properties import server_properties
 from streams.demo import DEMO_SCRIPT, SECOND_MBL, SEED_MBL, bookings, demo_parties
-from streams.deploy.compose import EXIT_USAGE, main
+from streams.deploy.compose import EXIT_BROKER, EXIT_USAGE, main
 from streams.settings import Settings
 from streams.topics import Catalogue
 
@@ -163,3 +163,13 @@ class TestCompose:
             known, command = option_names(args)
             used = {a for a in args if a.startswith("--")}
             assert used <= known, f"{name}: {command.name} has no {sorted(used - known)}"
+
+
+class TestBookService:
+    def test_no_broker_is_one_line_and_exit_code_1(self, monkeypatch, capsys):
+        """Booking the demo with no broker says so on one line of stderr and exits 1, without a traceback."""
+        monkeypatch.setenv("ICS2_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        assert main(["book"]) == EXIT_BROKER
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: cannot book the demo on 127.0.0.1:1")
+        assert not any("Traceback" in line for line in err)
