@@ -13,6 +13,7 @@ import contextlib
 import copy
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -43,6 +44,8 @@ from streams.topics import Catalogue
 
 SEED_MBL = "OCLU26TYO7781234"
 SECOND_MBL = "OCLU26TYO7790001"
+#: The operator `ics2 demo` creates for its dashboard (every party), with a fresh password each run.
+DEMO_OPERATOR = "demo"
 URGENCY_STYLE = {"critical": "bold white on red", "high": "bold red", "normal": "yellow", "info": "dim"}
 
 #: What customs will say, by script: the demo's story.
@@ -230,9 +233,14 @@ def tell_story(settings: Settings, console: Console, timeout: float, workdir: Pa
     gateway = Process(
         "gateway", ["gateway", "--script", str(script), "--poll-interval", "1"], env, workdir / "gateway.log"
     )
+    password = demo_operator(workdir / "state" / "operators.json")
     with processes([worker, gateway]):
         wait_for(lambda: get_json(web_port, "/health")[0] == 200, 60, "the worker's health view")
         console.print(f"[bold]Worker[/] and [bold]customs simulator[/] running (logs in {workdir})")
+        console.print(
+            f"[bold]Dashboard[/] http://127.0.0.1:{web_port}/dashboard while the demo runs: "
+            f"log in as {DEMO_OPERATOR} / {password}"
+        )
         books = bookings(books_now)
         asyncio.run(publish_bookings(settings, books))
         for b in books:
@@ -252,6 +260,17 @@ def tell_story(settings: Settings, console: Console, timeout: float, workdir: Pa
         replayed = report_when_caught_up(settings, states, audit)
         console.print(f"[dim]Audit trail replayed from Kafka: {'intact' if replayed.intact else 'BROKEN'}[/]")
     return DemoResult(alerts, states, settings.topic_prefix, 0.0, workdir, audit)
+
+
+def demo_operator(path: Path) -> str:
+    """A demo operator of every party in the demo's own operators file, with a fresh password (returned)."""
+    from streams.security.operators import OperatorStore
+
+    password = secrets.token_urlsafe(12)
+    store = OperatorStore.load(path)
+    store.add(DEMO_OPERATOR, password)
+    store.save(path)
+    return password
 
 
 def _settled(port: int) -> bool:

@@ -63,6 +63,11 @@ class Settings:
     """How often the deadline watchdog looks at the ENS states."""
     deadline_margins: str = "48h,24h,6h,0h"
     """Escalation margins before the lodging deadline, e.g. ``48h,24h,6h,0h`` (hours or ``m`` for minutes)."""
+    operators_file: Path | None = None
+    """The dashboard's operator accounts (``ics2 operators add``); None means ``<state_dir>/operators.json``."""
+    operator_header: str | None = None
+    """A header naming the operator, set by a reverse proxy that authenticated them (e.g. ``X-Forwarded-User``).
+    Only for a worker reachable through that proxy alone: anyone reaching the port could set it."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -88,8 +93,9 @@ class Settings:
                     values[name] = int(values[name])
             if "watchdog_interval_s" in values:
                 values["watchdog_interval_s"] = float(values["watchdog_interval_s"])
-            if "state_dir" in values:
-                values["state_dir"] = Path(values["state_dir"])
+            for name in ("state_dir", "operators_file"):
+                if name in values:
+                    values[name] = Path(values[name])
         except ValueError as exc:
             raise SettingsError(f"invalid setting: {exc}") from exc
         settings = cls(**values)
@@ -114,6 +120,11 @@ class Settings:
             except ValueError as exc:
                 raise SettingsError(f"deadline margin {part!r} is not like 24h or 30m") from exc
         return tuple(sorted(margins, reverse=True))
+
+    @property
+    def operators_path(self) -> Path:
+        """Where the dashboard's operator accounts are kept."""
+        return self.operators_file or self.state_dir / "operators.json"
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

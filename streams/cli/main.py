@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "ack": "streams.cli.ack:ack",
     "deploy": "streams.cli.deploy:deploy",
     "parties": "streams.cli.parties:parties",
+    "operators": "streams.cli.operators:operators",
 }
 
 

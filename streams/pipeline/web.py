@@ -43,7 +43,9 @@ from streams.domain.labels import (
 from streams.domain.lifecycle import EnsState, NaggingKind
 from streams.errors import ICS2StreamsError
 from streams.pipeline.acks import publish_ack
+from streams.pipeline.login import LOGIN_PAGE, OperatorGate, session_cookie
 from streams.pipeline.metrics import CONTENT_TYPE_LATEST, PipelineMetrics, consumer_lag
+from streams.security.operators import Operator, cross_site_refusal
 from streams.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -188,8 +190,29 @@ def consolidation_view(state: EnsState, now: datetime) -> dict[str, Any]:
     }
 
 
+def scoped_consolidations(views: Iterable[dict[str, Any]], operator: Operator) -> list[dict[str, Any]]:
+    """What a party-scoped operator may see: the consolidations concerning its party, with only its party's alerts
+    on their open items; an operator of every party sees them as they are."""
+    if operator.party is None:
+        return list(views)
+    scoped = []
+    for view in views:
+        if operator.party not in view["parties"]:
+            continue
+        items = [
+            {**item, "alerts": [a for a in item["alerts"] if operator.may_see(a["party"])]} for item in view["open"]
+        ]
+        scoped.append({**view, "open": items})
+    return scoped
+
+
+def scoped_alerts(views: Iterable[dict[str, Any]], operator: Operator) -> list[dict[str, Any]]:
+    """The alerts addressed to the operator's party (all of them for an operator of every party)."""
+    return [view for view in views if operator.may_see(view["party"])]
+
+
 def consolidations_view(states: Iterable[tuple[str, bytes]], now: datetime) -> list[dict[str, Any]]:
-    """Every ENS of the table (this worker's partitions), by MBL."""
+    """Every ENS of the deployment (the ``EnsView``), by MBL."""
     views = [consolidation_view(EnsState.from_json(json.loads(raw)), now) for _, raw in states if raw]
     return sorted(views, key=lambda v: v["mbl"])
 
@@ -381,15 +404,24 @@ class Dashboard:
         raw = self.states.get(mbl)
         return None if raw is None else EnsState.from_json(json.loads(raw))
 
-    async def acknowledge(self, alert_id: str, by: str, mbl: str | None) -> str | None:
-        """Publish the ack keyed by the alert's MBL; None when the MBL is not known."""
+    def alert_of(self, alert_id: str, mbl: str | None) -> tuple[str, str] | None:
+        """The MBL and party of an alert: from the feed, else from the open alerts of ``mbl``'s ENS; None if unknown."""
         alert = self.feed.get(alert_id)
-        mbl = (alert or {}).get("mbl") or mbl
-        if not mbl:
-            return None
+        if alert is not None and alert.get("mbl"):
+            return alert["mbl"], alert["party_id"]
+        state = self.state_of(mbl) if mbl else None
+        owner = None if state is None else state.owner_of(alert_id)
+        return None if owner is None or not mbl else (mbl, owner.party)
+
+    async def acknowledge(self, alert_id: str, by: str, mbl: str) -> None:
+        """Publish the ack keyed by the alert's MBL."""
         await publish_ack(self.settings, mbl, alert_id, by, self.clock())
         log.info("ack_published", alert_id=alert_id, mbl=mbl, by=by)
-        return mbl
+
+
+def is_https(request: Any) -> bool:
+    """Whether the browser speaks HTTPS to us (directly or to the proxy in front), so the cookie is marked Secure."""
+    return request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https"
 
 
 async def refresh_lag(app: faust.App, metrics: PipelineMetrics) -> None:
@@ -411,30 +443,87 @@ async def refresh_lag(app: faust.App, metrics: PipelineMetrics) -> None:
 
 
 def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, clock: Clock) -> Dashboard:
-    """Add ``/dashboard``, ``/api/consolidations``, ``/api/alerts``, ``/api/worker``, the ack view and ``/metrics``."""
+    """Add ``/metrics``, ``/login``, ``/logout``, ``/dashboard``, ``/api/session``, ``/api/consolidations``,
+    ``/api/alerts``, ``/api/worker`` and the ack view (the last six for logged-in operators only)."""
     states = pipeline.tables["ens-state"]
     metrics = PipelineMetrics(pipeline.stats, lambda: [raw for _, raw in states.items() if raw])
     dashboard = Dashboard(pipeline.settings, AlertFeed(), metrics, states, clock)
     observer = TopicObserver(pipeline.settings, schemas, dashboard.feed, metrics)
+    gate = OperatorGate(pipeline.settings.operators_path, pipeline.settings.operator_header)
+
+    def operator_of(request: Any) -> Operator | None:
+        return gate.identify(request.headers, request.cookies)
+
+    def not_logged_in(web: Any) -> Any:
+        hint = "log in on /login" if gate.has_accounts else "no operator accounts yet: run `ics2 operators add NAME`"
+        return web.json({"error": f"not logged in: {hint}"}, status=401)
 
     @app.task
     async def observe_topics() -> None:
         await observer.run()
 
+    @app.page("/login")
+    class LoginView(faust.web.View):
+        """``GET``: the login form; ``POST {"name", "password"}`` from that form: the session cookie."""
+
+        async def get(self, request: Any) -> Any:
+            return self.html(LOGIN_PAGE)
+
+        async def post(self, request: Any) -> Any:
+            refusal = cross_site_refusal(request.method, request.headers, request.host)
+            if refusal is not None:
+                return self.json({"error": refusal}, status=403)
+            try:
+                body = await request.json()
+            except ValueError:
+                body = {}
+            body = body if isinstance(body, dict) else {}
+            session = gate.log_in(str(body.get("name") or ""), str(body.get("password") or ""))
+            if session is None:
+                return self.json({"error": "wrong operator name or password"}, status=401)
+            operator, token = session
+            cookie = session_cookie(token, secure=is_https(request))
+            return self.json({"operator": operator.to_json()}, headers={"Set-Cookie": cookie})
+
+    @app.page("/logout")
+    class LogoutView(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            refusal = cross_site_refusal(request.method, request.headers, request.host)
+            if refusal is not None:
+                return self.json({"error": refusal}, status=403)
+            return self.json({"logged_out": True}, headers={"Set-Cookie": session_cookie("", False, max_age=0)})
+
     @app.page("/dashboard")
     async def dashboard_page(web: Any, request: Any) -> Any:
+        if operator_of(request) is None:
+            return web.html("", status=303, headers={"Location": "/login?next=/dashboard"})
         return web.html(dashboard_html())
+
+    @app.page("/api/session")
+    async def session(web: Any, request: Any) -> Any:
+        operator = operator_of(request)
+        return not_logged_in(web) if operator is None else web.json({"operator": operator.to_json()})
 
     @app.page("/api/consolidations")
     async def consolidations(web: Any, request: Any) -> Any:
-        return web.json({"consolidations": consolidations_view(states.items(), clock())})
+        operator = operator_of(request)
+        if operator is None:
+            return not_logged_in(web)
+        views = consolidations_view(states.items(), clock())
+        return web.json({"consolidations": scoped_consolidations(views, operator)})
 
     @app.page("/api/alerts")
     async def alerts(web: Any, request: Any) -> Any:
-        return web.json({"alerts": alerts_view(dashboard.feed.latest(), dashboard.state_of, clock())})
+        operator = operator_of(request)
+        if operator is None:
+            return not_logged_in(web)
+        views = alerts_view(dashboard.feed.latest(), dashboard.state_of, clock())
+        return web.json({"alerts": scoped_alerts(views, operator)})
 
     @app.page("/api/worker")
     async def worker(web: Any, request: Any) -> Any:
+        if operator_of(request) is None:
+            return not_logged_in(web)
         try:
             assignment = app.consumer.assignment()
         except Exception as exc:
@@ -449,18 +538,32 @@ def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, cloc
 
     @app.page("/api/alerts/{alert_id}/ack")
     class AckView(faust.web.View):
-        """``POST {"by": NAME, "mbl": MBL}``: publish an ack; the lifecycle tracker records it in the ENS state."""
+        """``POST {"mbl": MBL}`` from the dashboard: publish an ack by the logged-in operator; the lifecycle tracker
+        records it in the ENS state. The MBL is needed only for an alert no longer in the feed."""
 
         async def post(self, request: Any, alert_id: str) -> Any:
+            operator = operator_of(request)
+            if operator is None:
+                return not_logged_in(self)
+            refusal = cross_site_refusal(request.method, request.headers, request.host)
+            if refusal is not None:
+                log.warning("ack_refused_cross_site", alert_id=alert_id, operator=operator.name, reason=refusal)
+                return self.json({"error": refusal}, status=403)
             try:
                 body = await request.json()
             except ValueError:
                 body = {}
             body = body if isinstance(body, dict) else {}
-            by = str(body.get("by") or "operator")[:100]
-            mbl = await dashboard.acknowledge(alert_id, by, body.get("mbl"))
-            if mbl is None:
+            found = dashboard.alert_of(alert_id, body.get("mbl"))
+            if found is None:
                 return self.json({"error": f"alert {alert_id} is not in the feed; give its mbl"}, status=404)
-            return self.json({"alert_id": alert_id, "mbl": mbl, "by": by, "status": "published"}, status=202)
+            mbl, party = found
+            if not operator.may_see(party):
+                log.warning("ack_refused_party", alert_id=alert_id, operator=operator.name, mbl=mbl)
+                return self.json(
+                    {"error": f"not authorised: operator {operator.name} acts for {operator.party} only"}, status=403
+                )
+            await dashboard.acknowledge(alert_id, operator.name, mbl)
+            return self.json({"alert_id": alert_id, "mbl": mbl, "by": operator.name, "status": "published"}, status=202)
 
     return dashboard

@@ -8,11 +8,13 @@ to ``test-artifacts/`` (git-ignored; ``ICS2_TEST_ARTIFACTS`` moves it) for a per
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import struct
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 import zlib
@@ -29,6 +31,7 @@ from streams.admin import apply_topics, delete_topics, list_topics
 from streams.cli.replay import report_when_caught_up
 from streams.client import publish_bookings, read_topic
 from streams.demo import DEMO_SCRIPT, SEED_MBL, as_party, seed_booking
+from streams.security.operators import CSRF_HEADER, CSRF_VALUE, OperatorStore
 from streams.settings import Settings
 from streams.topics import Catalogue
 from tests.integration.services import ICS2, Service, gateway, service_env, worker
@@ -42,6 +45,9 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 #: Generous: two cores shared by several test runs.
 BROWSER_TIMEOUT_S = 60.0
 OPERATOR = "ops-selenium"
+PASSWORD = "selenium-secret-1"
+#: An operator of one party only: sees and acknowledges COLOADER-D's alerts and nothing else.
+SCOPED, SCOPED_PASSWORD, SCOPED_PARTY = "ops-coloader-d", "coloader-d-secret", "COLOADER-D"
 #: Customs wants the RFI answered within 24 h: inside the widest margin, so the watchdog escalates it at once.
 RFI_WINDOW = timedelta(hours=24)
 MARGINS = "48h,24h,6h,0h"
@@ -70,9 +76,27 @@ def poll(check: Callable[[], object], what: str, service: Service) -> object:
         time.sleep(0.5)
 
 
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def basic(name: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+
+
+def get_json(url: str, name: str = OPERATOR, password: str = PASSWORD) -> dict:
+    """A view as a script reads it: HTTP Basic credentials of an operator (every party's, unless told)."""
+    request = urllib.request.Request(url, headers={"Authorization": basic(name, password)})
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
+
+
+def post(url: str, body: dict, headers: dict[str, str]) -> tuple[int, dict]:
+    """POST a JSON body; the status and the JSON answer, also for a refusal."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json", **headers}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +112,10 @@ async def deployment(kafka_settings: Settings, tmp_path_factory: pytest.TempPath
     await apply_topics(settings, catalogue, parties)
     script = tmp / "risk-script.json"
     script.write_text(json.dumps(replace(DEMO_SCRIPT, rfi_window=RFI_WINDOW).to_json()))
+    accounts = OperatorStore.new()
+    accounts.add(OPERATOR, PASSWORD)
+    accounts.add(SCOPED, SCOPED_PASSWORD, party=SCOPED_PARTY)
+    accounts.save(tmp / "state" / "operators.json")
     customs = gateway(settings, tmp, "--script", str(script), "--poll-interval", "1").start()
     running = worker(settings, tmp, ICS2_WATCHDOG_INTERVAL_S="2", ICS2_DEADLINE_MARGINS=MARGINS).start()
     try:
@@ -246,6 +274,12 @@ class TestDashboard:
         await asyncio.to_thread(poll, story_arrived(deployment), "the DNL/RFI story", deployment.worker)
         browser.get(f"{deployment.url}/dashboard")
         wait = WebDriverWait(browser, BROWSER_TIMEOUT_S, poll_frequency=0.3)
+        wait.until(lambda d: "/login" in d.current_url)
+        browser.find_element(By.ID, "name").send_keys(OPERATOR)
+        browser.find_element(By.ID, "password").send_keys(PASSWORD)
+        browser.find_element(By.ID, "submit").click()
+        wait.until(lambda d: d.find_element(By.ID, "operator").get_attribute("data-operator") == OPERATOR)
+        assert browser.current_url.endswith("/dashboard")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f".consolidation[data-mbl='{SEED_MBL}']"))
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#act-on tr.alert[data-type='IE3Q01'] button.ack"))
         worker = get_json(f"{deployment.url}/api/worker")
@@ -300,10 +334,6 @@ class TestDashboard:
         (artifacts / f"dashboard-party-{party}.png").write_bytes(full_page_png(browser))
         Select(browser.find_element(By.ID, "party")).select_by_value("")
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.alert")) > len(theirs))
-
-        operator = browser.find_element(By.ID, "operator")
-        operator.clear()
-        operator.send_keys(OPERATOR)
 
         def acknowledge_first_dnl() -> str | None:
             button = browser.find_element(By.CSS_SELECTOR, "tr.alert[data-type='IE3Q01'] button.ack")
@@ -422,3 +452,70 @@ class TestDashboard:
         assert samples[("ics2_alert_latency_seconds_count", ())] > 0
         lags = [v for (name, _), v in samples.items() if name == "ics2_consumer_lag"]
         assert lags and all(v >= 0 for v in lags)
+
+
+class TestOperatorAccess:
+    """Run after the browser and escalation tests, which count the acknowledgements they make."""
+
+    async def test_views_and_ack_need_a_logged_in_operator(self, deployment):
+        """Without credentials, with wrong ones, or from another site, nothing is shown or acknowledged."""
+        await asyncio.to_thread(poll, story_arrived(deployment), "the DNL/RFI story", deployment.worker)
+        alert = next(a for a in get_json(f"{deployment.url}/api/alerts")["alerts"] if not a["acknowledged"])
+        for path in ("/api/alerts", "/api/consolidations", "/api/worker", "/api/session"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{deployment.url}{path}", timeout=10)
+            assert refused.value.code == 401, path
+        with pytest.raises(urllib.error.HTTPError) as wrong:
+            get_json(f"{deployment.url}/api/alerts", OPERATOR, "not-the-password")
+        assert wrong.value.code == 401
+        with urllib.request.urlopen(f"{deployment.url}/dashboard", timeout=10) as page:
+            assert "/login" in page.url, "the dashboard sends a stranger to the login page"
+
+        ack = f"{deployment.url}/api/alerts/{alert['alert_id']}/ack"
+        body = {"mbl": alert["mbl"], "by": "mallory"}
+        own = {"Authorization": basic(OPERATOR, PASSWORD)}
+        assert post(ack, body, {CSRF_HEADER: CSRF_VALUE})[0] == 401, "no credentials"
+        status, answer = post(ack, body, own)
+        assert status == 403 and CSRF_HEADER in answer["error"], "a form of another site cannot set the header"
+        cross = {**own, CSRF_HEADER: CSRF_VALUE, "Origin": "https://evil.example"}
+        assert post(ack, body, cross)[0] == 403
+        assert post(ack, body, {**own, CSRF_HEADER: CSRF_VALUE, "Sec-Fetch-Site": "cross-site"})[0] == 403
+        status, answer = post(f"{deployment.url}/login", {"name": OPERATOR, "password": PASSWORD}, {})
+        assert status == 403, "no login from another site either"
+
+        current = {a["alert_id"]: a for a in get_json(f"{deployment.url}/api/alerts")["alerts"]}
+        assert not current[alert["alert_id"]]["acknowledged"], "no refused request acknowledged anything"
+
+    async def test_party_scoped_operator_sees_and_acknowledges_its_party_only(self, deployment):
+        """COLOADER-D's operator sees COLOADER-D's alerts only, is refused another party's, and its own ack is
+        recorded under its login name, whatever name the request claims."""
+        await asyncio.to_thread(poll, story_arrived(deployment), "the DNL/RFI story", deployment.worker)
+        every = get_json(f"{deployment.url}/api/alerts")["alerts"]
+        scoped = get_json(f"{deployment.url}/api/alerts", SCOPED, SCOPED_PASSWORD)["alerts"]
+        assert scoped and {a["party"] for a in scoped} == {SCOPED_PARTY}
+        assert len(scoped) == len([a for a in every if a["party"] == SCOPED_PARTY]) < len(every)
+        session = get_json(f"{deployment.url}/api/session", SCOPED, SCOPED_PASSWORD)
+        assert session["operator"] == {"name": SCOPED, "party": SCOPED_PARTY}
+        cards = get_json(f"{deployment.url}/api/consolidations", SCOPED, SCOPED_PASSWORD)["consolidations"]
+        assert [c["mbl"] for c in cards] == [SEED_MBL]
+        told = {a["party"] for c in cards for item in c["open"] for a in item["alerts"]}
+        assert told <= {SCOPED_PARTY}
+
+        headers = {"Authorization": basic(SCOPED, SCOPED_PASSWORD), CSRF_HEADER: CSRF_VALUE}
+        other = next(a for a in every if a["party"] != SCOPED_PARTY and not a["acknowledged"])
+        status, answer = post(f"{deployment.url}/api/alerts/{other['alert_id']}/ack", {"mbl": other["mbl"]}, headers)
+        assert status == 403 and "not authorised" in answer["error"]
+
+        mine = next(a for a in scoped if not a["acknowledged"])
+        status, answer = post(
+            f"{deployment.url}/api/alerts/{mine['alert_id']}/ack", {"mbl": mine["mbl"], "by": "someone-else"}, headers
+        )
+        assert status == 202 and answer["by"] == SCOPED
+
+        def recorded() -> object:
+            current = {a["alert_id"]: a for a in get_json(f"{deployment.url}/api/alerts")["alerts"]}
+            return current[mine["alert_id"]]["acknowledged_by"] == SCOPED
+
+        await asyncio.to_thread(poll, recorded, "the scoped operator's acknowledgement", deployment.worker)
+        current = {a["alert_id"]: a for a in get_json(f"{deployment.url}/api/alerts")["alerts"]}
+        assert not current[other["alert_id"]]["acknowledged"]

@@ -33,9 +33,12 @@ from streams.pipeline.web import (
     hbl_tree,
     open_items,
     partitions_by_topic,
+    scoped_alerts,
+    scoped_consolidations,
     to_act_on,
     worker_view,
 )
+from streams.security.operators import Operator
 from streams.settings import Settings
 from tests.data import SEED_PATH
 
@@ -230,6 +233,24 @@ class TestWords:
         assert views["d"]["action_label"].startswith("stop loading")
         assert (views["d"]["deadline_in"], views["d"]["deadline_label"]) == ("in 2 h", "in 2 h (2027-06-10 10:00 UTC)")
         assert to_act_on({"urgency": "high", "action": "info"}), "a carrier told of an RFI watches its cargo"
+
+
+class TestPartyScope:
+    def test_scoped_operator_sees_only_its_partys_alerts(self, state):
+        views = alerts_view([alert("a1", state.mbl), alert("a2", state.mbl, party_id="COLOADER-D")], {}.get, NOW)
+        assert [v["alert_id"] for v in scoped_alerts(views, Operator("d", "COLOADER-D"))] == ["a2"]
+        assert [v["alert_id"] for v in scoped_alerts(views, Operator("all"))] == ["a1", "a2"]
+
+    def test_scoped_operator_sees_its_consolidations_with_its_alerts_only(self, state):
+        """The seed concerns COLOADER-D; its open items keep COLOADER-D's alerts only; another MBL is not shown."""
+        view = consolidation_view(state, NOW)
+        told = {a["party"] for item in view["open"] for a in item["alerts"]}
+        assert "COLOADER-D" in view["parties"] and "COLOADER-D" in told and len(told) > 1
+        other = {**view, "mbl": "OTHER", "parties": ["FWD-X"]}
+        scoped = scoped_consolidations([view, other], Operator("d", "COLOADER-D"))
+        assert [c["mbl"] for c in scoped] == [state.mbl]
+        assert {a["party"] for item in scoped[0]["open"] for a in item["alerts"]} == {"COLOADER-D"}
+        assert scoped_consolidations([view, other], Operator("all")) == [view, other]
 
 
 class TestWorker:

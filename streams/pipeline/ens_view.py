@@ -1,0 +1,103 @@
+"""One view of every ENS on every worker: the ENS-state changelog read in full, beside the worker's own table.
+
+The ``ens-state`` table of a worker holds the MBLs of its partitions only, so with two workers each dashboard and
+each ``GET /ens/<mbl>`` knew half of the consolidations. The table's changelog (``ics2.ens-state-changelog`` in
+``streams.topics``) is a compacted topic keyed by MBL whose latest record is the ENS state: every worker reads it in
+full with a consumer of its own (no group, read-committed) and so knows every ENS, whoever owns it.
+
+For an MBL of a partition this worker processes, its own table is the freshest and wins; for the others the
+changelog's latest record is what the owning worker last wrote (it lags the owner by the changelog's flush only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer
+
+from streams.client import stop_consumer
+from streams.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class EnsView:
+    """ENS state (JSON bytes) by MBL for the whole deployment; ``get`` and ``items`` like the table it stands for."""
+
+    def __init__(self, table: Mapping[str, bytes | None] | Any, owned: Callable[[], set[int]]) -> None:
+        self.table = table
+        self.owned = owned
+        self._states: dict[str, tuple[int, bytes]] = {}
+
+    def apply(self, key: bytes | None, value: bytes | None, partition: int) -> None:
+        """One changelog record: the latest state of its MBL, or a tombstone that forgets it."""
+        if key is None:
+            return
+        mbl = key.decode(errors="replace")
+        if value is None:
+            self._states.pop(mbl, None)
+        else:
+            self._states[mbl] = (partition, value)
+
+    def _pick(self, mbl: str, owned: set[int]) -> bytes | None:
+        seen = self._states.get(mbl)
+        local = self.table.get(mbl)
+        if seen is None:
+            return local
+        partition, raw = seen
+        return local if local is not None and partition in owned else raw
+
+    def get(self, mbl: str) -> bytes | None:
+        return self._pick(mbl, self.owned())
+
+    def items(self) -> list[tuple[str, bytes]]:
+        """Every known ENS, by MBL."""
+        owned = self.owned()
+        keys = set(self._states) | {mbl for mbl, raw in self.table.items() if raw}
+        picked = ((mbl, self._pick(mbl, owned)) for mbl in sorted(keys))
+        return [(mbl, raw) for mbl, raw in picked if raw]
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+class ChangelogReader:
+    """Feeds an ``EnsView`` from the changelog topic, from its start, until cancelled."""
+
+    def __init__(self, settings: Settings, topic: str, view: EnsView) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.view = view
+
+    async def run(self) -> None:
+        """A broker hiccup restarts the reader from the start (the topic is compacted, so that stays small)."""
+        while True:
+            try:
+                await self._read()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("ens_view_reader_restarting", error=repr(exc))
+                await asyncio.sleep(2.0)
+
+    async def _read(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            **self.settings.kafka_client_kwargs(),
+        )
+        await consumer.start()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for record in records:
+                        self.view.apply(record.key, record.value, record.partition)
+        finally:
+            await stop_consumer(consumer)
