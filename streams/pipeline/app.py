@@ -13,7 +13,6 @@ Topology (every topic, table and changelog named in ``streams.topics``)::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +24,6 @@ from faust.serializers import codecs
 from yarl import URL
 
 from streams.contracts.avro import SchemaCatalogue
-from streams.domain.lifecycle import EnsState
 from streams.pipeline.audit_stages import audit_stages
 from streams.pipeline.dead_letters import DeadLetterSink
 from streams.pipeline.handlers import (
@@ -203,8 +201,6 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
         if await skip_when_broker_away("deadline-watchdog", lambda: producer.send_all(emits)):
             log.info("watchdog_ticks", count=len(emits))
 
-    ens_states = tables["ens-state"]
-
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         return web.json(
@@ -215,14 +211,6 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
                 "stages": stats.as_dict(),
             }
         )
-
-    @app.page("/ens/{mbl}")
-    async def ens_status(web: Any, request: Any, mbl: str) -> Any:
-        """The ENS state from this worker's partitions (with several workers, ``ics2 status`` asks each)."""
-        raw = ens_states.get(mbl)
-        if raw is None:
-            return web.json({"error": f"no ENS known for MBL {mbl} on this worker"}, status=404)
-        return web.json(EnsState.from_json(json.loads(raw)).to_json())
 
     register_views(app, pipeline, schemas, clock)
     return pipeline

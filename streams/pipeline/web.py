@@ -43,6 +43,7 @@ from streams.domain.labels import (
 from streams.domain.lifecycle import EnsState, NaggingKind
 from streams.errors import ICS2StreamsError
 from streams.pipeline.acks import publish_ack
+from streams.pipeline.ens_view import ChangelogReader, EnsView
 from streams.pipeline.login import LOGIN_PAGE, OperatorGate, session_cookie
 from streams.pipeline.metrics import CONTENT_TYPE_LATEST, PipelineMetrics, consumer_lag
 from streams.security.operators import Operator, cross_site_refusal
@@ -275,8 +276,8 @@ def partitions_by_topic(assignment: Iterable[Any], prefix: str = "") -> dict[str
 def worker_view(settings: Settings, assignment: Iterable[Any]) -> dict[str, Any]:
     """Which worker answers: host and process, app id, web address, and the partitions (so the ENS) it holds.
 
-    With several workers each holds some MBLs only; the dashboard says whose page it is so an operator who misses a
-    consolidation knows to look at another worker.
+    With several workers each processes some MBLs only, yet every worker shows them all (``EnsView``); the header
+    says which worker answers and which partitions it processes, for an operator chasing a slow or stuck one.
     """
     from streams.topics import Catalogue
 
@@ -443,10 +444,22 @@ async def refresh_lag(app: faust.App, metrics: PipelineMetrics) -> None:
 
 
 def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, clock: Clock) -> Dashboard:
-    """Add ``/metrics``, ``/login``, ``/logout``, ``/dashboard``, ``/api/session``, ``/api/consolidations``,
-    ``/api/alerts``, ``/api/worker`` and the ack view (the last six for logged-in operators only)."""
-    states = pipeline.tables["ens-state"]
-    metrics = PipelineMetrics(pipeline.stats, lambda: [raw for _, raw in states.items() if raw])
+    """Add ``/ens/<mbl>``, ``/metrics``, ``/login``, ``/logout``, ``/dashboard``, ``/api/session``,
+    ``/api/consolidations``, ``/api/alerts``, ``/api/worker`` and the ack view (the last six for logged-in operators
+    only; ``/ens/<mbl>``, ``/metrics`` and ``/health`` are the machine views of ``ics2 status`` and Prometheus)."""
+    table = pipeline.tables["ens-state"]
+    metrics = PipelineMetrics(pipeline.stats, lambda: [raw for _, raw in table.items() if raw])
+    ens_topic = pipeline.catalogue.ens_events.name
+
+    def owned() -> set[int]:
+        """The ENS partitions this worker processes now: its own table is the freshest for their MBLs."""
+        try:
+            return {tp.partition for tp in app.consumer.assignment() if tp.topic == ens_topic}
+        except Exception:
+            return set()
+
+    states = EnsView(table, owned)
+    reader = ChangelogReader(pipeline.settings, pipeline.catalogue.ens_state_changelog.name, states)
     dashboard = Dashboard(pipeline.settings, AlertFeed(), metrics, states, clock)
     observer = TopicObserver(pipeline.settings, schemas, dashboard.feed, metrics)
     gate = OperatorGate(pipeline.settings.operators_path, pipeline.settings.operator_header)
@@ -461,6 +474,18 @@ def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, cloc
     @app.task
     async def observe_topics() -> None:
         await observer.run()
+
+    @app.task
+    async def follow_ens_states() -> None:
+        await reader.run()
+
+    @app.page("/ens/{mbl}")
+    async def ens_status(web: Any, request: Any, mbl: str) -> Any:
+        """The ENS state of any MBL of the deployment, whichever worker holds it (``streams.pipeline.ens_view``)."""
+        state = dashboard.state_of(mbl)
+        if state is None:
+            return web.json({"error": f"no ENS known for MBL {mbl}"}, status=404)
+        return web.json(state.to_json())
 
     @app.page("/login")
     class LoginView(faust.web.View):
