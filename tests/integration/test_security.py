@@ -329,3 +329,179 @@ class TestTls:
         with pytest.raises(KafkaConnectionError):
             await produce(untrusting, f"{admin.topic_prefix}tls-check", [b"x"])
         assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+
+
+#: The first librdkafka whose SCRAM works against Kafka 4 (2.0.2, Debian's kcat, fails even as admin).
+LIBRDKAFKA_MIN = (2, 6, 1)
+PUBLISHED = Path(__file__).resolve().parents[2] / "schemas" / "avro"
+
+
+def librdkafka_config(settings: Settings, **extra: object) -> dict[str, object]:
+    """The settings as a librdkafka client (confluent-kafka, kcat, Go, .NET) is configured, SCRAM over TLS or not."""
+    config: dict[str, object] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "security.protocol": settings.security_protocol.value,
+        "sasl.mechanisms": settings.sasl_mechanism,
+        "sasl.username": settings.sasl_username,
+        "sasl.password": settings.sasl_password,
+        "socket.timeout.ms": 15000,
+        **extra,
+    }
+    if settings.ssl_cafile:
+        config["ssl.ca.location"] = settings.ssl_cafile
+    return config
+
+
+def crc64_avro(data: bytes) -> int:
+    """The Avro specification's CRC-64-AVRO ("Schema Fingerprints"), written out so the test trusts no library's."""
+    empty = 0xC15D213AA4D7A795
+    table = []
+    for byte in range(256):
+        fp = byte
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty & -(fp & 1))
+        table.append(fp)
+    fp = empty
+    for byte in data:
+        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
+    return fp
+
+
+def decode_published(value: bytes, name: str) -> dict:
+    """A single-object Avro message decoded as a party's service would: the published schema file, its fingerprint
+    from the specification, and fastavro, not the product's own catalogue."""
+    import io
+    import json as jsonlib
+
+    from fastavro import parse_schema, schemaless_reader
+    from fastavro.schema import to_parsing_canonical_form
+
+    schema = parse_schema(jsonlib.loads((PUBLISHED / f"{name}.avsc").read_text()), _write_hint=False)
+    fingerprint = crc64_avro(to_parsing_canonical_form(schema).encode()).to_bytes(8, "little")
+    assert value[:2] == b"\xc3\x01", "the single-object marker"
+    assert value[2:10] == fingerprint, "written with the published schema"
+    return schemaless_reader(io.BytesIO(value[10:]), schema, None)
+
+
+def poll_librdkafka(consumer: object, count: int, timeout: float) -> tuple[list, list]:
+    """Up to ``count`` messages, and the errors seen, until ``timeout``."""
+    messages: list = []
+    errors: list = []
+    deadline = time.monotonic() + timeout
+    while len(messages) < count and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None:
+            continue
+        if message.error():
+            errors.append(message.error())
+            if not message.error().retriable():
+                break
+        else:
+            messages.append(message)
+    return messages, errors
+
+
+def party_alert(alert_id: str, party: str, mbl: str) -> dict:
+    return {
+        "alert_id": alert_id,
+        "party_id": party,
+        "urgency": "critical",
+        "action": "do_not_load",
+        "title": "Do not load",
+        "message": "customs holds the cargo",
+        "mbl": mbl,
+        "hbl": "HBL-1",
+        "created_at": "2027-06-10T08:00:00Z",
+    }
+
+
+class TestLibrdkafkaClient:
+    """A party's alerting service on librdkafka (confluent-kafka-python) reads its queue, and only its queue."""
+
+    def test_librdkafka_is_recent_enough_for_scram_on_kafka_4(self) -> None:
+        import confluent_kafka
+
+        version, _ = confluent_kafka.libversion()
+        assert tuple(int(part) for part in version.split("-")[0].split(".")[:3]) >= LIBRDKAFKA_MIN, version
+
+    @pytest.mark.parametrize("tls", [False, True], ids=["sasl-plaintext", "sasl-ssl"])
+    async def test_reads_and_decodes_its_own_queue(
+        self, secure_broker: LocalBroker, onboarded: Onboarded, tls: bool
+    ) -> None:
+        """Under SCRAM-SHA-512 (and over TLS with the broker's CA), in the party's own consumer group, a real
+        PartyAlert comes back decoded with the published schema; only the party's queue is listed."""
+        from confluent_kafka import Consumer
+
+        from streams.contracts.avro import SchemaCatalogue
+
+        party = _party(onboarded.party_a)
+        queue = onboarded.catalogue.party_queue(party).name
+        alert = party_alert(f"a{uuid.uuid4().hex[:23]}", party, "OCLU26LIBRD0001")
+        await produce(onboarded.worker, queue, [SchemaCatalogue.load().encode("PartyAlert", alert)], idempotent=True)
+        settings = onboarded.party_a
+        if tls:
+            over_tls = secure_broker.config.admin_settings(tls=True)
+            settings = replace(
+                settings,
+                bootstrap_servers=over_tls.bootstrap_servers,
+                security_protocol=over_tls.security_protocol,
+                ssl_cafile=over_tls.ssl_cafile,
+            )
+        group = f"{onboarded.catalogue.prefix}inbox.{party}:librdkafka"
+        config = librdkafka_config(
+            settings, **{"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+        )
+
+        def consume() -> tuple[list, list, set[str]]:
+            consumer = Consumer(config)
+            try:
+                listed = set(consumer.list_topics(timeout=15).topics)
+                consumer.subscribe([queue])
+                messages, errors = poll_librdkafka(consumer, 1, 60)
+                if messages:
+                    consumer.commit(message=messages[-1], asynchronous=False)
+                return messages, errors, listed
+            finally:
+                consumer.close()
+
+        messages, errors, listed = await asyncio.to_thread(consume)
+        assert messages, f"nothing read: {errors}"
+        decoded = decode_published(messages[0].value(), "PartyAlert")
+        assert {k: decoded[k] for k in alert} == alert and decoded["acknowledged"] is False
+        assert messages[0].key() == b"k"
+        ours = {t for t in listed if t.startswith(onboarded.catalogue.prefix)}
+        assert ours == {queue}, "another party's queue, the alerts topic or the filings are not even listed"
+
+    async def test_is_refused_other_queues_the_alerts_topic_and_any_write(self, onboarded: Onboarded) -> None:
+        """Another party's queue and the alerts topic cannot be read; no topic, its own queue included, written."""
+        from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+        catalogue = onboarded.catalogue
+        queue_b = catalogue.party_queue(_party(onboarded.party_b)).name
+        await produce(onboarded.worker, queue_b, [b"for B only"], idempotent=True)
+        refused = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED}
+
+        def read_refused(topic: str) -> list:
+            consumer = Consumer(librdkafka_config(onboarded.party_a, **{"group.id": f"{catalogue.prefix}x"}))
+            try:
+                consumer.assign([TopicPartition(topic, 0, 0)])
+                messages, errors = poll_librdkafka(consumer, 1, 30)
+                assert not messages, f"{topic} was readable"
+                return [e.code() for e in errors]
+            finally:
+                consumer.close()
+
+        for topic in (queue_b, catalogue.alerts.name):
+            codes = await asyncio.to_thread(read_refused, topic)
+            assert refused & set(codes), f"{topic}: {codes}"
+
+        def write(topic: str) -> object:
+            producer = Producer(librdkafka_config(onboarded.party_a, **{"message.timeout.ms": 20000}))
+            reports: list = []
+            producer.produce(topic, b"forged", key=b"k", on_delivery=lambda err, msg: reports.append(err))
+            producer.flush(30)
+            return reports[0] if reports else None
+
+        for topic in (catalogue.party_queue(_party(onboarded.party_a)).name, queue_b, catalogue.bookings.name):
+            error = await asyncio.to_thread(write, topic)
+            assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, f"{topic}: {error}"
