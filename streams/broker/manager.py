@@ -64,6 +64,8 @@ class BrokerConfig:
     """``plaintext``, ``sasl`` (SCRAM-SHA-512 and ACLs) or ``ssl`` (TLS, no authentication); see ``secure.py``."""
     tls_port: int | None = None
     """With ``sasl``: also a SASL_SSL listener on this port."""
+    client_auth: bool = False
+    """Mutual TLS on the SASL_SSL listener: clients must show a certificate of the broker's CA (``secure.py``)."""
 
     def __post_init__(self) -> None:
         # The JVM runs with the state folder as working directory and the pid check compares command lines.
@@ -72,6 +74,8 @@ class BrokerConfig:
             raise PlatformError(f"broker security {self.security!r} is not one of {', '.join(SECURITY_MODES)}")
         if self.tls_port is not None and self.security != "sasl":
             raise PlatformError("a separate TLS port is for the sasl mode; the ssl mode puts TLS on the client port")
+        if self.client_auth and self.tls_port is None:
+            raise PlatformError("mutual TLS needs the sasl mode's TLS listener: give a TLS port")
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> BrokerConfig:
@@ -258,7 +262,12 @@ class LocalBroker:
             return server_properties(**common)
         password = admin_password(cfg.state_dir) if cfg.security == "sasl" else None
         secure = secure_listeners(
-            cfg.security, host=cfg.host, state_dir=cfg.state_dir, tls_port=cfg.tls_port, password=password
+            cfg.security,
+            host=cfg.host,
+            state_dir=cfg.state_dir,
+            tls_port=cfg.tls_port,
+            password=password,
+            client_auth=cfg.client_auth,
         )
         cfg.properties_file.touch(mode=0o600)
         cfg.properties_file.chmod(0o600)

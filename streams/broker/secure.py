@@ -9,6 +9,10 @@ send admin requests to the controller port.
 
 ``ssl``: the client listener speaks TLS with a certificate from a private CA (``streams.security.tls``), no
 authentication. With ``sasl`` and a ``tls_port``, a second listener speaks SASL_SSL with the same users and ACLs.
+
+Mutual TLS (``client_auth``, ``ics2 broker start --mtls``): the SASL_SSL listener also demands a client certificate
+signed by the private CA, a second factor beside the SCRAM password (``ics2 parties onboard --client-cert`` issues
+one); the SCRAM user stays the principal the ACLs name. The admin's SASL_PLAINTEXT listener is unchanged.
 """
 
 from __future__ import annotations
@@ -61,9 +65,17 @@ def scram_format_argument(password: str) -> str:
 
 
 def secure_listeners(
-    security: str, *, host: str, state_dir: Path, tls_port: int | None, password: str | None
+    security: str,
+    *,
+    host: str,
+    state_dir: Path,
+    tls_port: int | None,
+    password: str | None,
+    client_auth: bool = False,
 ) -> SecureListeners:
     """Listener protocols and broker settings of a security mode other than ``plaintext``."""
+    if client_auth and (security != "sasl" or tls_port is None):
+        raise ValueError("mutual TLS is for the SASL_SSL listener: security sasl with a TLS port")
     overrides: dict[str, str] = {}
     extra: tuple[Listener, ...] = ()
     tls: TlsFiles | None = None
@@ -104,6 +116,8 @@ def secure_listeners(
         tls_name = TLS_LISTENER.lower()
         overrides[f"listener.name.{tls_name}.sasl.enabled.mechanisms"] = SCRAM_MECHANISM
         overrides[f"listener.name.{tls_name}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config"] = f"{_SCRAM_LOGIN} required;"
+        if client_auth:
+            overrides[f"listener.name.{tls_name}.ssl.client.auth"] = "required"
     return SecureListeners("SASL_PLAINTEXT", "SASL_PLAINTEXT", extra, overrides)
 
 

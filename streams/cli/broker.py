@@ -37,6 +37,7 @@ def _broker(
     controller_port: int | None = None,
     security: str | None = None,
     tls_port: int | None = None,
+    client_auth: bool = False,
 ) -> LocalBroker:
     settings = Settings.from_env()
     overrides: dict[str, object] = {"state_dir": state_dir, "port": port, "controller_port": controller_port}
@@ -45,6 +46,7 @@ def _broker(
     # Without --security, the mode the folder was started in, so that status and stop probe it the right way.
     overrides["security"] = security or recorded_security(state_dir or settings.state_dir / "kafka")
     overrides["tls_port"] = tls_port
+    overrides["client_auth"] = client_auth or None
     return LocalBroker.from_settings(settings, **overrides)
 
 
@@ -88,6 +90,12 @@ def broker() -> None:
     help="sasl: SCRAM users and ACLs (ics2 parties); ssl: TLS with a private CA. Fixed at the first start.",
 )
 @click.option("--tls-port", type=int, default=None, help="With --security sasl: also a SASL_SSL listener here.")
+@click.option(
+    "--mtls",
+    is_flag=True,
+    help="Mutual TLS on the --tls-port listener: clients must also show a certificate of the broker's CA "
+    "(ics2 parties onboard --client-cert).",
+)
 def start(
     state_dir: Path | None,
     port: int | None,
@@ -95,11 +103,12 @@ def start(
     timeout: float,
     security: str | None,
     tls_port: int | None,
+    mtls: bool,
 ) -> None:
     """Start the broker in the background, or report the one already running."""
     console = Console()
     try:
-        local = _broker(state_dir, port, controller_port, security, tls_port)
+        local = _broker(state_dir, port, controller_port, security, tls_port, mtls)
     except PlatformError as exc:
         _fail(console, exc)
         return

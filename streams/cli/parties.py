@@ -93,7 +93,28 @@ def parties() -> None:
 @_prefix
 @_password_file
 @_dry_run
-def onboard(party_id: str, prefix: str | None, password_file: Path | None, dry_run: bool) -> None:
+@click.option(
+    "--client-cert",
+    "client_cert",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Also issue a TLS client certificate (mutual TLS, `ics2 broker start --mtls`) into this folder, signed "
+    "by the local broker's CA.",
+)
+@click.option(
+    "--ca-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The local broker's TLS folder holding ca.pem and ca.key (default: <ICS2_STATE_DIR>/kafka/tls).",
+)
+def onboard(
+    party_id: str,
+    prefix: str | None,
+    password_file: Path | None,
+    dry_run: bool,
+    client_cert: Path | None,
+    ca_dir: Path | None,
+) -> None:
     """Create the party's queue topic, SCRAM user and ACLs; safe to run again (keeps the password unless given)."""
     console = Console()
     try:
@@ -116,6 +137,15 @@ def onboard(party_id: str, prefix: str | None, password_file: Path | None, dry_r
         _fail(console, exc)
         return
     _report(console, access, password_file, wrote_file)
+    if client_cert is not None:
+        from streams.security.tls import issue_client_certificate
+
+        try:
+            issued = issue_client_certificate(ca_dir or settings.state_dir / "kafka" / "tls", access.user, client_cert)
+        except ICS2StreamsError as exc:
+            _fail(console, exc)
+            return
+        console.print(f"client certificate {issued.cert} and key {issued.key} (mode 0600) for {access.user}")
 
 
 @parties.command()

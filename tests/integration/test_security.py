@@ -251,16 +251,7 @@ class TestOnboarding:
     def test_cli_onboards_with_a_password_file(self, admin: Settings, tmp_path: Path) -> None:
         """``ics2 parties onboard`` writes a new password to a 0600 file, and the party reads with it."""
         password_file = tmp_path / "party.password"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ICS2_")}
-        env.update(
-            ICS2_BOOTSTRAP_SERVERS=admin.bootstrap_servers,
-            ICS2_SECURITY_PROTOCOL=admin.security_protocol.value,
-            ICS2_SASL_MECHANISM=admin.sasl_mechanism or "",
-            ICS2_SASL_USERNAME=admin.sasl_username or "",
-            ICS2_SASL_PASSWORD=admin.sasl_password or "",
-            ICS2_TOPIC_PREFIX=admin.topic_prefix,
-            ICS2_DEFAULT_PARTITIONS=str(admin.default_partitions),
-        )
+        env = admin_env(admin)
         party = f"CLI-{uuid.uuid4().hex[:6]}"
         command = [ICS2, "parties", "onboard", party, "--password-file", str(password_file)]
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
@@ -274,6 +265,21 @@ class TestOnboarding:
         queue = Catalogue.for_prefix(admin.topic_prefix).party_queue(party).name
         asyncio.run(produce(admin, queue, [b"hello"]))
         assert [r.value for r in asyncio.run(read(as_user(admin, f"party-{party}", password), queue, 1))] == [b"hello"]
+
+
+def admin_env(admin: Settings) -> dict[str, str]:
+    """The environment in which an ``ics2`` subprocess acts as the broker's admin on the admin's prefix."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ICS2_")}
+    env.update(
+        ICS2_BOOTSTRAP_SERVERS=admin.bootstrap_servers,
+        ICS2_SECURITY_PROTOCOL=admin.security_protocol.value,
+        ICS2_SASL_MECHANISM=admin.sasl_mechanism or "",
+        ICS2_SASL_USERNAME=admin.sasl_username or "",
+        ICS2_SASL_PASSWORD=admin.sasl_password or "",
+        ICS2_TOPIC_PREFIX=admin.topic_prefix,
+        ICS2_DEFAULT_PARTITIONS=str(admin.default_partitions),
+    )
+    return env
 
 
 def _credentials_env(settings: Settings) -> dict[str, str]:

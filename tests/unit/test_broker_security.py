@@ -15,12 +15,21 @@ from streams.broker.secure import admin_password, client_environment, scram_form
 from streams.errors import PlatformError
 from streams.security.acls import ADMIN_USER
 from streams.security.onboarding import read_or_create_password
-from streams.security.tls import ensure_tls_files
+from streams.security.tls import ensure_tls_files, issue_client_certificate
 from streams.settings import SecurityProtocol
 
 
-def _properties(tmp_path: Path, security: str, tls_port: int | None = None) -> dict[str, str]:
-    config = BrokerConfig(state_dir=tmp_path, port=30001, controller_port=30002, security=security, tls_port=tls_port)
+def _properties(
+    tmp_path: Path, security: str, tls_port: int | None = None, client_auth: bool = False
+) -> dict[str, str]:
+    config = BrokerConfig(
+        state_dir=tmp_path,
+        port=30001,
+        controller_port=30002,
+        security=security,
+        tls_port=tls_port,
+        client_auth=client_auth,
+    )
     return LocalBroker(config)._server_properties()
 
 
@@ -129,6 +138,49 @@ class TestTlsFiles:
         assert again.ca_cert.read_bytes() == files.ca_cert.read_bytes()
 
 
+class TestMutualTls:
+    def test_mtls_requires_a_client_certificate_on_the_tls_listener_only(self, tmp_path: Path) -> None:
+        """The SASL_SSL listener demands a certificate; the admin's SASL_PLAINTEXT listener and the default stay."""
+        if shutil.which("openssl") is None:
+            pytest.skip("openssl is not installed")
+        props = _properties(tmp_path, "sasl", tls_port=30003, client_auth=True)
+        assert props["listener.name.tls.ssl.client.auth"] == "required"
+        assert props["ssl.client.auth"] == "none"
+        (tmp_path / "b").mkdir()
+        assert "listener.name.tls.ssl.client.auth" not in _properties(tmp_path / "b", "sasl", tls_port=30003)
+
+    def test_mtls_needs_the_tls_listener(self, tmp_path: Path) -> None:
+        with pytest.raises(PlatformError, match="TLS port"):
+            BrokerConfig(state_dir=tmp_path, security="sasl", client_auth=True)
+        with pytest.raises(ValueError, match="mutual TLS"):
+            secure_listeners(
+                "ssl", host="127.0.0.1", state_dir=tmp_path, tls_port=None, password=None, client_auth=True
+            )
+
+    def test_client_certificate_is_signed_by_the_ca_for_client_auth(self, tmp_path: Path) -> None:
+        """openssl verifies the party's certificate for client authentication; its key is private."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            pytest.skip("openssl is not installed")
+        files = ensure_tls_files(tmp_path / "tls", "127.0.0.1")
+        assert stat.S_IMODE(files.ca_key.stat().st_mode) == 0o600
+        issued = issue_client_certificate(tmp_path / "tls", "party-FWD-1", tmp_path / "certs")
+        verify = [openssl, "verify", "-CAfile", str(files.ca_cert), "-purpose", "sslclient", str(issued.cert)]
+        result = subprocess.run(verify, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr
+        subject = subprocess.run(
+            [openssl, "x509", "-noout", "-subject", "-in", str(issued.cert)], capture_output=True, text=True, check=True
+        )
+        assert "CN = party-FWD-1" in subject.stdout or "CN=party-FWD-1" in subject.stdout
+        assert stat.S_IMODE(issued.key.stat().st_mode) == 0o600
+        server = [openssl, "verify", "-CAfile", str(files.ca_cert), "-purpose", "sslserver", str(issued.cert)]
+        assert subprocess.run(server, capture_output=True, text=True, check=False).returncode != 0, "client only"
+
+    def test_no_ca_key_no_client_certificate(self, tmp_path: Path) -> None:
+        with pytest.raises(PlatformError, match="no CA key"):
+            issue_client_certificate(tmp_path / "tls", "party-FWD-1", tmp_path / "certs")
+
+
 class TestPasswordFile:
     def test_new_file_gets_a_generated_private_password(self, tmp_path: Path) -> None:
         """A missing file is created with mode 0600 and a fresh password; a second read returns the same one."""
@@ -150,3 +202,12 @@ class TestPasswordFile:
         path.write_text("\n")
         with pytest.raises(ValueError, match="empty"):
             read_or_create_password(path)
+
+
+class TestBrokerCommand:
+    def test_mtls_option_reaches_the_broker_config(self, tmp_path: Path) -> None:
+        """``ics2 broker start --mtls`` asks the broker for client certificates on its TLS listener."""
+        from streams.cli.broker import _broker
+
+        assert _broker(tmp_path, 30001, None, "sasl", 30003, True).config.client_auth is True
+        assert _broker(tmp_path, 30001, None, "sasl", 30003).config.client_auth is False
