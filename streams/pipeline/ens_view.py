@@ -23,6 +23,11 @@ from streams.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+#: Where a state was read: this worker's own table, or the changelog written by the worker that owns the MBL.
+TABLE, CHANGELOG = "table", "changelog"
+#: The response header of ``GET /ens/<mbl>`` naming the source, for operators and tests.
+SOURCE_HEADER = "X-ICS2-ENS-Source"
+
 
 class EnsView:
     """ENS state (JSON bytes) by MBL for the whole deployment; ``get`` and ``items`` like the table it stands for."""
@@ -42,22 +47,25 @@ class EnsView:
         else:
             self._states[mbl] = (partition, value)
 
-    def _pick(self, mbl: str, owned: set[int]) -> bytes | None:
+    def _pick(self, mbl: str, owned: set[int]) -> tuple[bytes | None, str]:
         seen = self._states.get(mbl)
         local = self.table.get(mbl)
-        if seen is None:
-            return local
-        partition, raw = seen
-        return local if local is not None and partition in owned else raw
+        if seen is None or (local is not None and seen[0] in owned):
+            return local, TABLE
+        return seen[1], CHANGELOG
 
     def get(self, mbl: str) -> bytes | None:
+        return self._pick(mbl, self.owned())[0]
+
+    def lookup(self, mbl: str) -> tuple[bytes | None, str]:
+        """The state and where it came from: ``table`` (this worker's own) or ``changelog`` (another's, as read)."""
         return self._pick(mbl, self.owned())
 
     def items(self) -> list[tuple[str, bytes]]:
         """Every known ENS, by MBL."""
         owned = self.owned()
         keys = set(self._states) | {mbl for mbl, raw in self.table.items() if raw}
-        picked = ((mbl, self._pick(mbl, owned)) for mbl in sorted(keys))
+        picked = ((mbl, self._pick(mbl, owned)[0]) for mbl in sorted(keys))
         return [(mbl, raw) for mbl, raw in picked if raw]
 
     def __len__(self) -> int:

@@ -43,7 +43,7 @@ from streams.domain.labels import (
 from streams.domain.lifecycle import EnsState, NaggingKind
 from streams.errors import ICS2StreamsError
 from streams.pipeline.acks import publish_ack
-from streams.pipeline.ens_view import ChangelogReader, EnsView
+from streams.pipeline.ens_view import SOURCE_HEADER, ChangelogReader, EnsView
 from streams.pipeline.login import LOGIN_PAGE, OperatorGate, session_cookie
 from streams.pipeline.metrics import CONTENT_TYPE_LATEST, PipelineMetrics, consumer_lag
 from streams.security.operators import Operator, cross_site_refusal
@@ -481,11 +481,12 @@ def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, cloc
 
     @app.page("/ens/{mbl}")
     async def ens_status(web: Any, request: Any, mbl: str) -> Any:
-        """The ENS state of any MBL of the deployment, whichever worker holds it (``streams.pipeline.ens_view``)."""
-        state = dashboard.state_of(mbl)
-        if state is None:
+        """The ENS state of any MBL of the deployment, whichever worker holds it (``streams.pipeline.ens_view``);
+        the ``X-ICS2-ENS-Source`` header says whether this worker's table or the changelog answered."""
+        raw, source = states.lookup(mbl)
+        if raw is None:
             return web.json({"error": f"no ENS known for MBL {mbl}"}, status=404)
-        return web.json(state.to_json())
+        return web.json(EnsState.from_json(json.loads(raw)).to_json(), headers={SOURCE_HEADER: source})
 
     @app.page("/login")
     class LoginView(faust.web.View):

@@ -19,6 +19,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streams.admin import apply_topics
 from streams.client import publish_bookings
+from streams.pipeline.ens_view import CHANGELOG, SOURCE_HEADER, TABLE
 from streams.security.operators import OperatorStore
 from tests.integration.services import Service, worker
 from tests.integration.test_end_to_end import PARTIES, distinct_bookings
@@ -32,15 +33,21 @@ pytestmark = pytest.mark.timeout(600)
 
 def get(service: Service, path: str) -> tuple[int, dict]:
     """A view of one worker as a logged-in operator's script reads it."""
+    status, body, _ = get_with_source(service, path)
+    return status, body
+
+
+def get_with_source(service: Service, path: str) -> tuple[int, dict, str | None]:
+    """Status, JSON body and the ``X-ICS2-ENS-Source`` header of a view."""
     auth = base64.b64encode(f"{OPERATOR}:{PASSWORD}".encode()).decode()
     request = urllib.request.Request(
         f"http://127.0.0.1:{service.web_port}{path}", headers={"Authorization": f"Basic {auth}"}
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
+            return response.status, json.loads(response.read()), response.headers.get(SOURCE_HEADER)
     except urllib.error.HTTPError as exc:
-        return exc.code, {}
+        return exc.code, {}, None
 
 
 def until(check, what: str, services: list[Service]) -> object:
@@ -98,12 +105,15 @@ class TestOneView:
 
             await asyncio.to_thread(until, everything_everywhere, "every consolidation on both dashboards", workers)
             for service, own in zip(workers, held, strict=True):
+                sources = {}
                 for mbl in mbls:
-                    status, state = get(service, f"/ens/{mbl}")
+                    status, state, sources[mbl] = get_with_source(service, f"/ens/{mbl}")
                     assert status == 200 and state["mbl"] == mbl, f"{service.name} :{service.web_port} on {mbl}"
                     assert state["filings"], "the planned filings are in the state"
-                others = [m for m in mbls if where[m] not in own]
+                others = {m for m in mbls if where[m] not in own}
                 assert others, "this worker answered for MBLs it does not process"
+                assert {m for m, source in sources.items() if source == CHANGELOG} == others
+                assert {m for m, source in sources.items() if source == TABLE} == set(mbls) - others
         finally:
             for service in workers:
                 service.stop()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.pipeline.ens_view import EnsView
+from streams.pipeline.ens_view import CHANGELOG, TABLE, EnsView
 
 
 def view(table: dict[str, bytes | None], owned: set[int]) -> EnsView:
@@ -20,13 +20,13 @@ class TestEnsView:
     def test_own_table_wins_for_owned_partitions(self):
         ens = view({"MBL-A": b"table"}, {0})
         ens.apply(b"MBL-A", b"changelog", 0)
-        assert ens.get("MBL-A") == b"table"
+        assert ens.lookup("MBL-A") == (b"table", TABLE)
 
     def test_changelog_wins_for_partitions_moved_away(self):
         """A table keeps what it held before a rebalance; once the partition moved, the owner's changelog is newer."""
         ens = view({"MBL-A": b"stale"}, {1})
         ens.apply(b"MBL-A", b"owner's", 0)
-        assert ens.get("MBL-A") == b"owner's"
+        assert ens.lookup("MBL-A") == (b"owner's", CHANGELOG)
 
     def test_table_alone_before_the_changelog_is_read(self):
         ens = view({"MBL-A": b"table", "EMPTY": None}, set())
