@@ -355,6 +355,11 @@ class TestDashboard:
         opened = {a["alert_id"]: a for a in state["open_alerts"]}
         assert opened[alert_id]["acknowledged_by"] == OPERATOR
 
+        browser.find_element(By.ID, "logout").click()
+        wait.until(lambda d: "/login" in d.current_url)
+        browser.get(f"{deployment.url}/dashboard")
+        wait.until(lambda d: "/login" in d.current_url and d.find_elements(By.ID, "password"))
+
     async def test_audit_report_reads_in_chromium(self, deployment, browser, artifacts):
         """The replayed report: every timeline label inside its picture, one axis caption, the table in time order."""
         from selenium.webdriver.common.by import By
