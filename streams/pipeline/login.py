@@ -9,6 +9,7 @@ header names the operator (``ICS2_OPERATOR_HEADER``) and the file, if it lists t
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +31,9 @@ log = structlog.get_logger(__name__)
 
 #: Verified Basic credentials kept, so a script polling every second does not pay a scrypt hash each time.
 BASIC_CACHE = 64
+#: Wrong passwords for one name within ``LOCK_S`` before that name is refused for ``LOCK_S``: a guessing script
+#: gets a handful of tries a minute (an attacker can lock a name out for a minute; the log names each failure).
+MAX_FAILURES, LOCK_S = 5, 60.0
 
 
 class OperatorGate:
@@ -41,6 +45,7 @@ class OperatorGate:
         self._store = OperatorStore.new()
         self._stamp: tuple[int, int] | None = None
         self._basic: OrderedDict[str, Operator] = OrderedDict()
+        self._failures: dict[str, list[float]] = {}
 
     def store(self) -> OperatorStore:
         """The accounts as the file has them now (re-read when its size or time changed; a broken file logs)."""
@@ -78,24 +83,44 @@ class OperatorGate:
         credentials = basic_credentials(headers.get("Authorization"))
         return None if credentials is None else self._basic_operator(store, *credentials)
 
+    def locked_for(self, name: str, now: float | None = None) -> float:
+        """Seconds until ``name`` may try a password again (0 when it may now)."""
+        now = time.monotonic() if now is None else now
+        recent = [t for t in self._failures.get(name, ()) if now - t < LOCK_S]
+        self._failures[name] = recent
+        if not recent:
+            self._failures.pop(name)
+        return LOCK_S - (now - recent[-MAX_FAILURES]) if len(recent) >= MAX_FAILURES else 0.0
+
+    def _check(self, store: OperatorStore, name: str, password: str, now: float | None) -> Operator | None:
+        """The password check, refused while the name is locked, a failure counted."""
+        if self.locked_for(name, now) > 0:
+            log.warning("operator_locked_out", operator=name[:64])
+            return None
+        operator = store.authenticate(name, password)
+        if operator is None:
+            self._failures.setdefault(name, []).append(time.monotonic() if now is None else now)
+            log.warning("operator_login_failed", operator=name[:64])
+        return operator
+
     def _basic_operator(self, store: OperatorStore, name: str, password: str) -> Operator | None:
         account = store.accounts.get(name) or {}
         key = hashlib.sha256(f"{name}\0{password}\0{account.get('password')}".encode()).hexdigest()
         if key in self._basic:
             return self._basic[key]
-        operator = store.authenticate(name, password)
+        operator = self._check(store, name, password, None)
         if operator is not None:
             self._basic[key] = operator
             while len(self._basic) > BASIC_CACHE:
                 self._basic.popitem(last=False)
         return operator
 
-    def log_in(self, name: str, password: str) -> tuple[Operator, str] | None:
-        """The operator and the cookie value of a new session, or None for a wrong name or password."""
+    def log_in(self, name: str, password: str, now: float | None = None) -> tuple[Operator, str] | None:
+        """The operator and the cookie value of a new session, or None for a wrong name or password (or a name
+        locked after too many wrong ones: ``locked_for``)."""
         store = self.store()
-        operator = store.authenticate(name, password)
+        operator = self._check(store, name, password, now)
         if operator is None:
-            log.warning("operator_login_failed", operator=name[:64])
             return None
         log.info("operator_logged_in", operator=operator.name, party=operator.party)
         return operator, issue_session(store.session_key, operator.name)

@@ -504,7 +504,15 @@ def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, cloc
             except ValueError:
                 body = {}
             body = body if isinstance(body, dict) else {}
-            session = gate.log_in(str(body.get("name") or ""), str(body.get("password") or ""))
+            name = str(body.get("name") or "")
+            wait = gate.locked_for(name)
+            if wait > 0:
+                return self.json(
+                    {"error": f"too many wrong passwords for {name[:64]}: try again in {wait:.0f} s"},
+                    status=429,
+                    headers={"Retry-After": str(int(wait) + 1)},
+                )
+            session = gate.log_in(name, str(body.get("password") or ""))
             if session is None:
                 return self.json({"error": "wrong operator name or password"}, status=401)
             operator, token = session

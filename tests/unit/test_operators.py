@@ -188,6 +188,17 @@ class TestGate:
         assert gate.identify({"X-Forwarded-User": "carol"}, {}) == Operator("carol")
         assert gate.has_accounts
 
+    def test_too_many_wrong_passwords_lock_the_name_for_a_while(self, accounts):
+        """Five wrong passwords within a minute lock the name, even for the right password; it unlocks later."""
+        gate = OperatorGate(accounts)
+        for second in range(5):
+            assert gate.log_in("bob", "guess", now=1000 + second) is None
+        assert gate.locked_for("bob", now=1005) == pytest.approx(55)
+        assert gate.log_in("bob", "bob-secret-1", now=1005) is None, "locked"
+        assert gate.locked_for("alice", now=1005) == 0, "other names are not locked"
+        assert gate.locked_for("bob", now=1061) == 0
+        assert gate.log_in("bob", "bob-secret-1", now=1061) is not None
+
     def test_no_file_no_accounts(self, tmp_path):
         gate = OperatorGate(tmp_path / "missing.json")
         assert not gate.has_accounts
