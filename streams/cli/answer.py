@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from streams.cli.inbox import connection_options, settings_from
+from streams.cli.options import principal_options, settings_from
 
 
 @click.group()
@@ -79,7 +79,7 @@ def _command(kind: str, what: str) -> click.Command:
     )
     @click.option("--mbl", help="The MBL the referral is about; the answer is refused if the referral's differs")
     @click.option("--party", help="The answering party's id (default: the SASL user name); must be the filer")
-    @connection_options
+    @principal_options
     def command(reference: str, file: Path, mbl: str | None, party: str | None, **connection: str | None) -> None:
         _publish(kind, reference, file, mbl, party, **connection)
 

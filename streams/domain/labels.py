@@ -70,6 +70,26 @@ MESSAGE_LABELS: Mapping[str, str] = {
 }
 
 
+#: What a party must do about an alert (``Action`` values) -> in words.
+ACTION_LABELS: Mapping[str, str] = {
+    "stop_loading": "stop loading: keep the container off the vessel",
+    "answer_rfi": "answer the RFI (ics2 answer rfi)",
+    "answer_rfs": "screen the cargo and send the results (ics2 answer rfs)",
+    "fix_and_refile": "fix the booking data and file again",
+    "file_missing_filing": "file the missing filing",
+    "chase_missing_filer": "chase the party whose filing is missing",
+    "present_goods": "present the goods for customs control",
+    "info": "nothing to do: for information",
+    "none": "nothing to do",
+}
+
+#: What the "ours" column of a plan or an ENS means.
+OURS_NOTE = (
+    "ours = yes: filed by this system for a party that booked here (the planning party); "
+    "blank: expected from the filer named, who files it with its own system"
+)
+
+
 def message_label(code: str) -> str:
     """``IE3Q01 (Do Not Load request)``; an unknown code stays as it is."""
     meaning = MESSAGE_LABELS.get(code)
@@ -84,6 +104,16 @@ def house_state_label(state: str) -> str:
 def filing_state_label(state: str) -> str:
     """The plain words of a filing's state; an unknown state stays as it is."""
     return FILING_STATE_LABELS.get(state, state)
+
+
+def action_label(action: str) -> str:
+    """What to do about an alert, in words; an unknown action stays as it is."""
+    return ACTION_LABELS.get(action, action)
+
+
+def coded(label: str, code: str) -> str:
+    """``registered by customs (MRN) [registered]``: the words first, the code a script or the README glossary uses."""
+    return label if label == code else f"{label} [{code}]"
 
 
 def span(delta: timedelta) -> str:
@@ -104,3 +134,10 @@ def relative_deadline(deadline: str | None, now: datetime) -> str:
         return ""
     left = parse_datetime(deadline) - now
     return f"in {span(left)}" if left > timedelta(0) else f"overdue by {span(-left)}"
+
+
+def deadline_label(deadline: str | None, now: datetime) -> str:
+    """``in 5 h (2027-06-01 14:00 UTC)``: relative to now and absolute; empty when there is no deadline."""
+    if not deadline:
+        return ""
+    return f"{relative_deadline(deadline, now)} ({parse_datetime(deadline).strftime('%Y-%m-%d %H:%M UTC')})"
