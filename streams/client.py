@@ -107,6 +107,17 @@ async def read_topic(
     return records
 
 
+async def reach_broker(settings: Settings, timeout: float = 15.0) -> None:
+    """Open and close an admin connection: ``BrokerUnavailable`` when no broker answers at the bootstrap servers."""
+    from streams.admin import admin_client
+
+    try:
+        async with admin_client(settings, request_timeout=timeout):
+            pass
+    except BrokerUnavailable as exc:
+        raise BrokerUnavailable(f"no Kafka broker answers at {settings.bootstrap_servers}") from exc
+
+
 async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Settings) -> None:
     """Start a producer or consumer; a broker that cannot be reached is ``BrokerUnavailable`` naming the servers."""
     try:

@@ -107,12 +107,15 @@ def row(alert: Alert, now: datetime) -> tuple[Text, ...]:
     )
 
 
-def table(party: str, alerts: Iterable[Alert], now: datetime, *, total: int | None = None) -> Table:
+def table(
+    party: str, alerts: Iterable[Alert], now: datetime, *, total: int | None = None, title: str | None = None
+) -> Table:
     """The inbox of ``party`` as a rich table; ``total`` is how many alerts there are before the limit."""
     shown = list(alerts)
-    title = f"Inbox of {party}: {len(shown)} alert(s)"
-    if total is not None and total > len(shown):
-        title += f" of {total}"
+    if title is None:
+        title = f"Inbox of {party}: {len(shown)} alert(s)"
+        if total is not None and total > len(shown):
+            title += f" of {total}"
     result = Table(
         title=title,
         title_justify="left",

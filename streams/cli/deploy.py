@@ -35,7 +35,7 @@ def deploy() -> None:
 
 @deploy.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write to")
-@click.option("--prefix", default="", help="Topic name prefix (ICS2_TOPIC_PREFIX of the deployment)")
+@click.option("--topic-prefix", "prefix", default="", help="Topic name prefix (ICS2_TOPIC_PREFIX of the deployment)")
 @click.option("--app-id", default=None, help="Application id: consumer group and resource names")
 @click.option("--cluster", default=DEFAULT_CLUSTER, show_default=True, help="Name of the Strimzi Kafka resource")
 @click.option("--partitions", type=click.IntRange(min=1), default=None, help="Partitions of topics with no own count")

@@ -60,8 +60,8 @@ async def read_queue(
     try:
         if topic not in await consumer.topics():
             raise QueueUnavailable(
-                f"no queue {topic} on {settings.bootstrap_servers}",
-                hint="check the party id and --topic-prefix; onboard the party with ics2 topics apply --party",
+                f"no queue {topic} on {settings.bootstrap_servers}: is the party onboarded?",
+                hint="check the party id and --topic-prefix, or create its queue with ics2 topics apply --party",
             )
         consumer.subscribe([topic])
         waited = time.monotonic() + ASSIGNMENT_TIMEOUT_S

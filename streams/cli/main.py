@@ -7,13 +7,12 @@ importing Faust or Kafka clients, and a broken optional module cannot break the 
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from typing import Any
 
 import click
 
-from streams.cli.output import as_project_error, fail
+from streams.cli.output import as_project_error, fail, quiet_kafka_client
 from streams.errors import ExitCode
 
 #: command name -> "module:attribute" of a click command.
@@ -70,6 +69,4 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="ics2-streams")
 def cli() -> None:
     """File ICS2 Entry Summary Declarations from booking events and route customs' answers."""
-    # The Kafka client logs each failed connection before raising; the command says it once, in its own words.
-    # A command that configures logging (worker, gateway) still gets aiokafka's records through the root logger.
-    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
+    quiet_kafka_client()

@@ -7,6 +7,7 @@ content needs instead, whatever the terminal or ``COLUMNS`` says, so that the ou
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from typing import IO, NoReturn
@@ -47,6 +48,14 @@ def console(*, stderr: bool = False) -> Console:
         return terminal
     out = _TrimmedLines(sys.stderr if stderr else sys.stdout)
     return Console(file=out, width=PIPE_WIDTH, no_color=True, highlight=False)  # type: ignore[arg-type]
+
+
+def quiet_kafka_client() -> None:
+    """The Kafka client logs each failed connection before raising; a command says it once, in its own words.
+
+    ``configure_logging`` (worker, gateway) sets the client's level again, so long-running processes keep its logs.
+    """
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 def error_line(exc: BaseException) -> str:

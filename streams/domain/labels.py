@@ -67,6 +67,7 @@ MESSAGE_LABELS: Mapping[str, str] = {
     "IE3Q01": "Do Not Load request",
     "IE3Q02": "request for information (RFI)",
     "IE3Q03": "request for high-risk cargo screening (RFS)",
+    "DEADLINE": "deadline watchdog: a filing or an answer is still missing as its deadline nears",
 }
 
 
