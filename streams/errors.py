@@ -8,6 +8,7 @@ of them into one line on standard error (the message and ``hint``: what to do) a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
 
 
@@ -16,23 +17,33 @@ class ExitCode(IntEnum):
 
     OK = 0
     FINDINGS = 1
-    """The command ran and found problems: validation or plan errors, a broken audit trail, deployment drift."""
     USAGE = 2
-    """Bad options or arguments, or an ``ICS2_*`` setting with an unusable value."""
     INPUT = 3
-    """An input file is missing, unreadable or not what the command needs (bad JSON, not a booking, hostile XML)."""
     BROKER = 4
-    """No Kafka broker answers at the bootstrap servers."""
     WORKER = 5
-    """No worker answers at its web address (``ics2 status``)."""
     PORT = 6
-    """A port the command must listen on is taken by another process."""
     NOT_FOUND = 7
-    """The thing asked for does not exist: an MBL no worker holds, a party without a queue, an unknown alert id."""
     FAILED = 8
-    """Anything else that failed on purpose: the platform (Java, Maven), the broker refusing a change."""
     INTERRUPTED = 130
-    """Stopped with Ctrl-C."""
+
+
+#: Each exit code in words, as the README's table shows it (a unit test keeps the two alike).
+EXIT_CODE_MEANINGS: Mapping[ExitCode, str] = {
+    ExitCode.OK: "done",
+    ExitCode.FINDINGS: "the command ran and found problems: plan or validation errors, a filing that did not "
+    "render, a broken audit trail, deployment files that differ",
+    ExitCode.USAGE: "bad options or arguments, or an ICS2_* setting with an unusable value",
+    ExitCode.INPUT: "an input file is missing, unreadable or not what the command needs (not JSON, not a booking, "
+    "hostile XML)",
+    ExitCode.BROKER: "no Kafka broker answers at the bootstrap servers",
+    ExitCode.WORKER: "no worker answers at its web address (ics2 status)",
+    ExitCode.PORT: "a port the command must listen on is taken by another process",
+    ExitCode.NOT_FOUND: "what was asked for does not exist: an MBL no worker holds, a party without a queue, an "
+    "unknown alert id, a missing topic",
+    ExitCode.FAILED: "anything else that failed: the platform (Java, Maven), the broker refusing a change, a demo "
+    "step that did not happen in time",
+    ExitCode.INTERRUPTED: "stopped with Ctrl-C",
+}
 
 
 class ICS2StreamsError(Exception):
