@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from streams.cli.options import json_option, read_json
 from streams.cli.output import console as make_console
+from streams.cli.output import plain
 from streams.domain.labels import MESSAGE_LABELS, OURS_NOTE, message_label
 from streams.domain.model import Consolidation, parse_datetime
 from streams.domain.planning import FilingPlan
@@ -41,30 +43,33 @@ def _print_plan(plan: FilingPlan) -> None:
     table = Table(
         title=f"Filing plan for MBL {plan.mbl} (version {plan.version}, planned by {plan.planning_party})",
         title_justify="left",
-        caption=OURS_NOTE,
-        caption_justify="left",
     )
     for column in ("Filing", "What it is", "HBL", "Filer", "Supplementary declarant", "Ours"):
         table.add_column(column, no_wrap=True)
     table.add_column("Reason")
     for f in plan.filings:
         table.add_row(
-            f.filing.value,
-            MESSAGE_LABELS.get(f.filing.message_type, f.filing.message_type),
-            f.hbl or "-",
-            f.filer,
-            f.supplementary_declarant or "-",
-            "yes" if f.ours else "",
-            f.reason,
+            *plain(
+                f.filing.value,
+                MESSAGE_LABELS.get(f.filing.message_type, f.filing.message_type),
+                f.hbl or "-",
+                f.filer,
+                f.supplementary_declarant or "-",
+                "yes" if f.ours else "",
+                f.reason,
+            )
         )
     console.print(table)
+    console.print(OURS_NOTE, markup=False, highlight=False)
     expected = ", ".join(f.value for f in plan.expected_from_carrier) or "nothing"
     console.print(f"Expected from the carrier: {expected}")
     for w in plan.warnings:
-        console.print(f"[yellow]warning[/yellow] {w.code} {w.hbl or ''}: {w.message}", markup=True, highlight=False)
+        text = escape(f"{w.code} {w.hbl or ''}: {w.message}")
+        console.print(f"[yellow]warning[/yellow] {text}", highlight=False)
     for e in plan.errors:
         party = f" (to fix: {e.party})" if e.party else ""
-        console.print(f"[red]error[/red] {e.code} {e.hbl or ''}: {e.message}{party}", markup=True, highlight=False)
+        text = escape(f"{e.code} {e.hbl or ''}: {e.message}{party}")
+        console.print(f"[red]error[/red] {text}", highlight=False)
 
 
 def _print_report(report: ValidationReport) -> None:
@@ -77,7 +82,7 @@ def _print_report(report: ValidationReport) -> None:
         table.add_column(column, no_wrap=True)
     table.add_column("Message")
     for f in report.findings:
-        table.add_row(f.severity.value, f.rule_id, f.party or "-", f.hbl or "-", f.path, f.message)
+        table.add_row(*plain(f.severity.value, f.rule_id, f.party or "-", f.hbl or "-", f.path, f.message))
     console.print(table)
 
 
@@ -160,7 +165,7 @@ def render(file: Path, out: Path, as_json: bool) -> None:
         table = Table("filing", "message", "HBL", "LRN", "file", title=f"ICS2 XML of MBL {consolidation.mbl}")
         for r in rows:
             written = r["file"] or f"not rendered: {r['error']}"
-            table.add_row(r["filing"], message_label(str(r["message"])), r["hbl"] or "-", r["lrn"], written)
+            table.add_row(*plain(r["filing"], message_label(str(r["message"])), r["hbl"] or "-", r["lrn"], written))
         make_console().print(table, highlight=False)
     sys.exit(ExitCode.FINDINGS if any(r["error"] for r in rows) else ExitCode.OK)
 

@@ -290,3 +290,40 @@ class TestAlertContract:
         catalogue = Catalogue.for_prefix("")
         assert f"`<prefix>{catalogue.alerts.name}`" in self.doc
         assert "`<prefix>" + catalogue.party_queue("X").name.replace("X", "<party id>") + "`" in self.doc
+
+
+class TestDemoOutput:
+    def test_queues_and_ens_speak_in_words_with_absolute_and_relative_deadlines(self):
+        """The demo's queues show alert id, MBL, what to do and deadlines both ways; the ENS explains "ours" and
+        its states; a legend gives the meaning of each customs message and state of the story."""
+        from streams.demo import DemoResult, show
+
+        deadline = format_datetime(NOW + timedelta(hours=6))
+        alerts = [
+            alert("dnl1", urgency="critical", action="stop_loading", notification_message_type="IE3Q01"),
+            alert("rfi1", urgency="high", deadline=deadline),
+            alert("reg1", urgency="info", action="info", notification_message_type="IE3R01"),
+        ]
+        state = {
+            "mbl": "OCLU26TYO7781234",
+            "state": "held_dnl",
+            "deadline": deadline,
+            "filings": [
+                {"filing": "F15", "hbl": "SKC26TYO0003", "filer": "ML-TYO", "ours": True, "state": "registered"}
+                | {"lrn": "LRN1", "mrn": "27NLQ8E4F0A1B2C3D4"}
+            ],
+            "houses": [
+                {"hbl": "SKC26TYO0003", "state": "held_dnl", "chain": [["SKC26TYO0003", "ML-TYO"]]}
+                | {"open_referrals": []}
+            ],
+        }
+        console = Console(record=True, width=400)
+        show(console, DemoResult(alerts, {"OCLU26TYO7781234": state}, "demo1.", 12.0, Path("/tmp/x")), NOW)
+        text = console.export_text()
+        assert "Queue of ML-TYO: 2 to act on, 1 for information" in text
+        assert "dnl1" in text and "reg1" not in text and "stop loading: keep the container off the vessel" in text
+        assert "in 6 h (2027-06-01 15:00 UTC)" in text
+        assert "ENS OCLU26TYO7781234: do not load: customs holds the cargo [held_dnl]" in text
+        assert "ours = yes" in text and "registered by customs (MRN) [registered]" in text
+        assert "IE3Q01  Do Not Load request" in text and "IE3R01  registration: customs gave an MRN" in text
+        assert "held_dnl  do not load: customs holds the cargo" in text
