@@ -304,9 +304,9 @@ def legend(console: Console, result: DemoResult) -> None:
     codes = sorted({a["notification_message_type"] or "" for a in result.alerts} & set(MESSAGE_LABELS))
     states = {s.get("state") for s in result.states.values()}
     states |= {h["state"] for s in result.states.values() for h in s.get("houses", [])}
-    console.print("Customs messages in this story:", highlight=False)
+    console.print("Messages in this story (the README's glossary has them all):", highlight=False)
     for code in codes:
-        console.print(f"  {code}  {MESSAGE_LABELS[code]}", highlight=False, markup=False)
+        console.print(f"  {code:<10} {MESSAGE_LABELS[code]}", highlight=False, markup=False)
     console.print("ENS and HBL states in this story:", highlight=False)
     for state in sorted(states & set(HOUSE_STATE_LABELS)):
-        console.print(f"  {state}  {HOUSE_STATE_LABELS[state]}", highlight=False, markup=False)
+        console.print(f"  {state:<14} {HOUSE_STATE_LABELS[state]}", highlight=False, markup=False)

@@ -325,5 +325,5 @@ class TestDemoOutput:
         assert "in 6 h (2027-06-01 15:00 UTC)" in text
         assert "ENS OCLU26TYO7781234: do not load: customs holds the cargo [held_dnl]" in text
         assert "ours = yes" in text and "registered by customs (MRN) [registered]" in text
-        assert "IE3Q01  Do Not Load request" in text and "IE3R01  registration: customs gave an MRN" in text
-        assert "held_dnl  do not load: customs holds the cargo" in text
+        assert re.search(r"IE3Q01 +Do Not Load request", text) and re.search(r"IE3R01 +registration: customs", text)
+        assert re.search(r"held_dnl +do not load: customs holds the cargo", text)
