@@ -30,7 +30,7 @@ from streams.cli.options import connection_options, json_option, settings_from
 from streams.cli.output import quiet_kafka_client
 from streams.client import start_client, stop_consumer
 from streams.contracts.avro import SchemaCatalogue
-from streams.errors import DecodeError, NotFound
+from streams.errors import DecodeError, InputError, NotFound
 from streams.logs import configure_logging
 from streams.settings import Settings
 from streams.topics import Catalogue
@@ -189,7 +189,7 @@ def _when(value: str | None) -> datetime | None:
     "--archive",
     "archives",
     multiple=True,
-    type=click.Path(exists=True, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Read this archive folder or .avro file instead of Kafka; repeat for several",
 )
 @click.option(
@@ -220,6 +220,9 @@ def replay_command(
     """
     configure_logging("auto", level="WARNING")
     quiet_kafka_client()
+    for path in archives:
+        if not path.exists():
+            raise InputError(f"{path} does not exist", hint="give an archive folder or .avro file of ics2 archive")
     filters = ReplayFilter(mbl=mbl, hbl=hbl, party=party, since=_when(since), until=_when(until))
     result = replay(settings_from(bootstrap_servers, topic_prefix), filters, archives, progress=True)
     if as_json or (json_path is None and html_path is None):

@@ -156,6 +156,8 @@ class TestErrorsAreOneLine:
             ("parse", "{missing}"),
             ("book", "{missing}"),
             ("answer", "rfi", "RFI27000000AB", "--file", "{missing}", "--party", "ML-TYO"),
+            ("replay", "--archive", "{missing}"),
+            ("gateway", "--script", "{missing}"),
         ],
         ids=lambda c: c[0],
     )
