@@ -130,7 +130,8 @@ class TestErrorsAreOneLine:
     def test_no_broker(self, command: tuple[str, ...], no_broker: str, tmp_path: Path):
         """With no broker at --bootstrap-servers: one line naming the address and what to do, exit 4."""
         args = [a.format(tmp=tmp_path, answer=answer_file(tmp_path)) for a in command]
-        done = run(*args, "--bootstrap-servers", no_broker, env={"ICS2_STATE_DIR": str(tmp_path / "state")})
+        env = {"ICS2_STATE_DIR": str(tmp_path / "state"), "ICS2_WEB_PORT": str(free_tcp_port())}
+        done = run(*args, "--bootstrap-servers", no_broker, env=env)
         line = one_error_line(done, ExitCode.BROKER)
         assert no_broker in line and "ics2 broker start" in line
         assert done.stdout == ""
