@@ -81,6 +81,7 @@ def broker() -> None:
     help="sasl: SCRAM users and ACLs (ics2 parties); ssl: TLS with a private CA. Fixed at the first start.",
 )
 @click.option("--tls-port", type=int, default=None, help="With --security sasl: also a SASL_SSL listener here.")
+@json_option
 def start(
     state_dir: Path | None,
     port: int | None,
@@ -88,18 +89,24 @@ def start(
     timeout: float,
     security: str | None,
     tls_port: int | None,
+    as_json: bool,
 ) -> None:
     """Start the broker in the background, or report the one already running."""
     console = make_console()
     local = _broker(state_dir, port, controller_port, security, tls_port)
     status = local.start(timeout=timeout)
+    cfg = local.config
+    if as_json:
+        environment = client_environment(cfg.security, cfg.bootstrap_servers, cfg.state_dir)
+        started = {"bootstrap_servers": status.bootstrap_servers, "pid": status.pid, "started_now": status.started_now}
+        click.echo(json.dumps({**started, "timings": dict(status.timings), "environment": environment}))
+        return
     headline = "started" if status.started_now else "already running"
     console.print(f"Kafka broker {headline} on [bold]{status.bootstrap_servers}[/bold] (pid {status.pid})")
     labels = {"jars": "jar fetch", "format": "storage format", "start_to_ready": "start to ready"}
     for phase, seconds in status.timings.items():
         note = " (cached)" if phase == "jars" and seconds == 0 else ""
         console.print(f"  {labels.get(phase, phase)}: {seconds:.2f}s{note}", highlight=False)
-    cfg = local.config
     if cfg.security != "plaintext":
         console.print(f"security {cfg.security}: run ics2 as the admin with", highlight=False)
         for name, value in client_environment(cfg.security, cfg.bootstrap_servers, cfg.state_dir).items():
@@ -114,11 +121,14 @@ def start(
 @broker.command()
 @_state_dir
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds before SIGKILL.")
-def stop(state_dir: Path | None, timeout: float) -> None:
+@json_option
+def stop(state_dir: Path | None, timeout: float, as_json: bool) -> None:
     """Stop the broker (SIGTERM, then SIGKILL after the timeout)."""
-    console = make_console()
     stopped = _broker(state_dir).stop(timeout=timeout)
-    console.print("Kafka broker stopped" if stopped else "No Kafka broker was running")
+    if as_json:
+        click.echo(json.dumps({"stopped": stopped}))
+    else:
+        make_console().print("Kafka broker stopped" if stopped else "No Kafka broker was running")
 
 
 @broker.command()

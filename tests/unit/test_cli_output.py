@@ -228,6 +228,11 @@ class TestOptionsAreSpelledAlike:
             ("topics", "list"),
             ("parties", "list"),
             ("broker", "status"),
+            ("broker", "start"),
+            ("broker", "stop"),
+            ("demo",),
+            ("deploy", "render"),
+            ("answer", "rfi"),
         ],
         ids=" ".join,
     )
