@@ -166,3 +166,30 @@ class TestSimulatorConsultation:
         out = sim.submit(render_consultation(Consultation("Q05-2", ML_TYO, mrn=mrns["F15"])), LATER)
         found = [e.text for e in read_xml(out[0].xml).iter(f"{{{NS}}}MRN")]
         assert found == [mrns["F15"]]
+
+
+class TestConsultThroughTheGateway:
+    def test_request_record_and_results_round_trip(self, filings):
+        """``ics2 consult``'s Filing record reaches the simulator as an IE3Q05; its IE3R08 reads back per filing."""
+        from streams.gateway.base import OutboundFiling
+        from streams.gateway.consult import consultation_request, read_results
+
+        sim = CustomsSimulator(RiskScript(), seed=1)
+        mrns = registered(sim, filings)
+        reference, record = consultation_request(mrns["F14"], ML_TYO, LATER, party="ML-TYO")
+        filing = OutboundFiling.from_record(record)
+        assert (filing.message_type, filing.lrn) == ("IE3Q05", reference)
+        [answer] = sim.submit(filing.xml, LATER)
+        results = read_results(answer.xml)
+        assert results.reference == reference
+        assert [(f.mrn, f.filing, f.status, f.hbl) for f in results.filings] == [
+            (mrns["F14"], "F14", "registered", COLOADED_HBL)
+        ]
+
+    def test_an_mbl_target_is_sent_as_the_master_document(self):
+        from streams.gateway.consult import consultation_request
+
+        _, record = consultation_request(MBL, ML_TYO, LATER)
+        root = read_xml(record["xml"])
+        assert root.find(f"{{{NS}}}MRN") is None
+        assert root.findtext(f"{{{NS}}}transportDocument/{{{NS}}}documentNumber") == MBL
