@@ -196,7 +196,8 @@ def consult(sim: CustomsSimulator, facts: FilingFacts, now: datetime) -> list[Ou
     for link in sim._links.values():
         parts = [link.f12] + [getattr(h, s) for h in link.houses.values() for s in SLOTS]
         records += [(r, link.carrier) for r in parts if r is not None]
-    records += [(r, "") for r in sim._invalidated]
+    carriers = {link.mbl: link.carrier for link in sim._links.values()}
+    records += [(r, carriers.get(r.mbl or "", "")) for r in sim._invalidated]
     wanted = [
         r
         for r, carrier in records

@@ -193,3 +193,13 @@ class TestConsultThroughTheGateway:
         root = read_xml(record["xml"])
         assert root.find(f"{{{NS}}}MRN") is None
         assert root.findtext(f"{{{NS}}}transportDocument/{{{NS}}}documentNumber") == MBL
+
+
+def test_the_carrier_consults_every_filing_of_its_mbl_invalidated_ones_too(filings):
+    sim = CustomsSimulator(RiskScript(), seed=1)
+    mrns = registered(sim, filings)
+    sim.submit(render_invalidation(Invalidation("Q04X", mrns["F16"], "DE993311220000", LATER, "not needed")), LATER)
+    out = sim.submit(render_consultation(Consultation("Q05-3", "NL860123456", mbl=MBL)), LATER)
+    root = read_xml(out[0].xml)
+    found = {e.findtext(f"{{{NS}}}MRN"): e.findtext(f"{{{NS}}}status") for e in root.iter(f"{{{NS}}}filingState")}
+    assert found == {**dict.fromkeys(mrns.values(), "registered"), mrns["F16"]: "invalidated"}
