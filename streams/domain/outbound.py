@@ -221,6 +221,11 @@ def identity(draft: FilingDraft) -> str:
     )
 
 
+def _linking_key(identity_: str) -> str:
+    """The master B/L and carrier part of an ``identity``: the key customs links an ENS's filings by."""
+    return identity_.rsplit("|", 1)[0]
+
+
 def process_booking(consolidation: Consolidation, previous: PlanMemory | None, now: datetime) -> BookingOutcome:
     """Plan, validate and render the filings of ours for one booking version, and what it changes for customs.
 
@@ -280,11 +285,18 @@ def process_booking(consolidation: Consolidation, previous: PlanMemory | None, n
             outcomes.append(DraftOutcome(kept, findings, None, print_, send=False))
             sent[key] = before
         elif before.identity and before.identity != ident:
-            outcome = DraftOutcome(draft, findings, xml, print_, send=False)
-            outcomes.append(outcome)
             old = base_planned.get(key, draft.planned)
-            reason = f"the {old.filing.value} names particulars no amendment may change; it is filed anew"
-            changes.append(FilingChangeRequest(ChangeKind.REPLACE, old, before.lrn, reason, replacements=(outcome,)))
+            if _linking_key(before.identity) != _linking_key(ident):
+                # Another linking key is another ENS: the new filing goes first, the old one is withdrawn after it.
+                outcomes.append(DraftOutcome(draft, findings, xml, print_, send=True))
+                reason = f"the {old.filing.value} is filed anew under a new master B/L or carrier, {draft.lrn}"
+                changes.append(FilingChangeRequest(ChangeKind.INVALIDATE, old, before.lrn, reason))
+            else:
+                outcome = DraftOutcome(draft, findings, xml, print_, send=False)
+                outcomes.append(outcome)
+                reason = f"the {old.filing.value} names particulars no amendment may change; it is filed anew"
+                request = FilingChangeRequest(ChangeKind.REPLACE, old, before.lrn, reason, replacements=(outcome,))
+                changes.append(request)
             sent[key] = SentFiling(draft.lrn, print_, consolidation.version, ident)
         else:
             outcome = DraftOutcome(draft, findings, xml, print_, send=False)

@@ -59,15 +59,24 @@ class TestDiff:
         assert not second.to_send, "the F15 waits for the F14's invalidation"
         assert [(f.filing.value, f.filer) for f in second.withdrawn] == [("F16", "COLOADER-C")]
 
-    def test_identity_change_is_invalidate_and_refile(self, first):
-        """A new carrier EORI changes the linking key: no amendment can, every filing of ours is replaced."""
+    def test_new_linking_key_files_first_then_invalidates(self, first):
+        """A new carrier EORI makes another ENS: the new filings go out at once, the old ones are withdrawn."""
         data = seed_json()
         data["version"] = 2
         next(p for p in data["parties"] if p["id"] == "CARRIER-A")["eori"] = "NL999999999"
         second = process_booking(booking(data), first.memory, NOW)
-        assert {c.kind for c in second.changes} == {ChangeKind.REPLACE}
-        assert len(second.changes) == len(first.to_send)
-        assert all(len(c.replacements) == 1 and c.replacements[0].xml for c in second.changes)
+        assert {c.kind for c in second.changes} == {ChangeKind.INVALIDATE}
+        assert {c.lrn for c in second.changes} == {d.draft.lrn for d in first.to_send}
+        assert len(second.to_send) == len(first.to_send)
+
+    def test_non_amendable_particular_in_the_same_ens_is_invalidate_then_refile(self, first):
+        """A new EORI of the supplementary declarant an F14 names: no amendment may change it, same ENS."""
+        data = seed_json()
+        data["version"] = 2
+        next(p for p in data["parties"] if p["id"] == "COLOADER-A")["eori"] = "DE111111111111"
+        second = process_booking(booking(data), first.memory, NOW)
+        assert summary(second) == {("replace", "AOB26OSA1001", "F14", ("F14",))}
+        assert not second.to_send, "the new F14 waits for the old one's invalidation"
 
     def test_unchanged_version_changes_nothing(self, first):
         data = seed_json()
