@@ -40,9 +40,12 @@ RECORD = "FilingChange"
 
 
 def change_record(
-    request: FilingChangeRequest, mbl: str, version: int, filings: list[bytes], records: list[str], now: datetime
+    request: FilingChangeRequest, mbl: str, version: int, filings: list[bytes], records: list[str], issued: datetime
 ) -> dict[str, Any]:
-    """The ``FilingChange`` record of a request; ``filings`` are the encoded Filing records it carries."""
+    """The ``FilingChange`` record of a request; ``filings`` are the encoded Filing records it carries.
+
+    ``issued`` is the booking version's time, not the processing time: a replayed version gives a byte-identical
+    IE3Q04, whose message id the gateway recognises, never a second invalidation of the same filing."""
     amendment = request.amendment
     planned = request.planned
     return {
@@ -59,7 +62,7 @@ def change_record(
         "amendment": amendment.xml if amendment else None,
         "filings": filings,
         "records": records,
-        "requested_at": format_datetime(now),
+        "requested_at": format_datetime(issued),
     }
 
 

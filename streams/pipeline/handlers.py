@@ -203,7 +203,7 @@ class BookingStage(_Stage):
             carried = request.replacements or ((request.amendment,) if request.amendment else ())
             filings = [self.schemas.encode("Filing", filing_message(d, now)) for d in carried]
             records = [json.dumps(filing_record(c, d.draft.planned, d.draft.lrn).to_json()) for d in carried]
-            record = changes.change_record(request, c.mbl, c.version, filings, records, now)
+            record = changes.change_record(request, c.mbl, c.version, filings, records, c.occurred_at)
             ids = (("ics2-mbl", c.mbl), ("ics2-hbl", request.hbl or ""), ("ics2-lrn", request.lrn))
             emits.append(
                 self.emit(

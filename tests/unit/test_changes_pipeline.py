@@ -4,10 +4,11 @@ invalidate-then-refile, and the parties told what happened."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from streams.domain.planning import FilingType
 from streams.simulator import RiskScript, ScriptedRejection
-from tests.unit.test_handlers import Pump, seed_json
+from tests.unit.test_handlers import NOW, Pump, seed_json
 
 MBL = "OCLU26TYO7781234"
 AMENDED_HBL, MOVED_HBL, REMOVED_HBL = "SKC26TYO0001", "CHY26YOK0501", "SKC26TYO0003"
@@ -82,6 +83,8 @@ class TestVersionTwo:
         first = booked_twice(pump)
         ids = {f["message_id"] for f in outbound(pump, first)}
         again = len(pump.topics[pump.catalogue.filings_outbound.name])
+        for handler in pump.handlers.values():
+            handler.clock = lambda: NOW + timedelta(hours=1)
         pump.book(version_2(seed_json()))
         pump.run()
         assert {f["message_id"] for f in outbound(pump, again)} <= ids
