@@ -469,7 +469,10 @@ def _notification(state: EnsState, event: Mapping[str, Any], now: datetime) -> T
         if kind is NotificationKind.REGISTERED:
             status.state, status.mrn = FilingState.REGISTERED, notification.mrn or status.mrn
         elif kind in (NotificationKind.REJECTED, NotificationKind.LIFECYCLE_ERROR):
-            status.state = FilingState.REJECTED
+            if _refuses_a_request(notification, record, status):
+                status.state = FilingState.REGISTERED if status.state in INACTIVE else status.state
+            else:
+                status.state = FilingState.REJECTED
         elif kind is NotificationKind.INVALIDATION_ACCEPTED:
             status.state = FilingState.INVALIDATED
         elif kind is NotificationKind.AMENDMENT_ACCEPTED:
@@ -506,6 +509,12 @@ def _notification(state: EnsState, event: Mapping[str, Any], now: datetime) -> T
                 ),
             )
     return Transition(state, alerts)
+
+
+def _refuses_a_request(notification: Notification, record: FilingRecord, status: FilingStatus) -> bool:
+    """An error about an amendment or invalidation of a registered filing (it quotes the request's own reference):
+    the filing itself stays registered, as it was before the request."""
+    return bool(status.mrn and notification.lrn and record.lrn and notification.lrn != record.lrn)
 
 
 def _ack(state: EnsState, event: Mapping[str, Any], now: datetime) -> Transition:

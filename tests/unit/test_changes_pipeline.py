@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from streams.domain.planning import FilingType
+from streams.domain.model import Consolidation
+from streams.domain.planning import FilingDraft, FilingType, PlannedFiling
+from streams.messages.render import render_filing
 from streams.simulator import RiskScript, ScriptedRejection
 from tests.unit.test_handlers import NOW, Pump, seed_json
 
@@ -28,6 +30,15 @@ def version_2(data: dict) -> dict:
 def outbound(pump: Pump, start: int = 0) -> list[dict]:
     emits = pump.topics[pump.catalogue.filings_outbound.name][start:]
     return [pump.schemas.decode(e.value, reader="Filing").record for e in emits]
+
+
+def carrier_files_f12(pump: Pump) -> None:
+    """The carrier's own F12, so that customs can assess the house consignments."""
+    consolidation = Consolidation.from_json(seed_json())
+    planned = PlannedFiling(FilingType.F12, None, "CARRIER-A")
+    xml = render_filing(FilingDraft(consolidation, planned, "CARRIER-F12-1", NOW))
+    for answer in pump.simulator.submit(xml, NOW):
+        pump.answer(answer)
 
 
 def booked_twice(pump: Pump) -> int:
@@ -109,3 +120,18 @@ class TestNotRegistered:
             f for f in pump.ens(MBL)["filings"] if f["hbl"] == MOVED_HBL and f["filing"] == FilingType.F14.value
         )
         assert status["state"] == "registered"
+
+
+class TestRefused:
+    def test_invalidation_refused_after_a_do_not_load_keeps_the_filing_registered(self):
+        """Customs refuses to withdraw a filing under a DNL (IE3N99): it stays registered, the filer is told."""
+        from streams.simulator import Outcome, RiskRule
+
+        pump = Pump(RiskScript(rules=(RiskRule(Outcome.DO_NOT_LOAD, hbl=REMOVED_HBL),)))
+        carrier_files_f12(pump)
+        booked_twice(pump)
+        states = {(f["filing"], f["hbl"]): f["state"] for f in pump.ens(MBL)["filings"]}
+        assert states[("F15", REMOVED_HBL)] == "registered"
+        refused = [a for a in pump.alerts("ML-TYO") if a["notification_message_type"] == "IE3N99"]
+        assert [a["hbl"] for a in refused] == [REMOVED_HBL]
+        assert "Do Not Load" in refused[0]["message"]
