@@ -65,6 +65,11 @@ class TestRendering:
         assert root.findtext(f"{{{NS}}}LRN") == "ML-F15-2"
         assert "999.5" in [e.text for e in root.iter(f"{{{NS}}}grossMass")]
 
+    @pytest.mark.parametrize(("name", "amendment"), [("F12", "IE3A12"), ("F14", "IE3A14"), ("F16", "IE3A16")])
+    def test_every_filing_type_has_its_amendment(self, filings, name, amendment):
+        xml = amendment_xml(filings[name], "AMEND-1", "27NLA1B2C3D4E5F6G7")
+        assert etree.QName(read_xml(xml)).localname == amendment
+
     def test_only_filings_have_amendments(self):
         with pytest.raises(RenderError, match="no amendment"):
             amendment_xml(render_invalidation(Invalidation("Q04X", "27NLA1B2C3D4E5F6G7", ML_TYO, NOW, "x")), "L", "M")
