@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from streams.messages.render_requests import Invalidation, render_invalidation
 from streams.pipeline.records import sha256
 from streams.settings import Settings
 from streams.topics import Catalogue
-from tests.integration.services import Service, gateway, worker
+from tests.integration.services import ICS2, Service, gateway, service_env, worker
 from tests.unit.test_changes_pipeline import AMENDED_HBL, MOVED_HBL, REMOVED_HBL, version_2
 
 SCHEMAS = SchemaCatalogue.load()
@@ -160,6 +161,13 @@ async def test_booking_change_amends_invalidates_and_refiles(
         assert live_houses[MOVED_HBL] == {"F15"}
         assert ("F16", MOVED_HBL, "invalidated") in held
         assert ("F15", AMENDED_HBL, "amended") in held
+
+        command = [ICS2, "consult", MBL, "--eori", CARRIER_EORI, "--json", "--timeout", str(TIMEOUT)]
+        env = service_env(settings, tmp_path / "state")
+        done = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        printed = json.loads(done.stdout)["filings"]
+        assert sorted((f["mrn"], f["status"]) for f in printed) == sorted((f.mrn, f.status) for f in answer.filings)
 
         notes = inbound(await read_topic(settings, catalogue.notifications_inbound.name, timeout=30))
         assert not [n for _, n in notes if n.message_type in ("IE3N01", "IE3N99")], "customs rejected nothing"
