@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "status": "streams.cli.status:status",
     "inbox": "streams.cli.inbox:inbox",
     "answer": "streams.cli.answer:answer",
+    "consult": "streams.cli.consult:consult",
     "replay": "streams.cli.replay:replay_command",
     "archive": "streams.cli.archive:archive",
     "ack": "streams.cli.ack:ack",

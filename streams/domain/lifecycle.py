@@ -40,7 +40,17 @@ class FilingState(StrEnum):
     SENT = "sent"
     REGISTERED = "registered"
     REJECTED = "rejected"
+    AMENDED = "amended"
+    """Registered, and customs accepted an amendment (IE3N10)."""
+    INVALIDATION_REQUESTED = "invalidation_requested"
+    """Registered, and we asked customs to withdraw it (IE3Q04); no longer part of the plan."""
     INVALIDATED = "invalidated"
+    WITHDRAWN = "withdrawn"
+    """No longer planned, and customs never registered it: nothing to invalidate (or another party's to withdraw)."""
+
+
+#: Filings that no longer count towards the ENS.
+INACTIVE = frozenset({FilingState.INVALIDATION_REQUESTED, FilingState.INVALIDATED, FilingState.WITHDRAWN})
 
 
 class HouseState(StrEnum):
@@ -56,6 +66,8 @@ class HouseState(StrEnum):
     FILED = "filed"
     REGISTERED = "registered"
     ASSESSED = "assessed"
+    WITHDRAWN = "withdrawn"
+    """Every filing of the house consignment was invalidated or withdrawn: it left the ENS."""
 
 
 @dataclass(slots=True)
@@ -74,7 +86,11 @@ class FilingStatus:
 
     @property
     def lodged(self) -> bool:
-        return self.state is FilingState.REGISTERED
+        return self.state in (FilingState.REGISTERED, FilingState.AMENDED)
+
+    @property
+    def active(self) -> bool:
+        return self.state not in INACTIVE
 
 
 @dataclass(slots=True)
@@ -186,7 +202,10 @@ class EnsState:
     def house_state(self, hbl: str) -> HouseState:
         """Derived from the recorded facts, worst condition first."""
         house = self.houses[hbl]
-        filings = [f for f in self.filings.values() if f.hbl == hbl]
+        every = [f for f in self.filings.values() if f.hbl == hbl]
+        filings = [f for f in every if f.active]
+        if every and not filings:
+            return HouseState.WITHDRAWN
         if house.do_not_load:
             return HouseState.HELD_DNL
         if house.controlled:
@@ -215,7 +234,7 @@ class EnsState:
 
     def missing_filings(self) -> list[FilingStatus]:
         """Filings the ENS still lacks (not registered), ours and others'."""
-        return [f for f in self.filings.values() if not f.lodged and f.state is not FilingState.INVALIDATED]
+        return [f for f in self.filings.values() if not f.lodged and f.active]
 
     def condition_holds(self, alert: OpenAlert) -> bool:
         """Whether customs' condition behind the alert still stands: the HBL still held, the referral still open."""
@@ -360,6 +379,8 @@ def apply(
         return _ack(state, event, now)
     if kind == "answer_sent":
         return _answer_sent(state, event, now)
+    if kind == "change_sent":
+        return Transition(_change_sent(state, event, now))
     raise ValueError(f"unknown lifecycle event type {kind!r}")
 
 
@@ -393,7 +414,24 @@ def _planned(state: EnsState, event: Mapping[str, Any], now: datetime) -> EnsSta
                 existing.state = FilingState.PLANNED
         if record.hbl is not None and record.hbl not in state.houses:
             state.houses[record.hbl] = HouseStatus(record.hbl, list(record.hbl_chain))
+    for item in event.get("withdrawn", ()):
+        record = FilingRecord.from_json(item)
+        status = state.filings.get(filing_key(record.filing.value, record.hbl, record.filer))
+        if status is not None and status.state in (
+            FilingState.EXPECTED, FilingState.PLANNED, FilingState.BLOCKED, FilingState.REJECTED
+        ):  # fmt: skip
+            status.state = FilingState.WITHDRAWN
     _log(state, now, f"plan of {party} (version {event.get('version', 1)}): {len(event['filings'])} filings")
+    return state
+
+
+def _change_sent(state: EnsState, event: Mapping[str, Any], now: datetime) -> EnsState:
+    """An amendment or invalidation request went to customs (or, the filing being unregistered, was not needed)."""
+    status = state.filings.get(filing_key(event["filing"], event.get("hbl"), event["filer"]))
+    what = f"{event['filing']} for {event.get('hbl') or state.mbl} ({event['lrn']})"
+    if status is not None and event["kind"] != "amend":
+        status.state = FilingState.INVALIDATION_REQUESTED if event.get("registered") else FilingState.WITHDRAWN
+    _log(state, now, f"{event['kind']} of {what}: {event.get('message_type') or 'nothing sent, not registered'}")
     return state
 
 
@@ -431,9 +469,14 @@ def _notification(state: EnsState, event: Mapping[str, Any], now: datetime) -> T
         if kind is NotificationKind.REGISTERED:
             status.state, status.mrn = FilingState.REGISTERED, notification.mrn or status.mrn
         elif kind in (NotificationKind.REJECTED, NotificationKind.LIFECYCLE_ERROR):
-            status.state = FilingState.REJECTED
+            if _refuses_a_request(notification, record, status):
+                status.state = FilingState.REGISTERED if status.state in INACTIVE else status.state
+            else:
+                status.state = FilingState.REJECTED
         elif kind is NotificationKind.INVALIDATION_ACCEPTED:
             status.state = FilingState.INVALIDATED
+        elif kind is NotificationKind.AMENDMENT_ACCEPTED:
+            status.state, status.mrn = FilingState.AMENDED, notification.mrn or status.mrn
     for house in houses:
         if kind in (NotificationKind.NOT_COMPLETE, NotificationKind.PENDING):
             house.incomplete = True
@@ -466,6 +509,12 @@ def _notification(state: EnsState, event: Mapping[str, Any], now: datetime) -> T
                 ),
             )
     return Transition(state, alerts)
+
+
+def _refuses_a_request(notification: Notification, record: FilingRecord, status: FilingStatus) -> bool:
+    """An error about an amendment or invalidation of a registered filing (it quotes the request's own reference):
+    the filing itself stays registered, as it was before the request."""
+    return bool(status.mrn and notification.lrn and record.lrn and notification.lrn != record.lrn)
 
 
 def _ack(state: EnsState, event: Mapping[str, Any], now: datetime) -> Transition:

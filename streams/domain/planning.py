@@ -152,6 +152,20 @@ class PlanDiff:
         return not (self.added or self.removed or self.changed)
 
 
+class ChangeKind(StrEnum):
+    """What a new booking version does to a filing customs already holds.
+
+    ``amend``: same filing, new content (IE3A1x by MRN). ``invalidate``: the plan no longer needs it (IE3Q04).
+    ``replace``: a particular ICS2 does not let an amendment change (the filing's identity) changed, or another
+    filing takes over its house consignment: invalidate, then file the new one right after (a house document may be
+    live in one filing of the ENS only, so the new filing cannot go first).
+    """
+
+    AMEND = "amend"
+    INVALIDATE = "invalidate"
+    REPLACE = "replace"
+
+
 def _key(f: PlannedFiling) -> tuple[FilingType, str | None, str]:
     return (f.filing, f.hbl, f.filer)
 

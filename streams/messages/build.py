@@ -12,6 +12,7 @@ IE3N99's ``functionalReference``; an RFI's answer deadline travels as an ``addit
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from lxml import etree
@@ -601,4 +602,45 @@ def build_ie3r04(
     _party(root, "carrier", carrier)
     _party(root, "declarant", declarant)
     _office(root, "customsOfficeOfFirstEntry", office)
+    return _finish(root)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsultedFiling:
+    """One filing an IE3R08 reports: its MRN, LRN, type, HBL, filer, state and the last notification about it."""
+
+    mrn: str
+    filing: str
+    status: str
+    declarant: str
+    lrn: str | None = None
+    hbl: str | None = None
+    last_notification: str | None = None
+
+
+def build_ie3r08(
+    *,
+    reference: str,
+    consulted_at: datetime,
+    requester: str,
+    filings: Sequence[ConsultedFiling],
+    mbl: str | None = None,
+) -> bytes:
+    """ENS consultation results, the answer to an IE3Q05 (no public table: see ``IE3R08.xsd``)."""
+    root = _root("IE3R08")
+    _add(root, "functionalReference", reference)
+    _date(root, "consultationDate", consulted_at)
+    _document(root, "transportDocument", mbl, MASTER_BL)
+    _party(root, "requester", requester)
+    for filing in filings:
+        group = _add(root, "filingState")
+        _add(group, "MRN", filing.mrn)
+        if filing.lrn:
+            _add(group, "LRN", filing.lrn)
+        _add(group, "SpecificCircumstanceIndicator", filing.filing)
+        _add(group, "status", filing.status)
+        if filing.last_notification:
+            _add(group, "lastNotification", filing.last_notification)
+        _document(group, "transportDocumentHouse", filing.hbl, HOUSE_BL)
+        _party(group, "declarant", filing.declarant)
     return _finish(root)

@@ -34,6 +34,7 @@ class NotificationKind(StrEnum):
     ARRIVAL_REGISTERED = "arrival_registered"
     ARRIVAL_REJECTED = "arrival_rejected"
     INVALIDATION_ACCEPTED = "invalidation_accepted"
+    CONSULTATION_RESULTS = "consultation_results"
 
 
 class Action(StrEnum):
@@ -99,6 +100,7 @@ MESSAGE_SPECS: Mapping[str, MessageSpec] = MappingProxyType(
         "IE3R04": MessageSpec(NotificationKind.ARRIVAL_REGISTERED, Action.NONE, Urgency.INFO),
         "IE3N07": MessageSpec(NotificationKind.ARRIVAL_REJECTED, Action.FIX_AND_REFILE, Urgency.HIGH, (_F,)),
         "IE3R07": MessageSpec(NotificationKind.INVALIDATION_ACCEPTED, Action.NONE, Urgency.INFO),
+        "IE3R08": MessageSpec(NotificationKind.CONSULTATION_RESULTS, Action.NONE, Urgency.INFO),
     }
 )
 

@@ -104,6 +104,13 @@ LAYOUTS = MappingProxyType(
         "IE3R04": Layout("registrationDate", _need("mrn"), lrn=("i:LRN",)),
         "IE3N07": Layout("notificationDate", _need("addressee", "errors"), lrn=("i:LRN",), errors="i:error"),
         "IE3R07": Layout("completionDate", _need("mrn", "addressee")),
+        "IE3R08": Layout(
+            "consultationDate",
+            _need("addressee"),
+            mrn=("i:filingState/i:MRN",),
+            hbl=("i:filingState/i:transportDocumentHouse/i:documentNumber",),
+            addressee=("i:requester/i:identificationNumber",),
+        ),
     }
 )
 """Names in ``Layout.required`` that differ from the ``Notification`` field they check."""

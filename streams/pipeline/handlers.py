@@ -23,6 +23,7 @@ from streams.domain.ledger import (
     correlation_keys,
     filing_record,
     ledger_keys,
+    lrn_key,
     mrn_key,
     referral_key,
 )
@@ -33,9 +34,9 @@ from streams.domain.planning import PlannedFiling
 from streams.domain.routing import PartyAlert, alert_id
 from streams.domain.validation import Finding
 from streams.errors import BookingError, XMLRejected
-from streams.messages.notifications import Action, Urgency
+from streams.messages.notifications import Action, NotificationKind, Urgency
 from streams.messages.parse import parse_notification
-from streams.pipeline import answers
+from streams.pipeline import answers, changes
 from streams.pipeline.acks import lifecycle_event
 from streams.pipeline.records import (
     draft_record,
@@ -163,6 +164,7 @@ class BookingStage(_Stage):
                     "version": c.version,
                     "deadline": format_datetime(deadline.latest),
                     "filings": [{"ours": f.ours, "record": r.to_json()} for f, r in records],
+                    "withdrawn": [filing_record(c, f, None).to_json() for f in diff_removed(outcome)],
                 },
                 incoming,
             )
@@ -178,6 +180,8 @@ class BookingStage(_Stage):
                 emits.append(self.event_emit(c.mbl, "filing_blocked", {"record": record.to_json()}, incoming))
                 continue
             if not d.send:
+                if d.xml is not None:
+                    emits.extend(self._ledger(key, record, incoming) for key in ledger_keys(record, c))
                 continue
             headers = (*ids, ("ics2-message-type", planned.filing.message_type), ("ics2-filer", planned.filer))
             emits.append(
@@ -187,7 +191,26 @@ class BookingStage(_Stage):
             )
             emits.extend(self._ledger(key, record, incoming) for key in ledger_keys(record, c))
             emits.append(self.event_emit(c.mbl, "filing_sent", {"record": record.to_json()}, incoming))
+        emits.extend(self._change_emits(outcome, incoming, now))
         emits.extend(self.alert_emits(self._booking_alerts(outcome, now), incoming))
+        return emits
+
+    def _change_emits(self, outcome: BookingOutcome, incoming: Incoming, now: datetime) -> list[Emit]:
+        """Each request about a filing customs holds, keyed by that filing's LRN, to the correlate stage."""
+        c = outcome.consolidation
+        emits: list[Emit] = []
+        for request in outcome.changes:
+            carried = request.replacements or ((request.amendment,) if request.amendment else ())
+            filings = [self.schemas.encode("Filing", filing_message(d, now)) for d in carried]
+            records = [json.dumps(filing_record(c, d.draft.planned, d.draft.lrn).to_json()) for d in carried]
+            record = changes.change_record(request, c.mbl, c.version, filings, records, c.occurred_at)
+            ids = (("ics2-mbl", c.mbl), ("ics2-hbl", request.hbl or ""), ("ics2-lrn", request.lrn))
+            emits.append(
+                self.emit(
+                    self.catalogue.notifications_parsed.name, lrn_key(request.lrn), changes.RECORD, record, incoming,
+                    *ids,
+                )
+            )  # fmt: skip
         return emits
 
     def _ledger(self, key: str, record: FilingRecord, incoming: Incoming) -> Emit:
@@ -232,10 +255,26 @@ class BookingStage(_Stage):
                     hbl=error.hbl,
                 )
             )
+        for gone in outcome.withdrawn:
+            where = f"house B/L {gone.hbl}" if gone.hbl else f"master B/L {c.mbl}"
+            alerts.append(
+                self._alert(
+                    c,
+                    gone.filer,
+                    Urgency.HIGH,
+                    Action.INFO,
+                    f"Withdraw your {gone.filing.value} for {gone.hbl or c.mbl}: no longer needed",
+                    f"With booking version {c.version}, {c.planning_party} no longer plans a {gone.filing.value} by "
+                    f"you for {where}. If you filed it, invalidate it (IE3Q04) so that customs does not hold it "
+                    "against the consignment.",
+                    now,
+                    hbl=gone.hbl,
+                )
+            )
         if outcome.diff is not None and not outcome.diff.empty:
-            changes = [f"+{f.filing.value} {f.hbl} by {f.filer}" for f in outcome.diff.added]
-            changes += [f"-{f.filing.value} {f.hbl} by {f.filer}" for f in outcome.diff.removed]
-            changes += [f"~{ch.new.filing.value} {ch.new.hbl} by {ch.new.filer}" for ch in outcome.diff.changed]
+            lines = [f"+{f.filing.value} {f.hbl} by {f.filer}" for f in outcome.diff.added]
+            lines += [f"-{f.filing.value} {f.hbl} by {f.filer}" for f in outcome.diff.removed]
+            lines += [f"~{ch.new.filing.value} {ch.new.hbl} by {ch.new.filer}" for ch in outcome.diff.changed]
             alerts.append(
                 self._alert(
                     c,
@@ -243,7 +282,7 @@ class BookingStage(_Stage):
                     Urgency.NORMAL,
                     Action.INFO,
                     f"Plan changed with booking version {c.version}",
-                    "; ".join(changes),
+                    "; ".join(lines),
                     now,
                 )
             )
@@ -324,6 +363,8 @@ class Correlator(_Stage):
     def __call__(self, incoming: Incoming) -> list[Emit]:
         if incoming.header("ics2-record") == answers.RECORD.encode():
             return answers.handle_answer_request(self, incoming, self.ledger, self.parked)
+        if incoming.header("ics2-record") == changes.RECORD.encode():
+            return changes.handle_change_request(self, incoming, self.ledger, self.parked)
         decoded = self.schemas.decode(incoming.value)
         key = (incoming.key or b"").decode()
         if decoded.name.endswith("LedgerEntry"):
@@ -334,6 +375,8 @@ class Correlator(_Stage):
                 with structlog.contextvars.bound_contextvars(**ids):
                     log.info("parked_released", key=key, count=len(waiting))
             released = answers.release_answers(self, key, decoded.record, self.parked, incoming)
+            record = filing_record_from_ledger(decoded.record)
+            released += changes.release_changes(self, key, record, False, self.parked, incoming)
             return [e for record in waiting for e in self._correlate(record, decoded.record, incoming)] + released
         if decoded.name.endswith("CustomsNotification"):
             entry = self.ledger.get(key)
@@ -356,6 +399,12 @@ class Correlator(_Stage):
         if parsed.mrn and record.mrn is None:
             record = record.with_mrn(parsed.mrn)
             emits.append(self._publish(mrn_key(parsed.mrn), record, incoming))
+            if record.lrn:
+                # The LRN's entry learns the MRN too: requests about the filing wait for it there.
+                emits.append(self._publish(lrn_key(record.lrn), record, incoming))
+        elif record.mrn is None and record.lrn and parsed.kind in _REFUSALS:
+            key = lrn_key(record.lrn)
+            emits += changes.release_changes(self, key, record, True, self.parked, incoming)
         for reference in dict.fromkeys((parsed.referral_reference, *parsed.referral_references)):
             if reference:
                 emits.append(self._publish(referral_key(reference), record, incoming))
@@ -373,6 +422,15 @@ class Correlator(_Stage):
         return self.emit(
             self.catalogue.notifications_parsed.name, key, "LedgerEntry", ledger_record(key, record), incoming
         )
+
+
+#: Answers that leave a filing unregistered: requests about it send its filings anew.
+_REFUSALS = frozenset({NotificationKind.REJECTED, NotificationKind.LIFECYCLE_ERROR})
+
+
+def diff_removed(outcome: BookingOutcome) -> tuple[PlannedFiling, ...]:
+    """Filings of the previous plan that the new one no longer has."""
+    return outcome.diff.removed if outcome.diff is not None else ()
 
 
 class LifecycleTracker(_Stage):

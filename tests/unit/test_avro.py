@@ -48,6 +48,7 @@ SCHEMA_NAMES = (
     "EnsEvent",
     "AnswerRequest",
     "AuditEntry",
+    "FilingChange",
 )
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -194,6 +195,22 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "mbl": "OCLU26TYO7781234",
         "requested_by": "ML-TYO",
         "answer": '{"texts":[{"text":"Office laptops, invoice attached"}]}',
+        "requested_at": "2026-11-20T11:00:00Z",
+    },
+    "FilingChange": {
+        "change_id": "5d41402abc4b2a76b9719d911017c592",
+        "kind": "replace",
+        "mbl": "OCLU26TYO7781234",
+        "hbl": "CHY26YOK0501",
+        "lrn": "F14V1TLUPZVWP23IJI4W6V",
+        "filing": "F14",
+        "filer": "ML-TYO",
+        "version": 2,
+        "reason": "booking version 2 files the house consignment CHY26YOK0501 as F15 by ML-TYO",
+        "amendment_lrn": None,
+        "amendment": None,
+        "filings": [b"\xc3\x01filing"],
+        "records": ['{"mbl":"OCLU26TYO7781234"}'],
         "requested_at": "2026-11-20T11:00:00Z",
     },
     "AuditEntry": {

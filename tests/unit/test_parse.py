@@ -62,6 +62,7 @@ FIXTURE_CASES = [
     ("IE3R04.xml", NotificationKind.ARRIVAL_REGISTERED, {"mrn": MRN, "carrier_eori": CARRIER, "lrn": None}),
     ("IE3N07.xml", NotificationKind.ARRIVAL_REJECTED, {"mrn": MRN, "addressee": CARRIER}),
     ("IE3R07.xml", NotificationKind.INVALIDATION_ACCEPTED, {"mrn": MRN, "addressee": ML_TYO}),
+    ("IE3R08.xml", NotificationKind.CONSULTATION_RESULTS, {"mrn": MRN, "hbl": "SKC26TYO0001", "addressee": ML_TYO}),
 ]
 
 
@@ -170,6 +171,13 @@ def built_messages() -> dict[str, bytes]:
         "IE3R04": build.build_ie3r04(mrn=MRN, registered_at=NOW, carrier=CARRIER),
         "IE3N07": build.build_ie3n07(errors=errors, notified_at=NOW, declarant=CARRIER, mrn=MRN),
         "IE3R07": build.build_ie3r07(mrn=MRN, completed_at=NOW, declarant=ML_TYO),
+        "IE3R08": build.build_ie3r08(
+            reference="Q05-1",
+            consulted_at=NOW,
+            requester=ML_TYO,
+            filings=[build.ConsultedFiling(MRN, "F15", "registered", ML_TYO, lrn="L1", hbl="H1")],
+            mbl=MBL,
+        ),
     }
 
 
@@ -250,7 +258,7 @@ class TestSpecTable:
     def test_layout_for_every_spec(self):
         """Every message with a spec has a layout, and the reverse: 17 messages."""
         assert set(LAYOUTS) == set(MESSAGE_SPECS)
-        assert len(MESSAGE_SPECS) == 17
+        assert len(MESSAGE_SPECS) == 18
 
     @pytest.mark.parametrize(
         ("code", "urgency"),
