@@ -36,7 +36,8 @@ EXIT_CODE_MEANINGS: Mapping[ExitCode, str] = {
     ExitCode.INPUT: "an input file is missing, unreadable or not what the command needs (not JSON, not a booking, "
     "hostile XML)",
     ExitCode.BROKER: "no Kafka broker answers at the bootstrap servers",
-    ExitCode.WORKER: "no worker answers at its web address (ics2 status)",
+    ExitCode.WORKER: "no worker answers at its web address (ics2 status), or no gateway answers customs' side "
+    "(ics2 consult)",
     ExitCode.PORT: "a port the command must listen on is taken by another process",
     ExitCode.NOT_FOUND: "what was asked for does not exist: an MBL no worker holds, a party without a queue, an "
     "unknown alert id, a missing topic",
@@ -97,6 +98,13 @@ class WorkerUnavailable(ICS2StreamsError):
 
     exit_code = ExitCode.WORKER
     hint = "start one with `ics2 worker`, or give its address with --worker (ICS2_WEB_HOST, ICS2_WEB_PORT)"
+
+
+class GatewayUnavailable(ICS2StreamsError):
+    """No answer came back through the customs gateway in time."""
+
+    exit_code = ExitCode.WORKER
+    hint = "start it with `ics2 gateway`, or wait longer with --timeout"
 
 
 class PlatformError(ICS2StreamsError):

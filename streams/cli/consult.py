@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from datetime import UTC, datetime
 
 import click
 
-from streams.cli.inbox import connection_options, settings_from
+from streams.cli.options import json_option, principal_options, settings_from
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,8 +21,8 @@ from streams.cli.inbox import connection_options, settings_from
 @click.option("--party", help="Party id of the requester, recorded on the outbound request (default: the EORI)")
 @click.option("--hbl", help="Only the filings of this house B/L")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for customs' IE3R08")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON")
-@connection_options
+@json_option
+@principal_options
 def consult(
     target: str,
     eori: str,
@@ -34,7 +33,7 @@ def consult(
     **connection: str | None,
 ) -> None:
     """Consult the ENS filings under MBL or MRN (IE3Q05) and print customs' answer (IE3R08)."""
-    from streams.errors import RenderError
+    from streams.errors import GatewayUnavailable, RenderError
     from streams.gateway.consult import consult as run
 
     settings = settings_from(**connection)
@@ -45,8 +44,7 @@ def consult(
     except RenderError as exc:
         raise click.BadParameter(str(exc)) from exc
     if results is None:
-        click.echo(f"no IE3R08 from customs within {timeout:g}s: is the gateway running?", err=True)
-        sys.exit(1)
+        raise GatewayUnavailable(f"no IE3R08 from customs within {timeout:g}s")
     if as_json:
         click.echo(json.dumps(results.to_json(), indent=2, sort_keys=True))
         return

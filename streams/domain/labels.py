@@ -23,6 +23,7 @@ HOUSE_STATE_LABELS: Mapping[str, str] = {
     "filed": "filed, waiting for customs",
     "registered": "registered by customs (MRN)",
     "assessed": "risk assessment complete: may load",
+    "withdrawn": "left the ENS: every filing of it withdrawn",
 }
 
 #: A filing's state -> what it means.
@@ -33,7 +34,10 @@ FILING_STATE_LABELS: Mapping[str, str] = {
     "sent": "sent, waiting for customs",
     "registered": "registered by customs (MRN)",
     "rejected": "rejected by customs",
+    "amended": "registered, amendment accepted by customs",
+    "invalidation_requested": "withdrawal asked of customs (IE3Q04 sent)",
     "invalidated": "withdrawn (invalidated)",
+    "withdrawn": "no longer needed, never registered: nothing to invalidate",
 }
 
 #: ICS2 message code -> its meaning, for traders (filings, requests, customs' answers); the last four are not

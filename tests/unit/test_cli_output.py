@@ -122,6 +122,7 @@ BROKER_COMMANDS: list[tuple[str, ...]] = [
     ("parties", "list"),
     ("worker", "--no-apply-topics"),
     ("gateway",),
+    ("consult", "OCLU26TYO7781234", "--eori", "NL123456789000"),
 ]
 
 
