@@ -175,6 +175,13 @@ def diff_plans(old: FilingPlan, new: FilingPlan) -> PlanDiff:
     return PlanDiff(added=added, removed=removed, changed=changed)
 
 
+def house_filers(consolidation: Consolidation) -> tuple[str, ...]:
+    """The parties that file the house level (an F15 or an F14), in plan order: the F12 names them so that customs
+    expects their filings. F16 filers are not among them: the F14 names those."""
+    lead = (FilingType.F15, FilingType.F14)
+    return tuple(dict.fromkeys(f.filer for f in plan(consolidation).filings if f.filing in lead))
+
+
 def plan(consolidation: Consolidation) -> FilingPlan:
     """Who files what for every lowest HBL of the consolidation (the seed's rules); reports, never raises."""
     return _Planner(consolidation).plan()
