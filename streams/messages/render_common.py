@@ -124,7 +124,7 @@ class Render:
 
 
 def address_block(parent: etree._Element, name: str, address: Address) -> etree._Element:
-    """The address in the order of ICS2's AddressType: city, country, sub-division, street, post code, number, P.O. box."""
+    """The address in the order of ICS2's AddressType: city, country, sub-division, street, post code, number, box."""
     block = sub(parent, name)
     sub(block, "city", address.city)
     sub(block, "country", address.country)
