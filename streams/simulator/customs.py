@@ -24,6 +24,7 @@ from streams.domain.model import format_datetime, parse_datetime
 from streams.errors import InputError, XMLRejected
 from streams.messages import build
 from streams.messages.notifications import NotificationError, mrn_check_character
+from streams.simulator.checks import customs_grade_errors
 from streams.simulator.filing import ANSWERS, FILINGS, FilingFacts, read_filing
 from streams.simulator.risk import HouseFacts, Outcome, RiskScript
 
@@ -132,6 +133,8 @@ class CustomsSimulator:
         elif facts.message_type not in FILINGS:
             error = NotificationError(NOT_SUPPORTED, f"/{facts.message_type}", f"{facts.message_type} is not accepted")
             out = [self._rejection(facts, [error], now)]
+        elif rejected := customs_grade_errors(filing_xml):
+            out = [self._rejection(facts, rejected, now)]
         else:
             out = self._filing(facts, now)
         log.info(

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.domain.drafts import drafts_for
 from streams.domain.model import Address, Consolidation, Contact, Representative
 from streams.domain.planning import FilingDraft, FilingType, PlannedFiling, plan
 from streams.domain.validation import ValidationReport, validate
 from streams.errors import RenderError
 from streams.messages.render import render_filing
+from streams.simulator.checks import customs_grade_errors
 from tests.data import SEED_PATH
 
 SEED = Consolidation.from_json(json.loads(SEED_PATH.read_text()))
@@ -210,17 +210,19 @@ def mutated_seed(draw: st.DrawFn) -> Consolidation:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_seed())
 def test_what_validates_clean_renders_and_passes_our_xsds(consolidation: Consolidation):
-    """A booking without blocking findings renders every filing of ours and the F12 (each checked against our
-    XSD inside render_filing); a RenderError here would be a rule the validator misses."""
+    """A booking without blocking findings renders every filing of its plan and the F12 (each checked against our
+    XSD inside render_filing), and the simulator's customs-grade checks accept each: a RenderError or an error
+    here would be a rule the validator misses."""
     filing_plan = plan(consolidation)
     report = validate(consolidation, filing_plan)
     if not report.ok:
         return
-    drafts = list(drafts_for(consolidation, filing_plan, consolidation.occurred_at))
-    f12 = PlannedFiling(FilingType.F12, None, consolidation.master.carrier)
-    drafts.append(FilingDraft(consolidation, f12, "F12PROPERTY", consolidation.occurred_at))
-    for draft in drafts:
+    planned = [f for f in filing_plan.filings if f.filing is not FilingType.F12]
+    planned.append(PlannedFiling(FilingType.F12, None, consolidation.master.carrier))
+    for i, filing in enumerate(planned):
+        draft = FilingDraft(consolidation, filing, f"PROPERTY{i}", consolidation.occurred_at)
         try:
-            render_filing(draft)
+            xml = render_filing(draft)
         except RenderError as exc:  # pragma: no cover - the failure message is the point
             pytest.fail(f"validated clean but not rendered: {exc}")
+        assert customs_grade_errors(xml) == [], f"{filing.filing.value} {filing.hbl}"
