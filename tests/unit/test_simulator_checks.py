@@ -168,3 +168,12 @@ def test_pointer_indexes_repeated_siblings():
     root = etree.fromstring(b"<a><b><c/></b><b><c/></b><d/></a>")
     assert pointer(root[1][0]) == "/a/b[2]/c"
     assert pointer(root[2]) == "/a/d"
+
+
+@pytest.mark.parametrize("path", [SEED_PATH, *sorted(SCENARIOS.glob("*.json"))], ids=lambda p: p.name)
+def test_bundled_bookings_give_every_address_a_number_or_po_box(path: Path):
+    """The seed and every scenario are customs-grade: R3002 holds for every party's address."""
+    data = json.loads(path.read_text())
+    for party in data.get("parties", []):
+        address = party["address"]
+        assert address.get("po_box") or (address["street"] and address.get("number")), party["id"]
