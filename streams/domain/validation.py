@@ -734,17 +734,14 @@ class _Validator:
         mbl = self.c.mbl
         f12 = {"filing": FilingType.F12, "value": mbl}
         if not filers:
-            if not plan.errors:
-                self._emit(
-                    "ENS-F12-HOUSE-FILERS", "$.house_bills", self.c.planning_party, problem="no house filer", **f12
-                )
+            problem = "the plan has no house filer (F15 or F14) for the F12 to name"
+            self._emit("ENS-F12-HOUSE-FILERS", "$.house_bills", self.c.planning_party, problem=problem, **f12)
             return
         for filer in filers:
             party = self.c.party(filer)
             eori = party.eori if party else None
-            problem = formats.check_eu_eori(eori).message if eori and formats.check_eu_eori(eori) else None
-            if eori is None:
-                problem = "the booking gives it no EORI"
+            eu = formats.check_eu_eori(eori) if eori else None
+            problem = "the booking gives it no EORI" if eori is None else eu.message if eu else None
             if problem:
                 path = self._party_path(filer, "eori")
                 self._emit("ENS-F12-HOUSE-FILERS", path, filer, problem=f"house filer {filer}: {problem}", **f12)

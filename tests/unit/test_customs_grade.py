@@ -116,6 +116,11 @@ class TestF12HouseFilers:
         report = validate(with_party(SEED, "COLOADER-A", eori=None))
         assert ("$.parties[2].eori", "COLOADER-A", None, "F12") in found(report, "ENS-F12-HOUSE-FILERS")
 
+    def test_plan_without_house_filers_leaves_the_f12_nothing_to_name(self):
+        """With no HBL there is no F15 or F14, so the F12 cannot name a house filer: a finding on the F12."""
+        report = validate(dataclasses.replace(SEED, house_bills=()))
+        assert found(report, "ENS-F12-HOUSE-FILERS") == [("$.house_bills", "ML-TYO", None, "F12")]
+
     def test_seed_f12_names_every_house_filer(self):
         """The seed validates clean and its F12 renders."""
         assert validate(SEED).ok
