@@ -284,7 +284,7 @@ _RULES: tuple[Rule, ...] = (
     Rule(
         "ENS-FILER-EU-EORI",
         Severity.ERROR,
-        "{subject} files the {filing} for {hbl} with EORI {value!r}, which is not an EU EORI: {problem}",
+        "{subject} files the {filing} for {target} with EORI {value!r}, which is not an EU EORI: {problem}",
         Responsible.PARTY_ITSELF,
         ErrorCode.INCORRECT_VALUE,
         "A filer (declarant, representative, supplementary declarant) is identified by an EORI of the EU "
@@ -293,7 +293,7 @@ _RULES: tuple[Rule, ...] = (
     Rule(
         "ENS-FILER-CONTACT",
         Severity.ERROR,
-        "{subject} files the {filing} for {hbl} but the booking gives it no e-mail or phone",
+        "{subject} files the {filing} for {target} but the booking gives it no e-mail or phone",
         Responsible.PARTY_ITSELF,
         ErrorCode.MISSING,
         "The declarant and the representative of a filing name 1 to 9 ways to reach them (communication 1..9).",

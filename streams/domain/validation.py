@@ -717,7 +717,8 @@ class _Validator:
             party = self.c.party(filer)
             if party is None:
                 continue
-            where = {"hbl": hbl, "filing": filing, "subject": filer}
+            target = f"house B/L {hbl}" if hbl else f"master B/L {self.c.mbl}"
+            where = {"hbl": hbl, "filing": filing, "subject": filer, "target": target}
             if party.eori and formats.check_eori(party.eori) is None:
                 problem = formats.check_eu_eori(party.eori)
                 if problem:
