@@ -323,33 +323,9 @@ class _Validator:
             )
 
     def _representative(self, party: Party, agent: Representative, p: str, owner: str) -> None:
-        """The service provider filing for ``party``: its own data, EU EORI, CL094 status and a contact."""
-        subject = f"the representative of {party.id}"
-        self._party_data(subject, agent.name, agent.address, agent.contact, p, owner)
-        problem = formats.check_eu_eori(agent.eori)
-        if problem:
-            self._emit(
-                "ENS-EORI-FORMAT", f"{p}.eori", owner, value=agent.eori, subject=subject, problem=problem.message
-            )
-        if agent.status not in REPRESENTATIVE_STATUSES:
-            self._emit(
-                "ENS-CODE-LIST",
-                f"{p}.status",
-                owner,
-                field=f"status of {subject}",
-                value=agent.status,
-                code_list="CL094",
-                problem=_codes(REPRESENTATIVE_STATUSES),
-            )
-        if agent.contact is None or not (agent.contact.email or agent.contact.phone):
-            self._emit(
-                "ENS-TEXT",
-                f"{p}.contact",
-                owner,
-                field=f"contact of {subject}",
-                value=None,
-                problem="a representative needs an e-mail or a phone",
-            )
+        """The service provider filing for ``party``: its name, address and contact (its EORI, CL094 status and
+        reachability are checked with the filings it files, so that only those wait)."""
+        self._party_data(f"the representative of {party.id}", agent.name, agent.address, agent.contact, p, owner)
 
     def _master(self) -> None:
         c = self.c
@@ -724,8 +700,33 @@ class _Validator:
                 if problem:
                     path = self._party_path(filer, "eori")
                     self._emit("ENS-FILER-EU-EORI", path, filer, value=party.eori, problem=problem.message, **where)
-            if party.contact is None or not (party.contact.email or party.contact.phone):
+            if not _reachable(party.contact):
                 self._emit("ENS-FILER-CONTACT", self._party_path(filer, "contact"), filer, **where)
+            if party.representative is not None:
+                self._representative_files(filer, party.representative, where)
+
+    def _representative_files(self, filer: str, agent: Representative, where: dict[str, Any]) -> None:
+        """A representative files with an EU EORI, a CL094 status and a way to reach it."""
+        subject = f"the representative of {filer}"
+        where = {**where, "subject": subject}
+        problem = formats.check_eu_eori(agent.eori)
+        if problem:
+            path = self._party_path(filer, "representative.eori")
+            self._emit("ENS-FILER-EU-EORI", path, filer, value=agent.eori, problem=problem.message, **where)
+        if agent.status not in REPRESENTATIVE_STATUSES:
+            self._emit(
+                "ENS-CODE-LIST",
+                self._party_path(filer, "representative.status"),
+                filer,
+                hbl=where["hbl"],
+                filing=where["filing"],
+                field=f"status of {subject}",
+                value=agent.status,
+                code_list="CL094",
+                problem=_codes(REPRESENTATIVE_STATUSES),
+            )
+        if not _reachable(agent.contact):
+            self._emit("ENS-FILER-CONTACT", self._party_path(filer, "representative.contact"), filer, **where)
 
     def _f12_house_filers(self, plan: FilingPlan) -> None:
         """The F12 names every house filer (F15 or F14) by its EU EORI; without one it cannot be filed."""
@@ -809,6 +810,11 @@ class _Validator:
             self._emit("ENS-DEADLINE", "$.master.loading_at", self.c.planning_party, **fields)
         elif status is DeadlineStatus.APPROACHING:
             self._emit("ENS-DEADLINE-NEAR", "$.master.loading_at", self.c.planning_party, **fields)
+
+
+def _reachable(contact: Contact | None) -> bool:
+    """An e-mail or a phone: what a declarant or representative block needs (communication 1..9)."""
+    return contact is not None and bool(contact.email or contact.phone)
 
 
 def _codes(code_list: Mapping[Any, str]) -> str:

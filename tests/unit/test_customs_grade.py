@@ -98,11 +98,25 @@ class TestFilerEori:
         assert ("$.parties[3].eori", "COLOADER-C", "CHY26YOK0501", "F16") in found(report, "ENS-FILER-EU-EORI")
         assert ("$.parties[3].eori", "COLOADER-C", "CHY26YOK0501", "F14") in found(report, "ENS-F14-SUPP-DECL")
 
-    def test_non_eu_representative_is_refused(self):
-        """A service provider filing with a GB EORI is refused."""
-        agent = dataclasses.replace(AGENT, eori="GB123456789000")
+    def test_representative_without_contact_blocks_the_filings_it_files(self):
+        """A representative needs an e-mail or phone: each filing of the party it files for gets a finding."""
+        agent = dataclasses.replace(AGENT, contact=None)
         report = validate(with_party(SEED, "ML-TYO", representative=agent))
-        assert ("ENS-EORI-FORMAT", "$.parties[0].representative.eori") in {(f.rule_id, f.path) for f in report}
+        findings = report.by_rule("ENS-FILER-CONTACT")
+        assert {f.path for f in findings} == {"$.parties[0].representative.contact"}
+        assert len(findings) == len([f for f in plan(SEED).filings if f.filer == "ML-TYO"])
+        assert findings[0].message.startswith("the representative of ML-TYO files the F15")
+
+    def test_non_eu_representative_is_refused(self):
+        """A service provider filing with a GB EORI is refused for the filings it files, and only those: COLOADER-A's
+        representative holds up COLOADER-A's F16 and F14; no finding holds up a filing of ML-TYO."""
+        agent = dataclasses.replace(AGENT, eori="GB123456789000")
+        report = validate(with_party(SEED, "COLOADER-A", representative=agent))
+        assert {(f.path, f.filing.value, f.hbl) for f in report.by_rule("ENS-FILER-EU-EORI")} == {
+            ("$.parties[2].representative.eori", "F16", "AOB26OSA1001"),
+            ("$.parties[2].representative.eori", "F14", "DAI26NGO0077"),
+        }
+        assert all(f.hbl is not None for f in report.errors)
 
 
 class TestF12HouseFilers:
