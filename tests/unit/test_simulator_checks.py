@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from streams.domain.model import Consolidation
+from streams.domain.model import Address, Consolidation, Contact, Representative
 from streams.domain.planning import FilingDraft, FilingType, PlannedFiling, plan
 from streams.messages import NS
 from streams.messages.parse import parse_notification
@@ -112,6 +112,19 @@ class TestRejections:
         """A method of payment outside CL116 or a type of person outside CL729 is rejected with 12."""
         xml = edited(render(SEED, F15), path, value)
         assert rejection(xml) == [("12", expected)]
+
+    def test_unknown_representative_status(self):
+        """A representative whose status is outside CL094 (1 is the declarant's own) is rejected with 12."""
+        agent = Representative(
+            "Rotterdam Filing Services B.V.",
+            "NL009988776",
+            "2",
+            Address("Wilhelminakade", "Rotterdam", "3072AP", "NL", number="909"),
+            Contact(email="ics2@rfs.example"),
+        )
+        xml = render(with_party(SEED, "ML-TYO", representative=agent), F15)
+        assert customs_grade_errors(xml) == []
+        assert rejection(edited(xml, "i:representative/i:status", "1")) == [("12", "/IE3F15/representative/status")]
 
     def test_f14_with_house_level_filing_type(self):
         """CL745 code 1 (house level) on an F14 is not the sub-house level filing its F16 is."""
