@@ -25,6 +25,7 @@ from streams.errors import InputError, XMLRejected
 from streams.messages import build
 from streams.messages.notifications import NotificationError, mrn_check_character
 from streams.simulator import amendments
+from streams.simulator.checks import customs_grade_errors
 from streams.simulator.filing import AMENDMENTS, ANSWERS, FILINGS, FilingFacts, read_filing
 from streams.simulator.risk import HouseFacts, Outcome, RiskScript
 
@@ -137,6 +138,8 @@ class CustomsSimulator:
             out = [self._rejection(facts, [error], now)]
         elif facts.message_type in ANSWERS:
             out = self._answer(facts, now)
+        elif facts.message_type in (*FILINGS, *AMENDMENTS) and (rejected := customs_grade_errors(filing_xml)):
+            out = [self._rejection(facts, rejected, now)]
         elif facts.message_type in AMENDMENTS:
             out = amendments.amend(self, facts, now)
         elif facts.message_type == "IE3Q04":

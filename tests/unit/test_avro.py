@@ -337,13 +337,18 @@ class TestSeedRoundTrip:
             house_bill.setdefault("place_of_acceptance", None)
             house_bill.setdefault("place_of_delivery", None)
             house_bill.setdefault("goods", [])
+            house_bill.setdefault("freight_payment", None)
             for goods in house_bill["goods"]:
                 goods.setdefault("un_number", None)
         for party in expected["parties"]:
             party.setdefault("automated_filer", False)
             party.setdefault("contact", None)
+            party.setdefault("representative", None)
+            for part in ("number", "po_box", "sub_division", "postcode"):
+                party["address"].setdefault(part, None)
             if party["contact"] is not None:
                 party["contact"].setdefault("phone", None)
+                party["contact"].setdefault("email", None)
         assert catalogue.decode(catalogue.encode("BookingEvent", seed())).record == expected
 
     def test_model_json_with_every_optional_field_round_trips(self, catalogue: SchemaCatalogue):
