@@ -704,7 +704,9 @@ def _alerts_per_house(
 
 def _reopen(state: EnsState, notification: Notification, now: datetime) -> None:
     """Customs refused the answer to a referral: its alerts, stopped by the answer, escalate again."""
-    references = set(notification.referral_references) | {notification.referral_reference}
+    references = {r for r in (notification.referral_reference, *notification.referral_references) if r}
+    if not references:
+        return
     for alert in state.open_alerts.values():
         if alert.referral_reference in references and alert.acknowledged:
             alert.acknowledged_by = alert.acknowledged_at = None

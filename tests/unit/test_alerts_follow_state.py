@@ -269,3 +269,15 @@ def test_state_with_standing_alerts_round_trips(seed):
     assert state.standing
     again = EnsState.from_json(json.loads(json.dumps(state.to_json())))
     assert again.to_json() == state.to_json()
+
+
+def test_refused_answer_without_its_reference_reopens_nothing(seed):
+    """An IE3N01 refusing an answer names no referral: no alert (a DNL's has no reference either) is reopened."""
+    state = apply(None, planned(seed), NOW).state
+    state = apply(state, notified(seed, "IE3Q01", OWN, mrn=MRN, hbls=(OWN,), hbl=OWN), NOW).state
+    dnl = next(iter(state.open_alerts))
+    state = apply(state, {"type": "ack", "mbl": seed.mbl, "alert_id": dnl, "by": "ops"}, NOW).state
+    error = NotificationError("92", "/IE3R02/additionalInformationResponse/referralRequestReference", "closed")
+    refused = apply(state, notified(seed, "IE3N01", OWN, mrn=MRN, errors=(error,), rejected_message="IE3R02"), NOW)
+    assert refused.state.open_alerts[dnl].acknowledged
+    assert refused.state.filings[own_f15_key(seed)].state is not FilingState.REJECTED
