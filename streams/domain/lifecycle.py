@@ -640,6 +640,8 @@ def _notification(
             status.state = FilingState.INVALIDATED
     if kind in REFUSAL_KINDS and notification.rejected_message in REFERRAL_ANSWERS:
         _reopen(state, notification, now)
+    if kind is NotificationKind.ASSESSMENT_COMPLETE:
+        _complete(state, set(hbls), now)
     for house in houses:
         if kind in (NotificationKind.NOT_COMPLETE, NotificationKind.PENDING):
             house.incomplete = True
@@ -700,6 +702,15 @@ def _alerts_per_house(
         one = replace(notification, hbl=hbl, hbls=(hbl,))
         alerts += alerts_for(one, replace(record, hbl=hbl, hbl_chain=chain), f"{notification_id}|{hbl}", now, deadline)
     return tuple(alerts)
+
+
+def _complete(state: EnsState, hbls: set[str], now: datetime) -> None:
+    """Customs assesses only a complete ENS: the filings of an assessed HBL and the master level are registered,
+    also those of other filers whose IE3R01 went to them, not to us (so the watchdog stops chasing them)."""
+    for status in state.filings.values():
+        if (status.hbl is None or status.hbl in hbls) and status.state in (FilingState.EXPECTED, FilingState.SENT):
+            status.state = FilingState.REGISTERED
+            _log(state, now, f"{status.key} registered: customs assessed the complete ENS")
 
 
 def _reopen(state: EnsState, notification: Notification, now: datetime) -> None:

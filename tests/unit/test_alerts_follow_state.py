@@ -281,3 +281,18 @@ def test_refused_answer_without_its_reference_reopens_nothing(seed):
     refused = apply(state, notified(seed, "IE3N01", OWN, mrn=MRN, errors=(error,), rejected_message="IE3R02"), NOW)
     assert refused.state.open_alerts[dnl].acknowledged
     assert refused.state.filings[own_f15_key(seed)].state is not FilingState.REJECTED
+
+
+def test_assessment_complete_means_the_others_filings_are_registered(seed):
+    """COLOADER-C's F16 registration goes to COLOADER-C, not to us; customs assessing the HBL shows the ENS was
+    complete, so neither the F16 nor the carrier's F12 is chased any more, and their alerts are resolved."""
+    hbl = "CHY26YOK0501"
+    state = apply(None, planned(seed), NOW).state
+    chased = apply(state, tick(seed), DEADLINE - timedelta(hours=20))
+    f16 = [a for a in chased.alerts if a.hbl == hbl and a.title.startswith("F16")]
+    assert {a.party for a in f16} == {"COLOADER-C", "ML-TYO"}
+    assessed = apply(chased.state, notified(seed, "IE3N03", hbl, mrn=MRN, hbls=(hbl,), hbl=hbl), NOW)
+    assert {a.alert_id for a in f16} <= {a.closes_alert_id for a in closing(assessed.alerts)}
+    missing = {(f.filing, f.hbl) for f in assessed.state.missing_filings()}
+    assert ("F16", hbl) not in missing and ("F12", None) not in missing
+    assert ("F16", "AOB26OSA1001") in missing
