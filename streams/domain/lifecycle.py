@@ -590,8 +590,8 @@ def _settle(state: EnsState, now: datetime) -> list[PartyAlert]:
                 closing_alert(alert.alert_id, alert.party, alert.title, reason, now, mbl=state.mbl, hbl=alert.hbl)
             )
     for alert in state.open_alerts.values():
-        if alert.closed or state.condition_holds(alert):
-            continue
+        if alert.closed or alert.hbl not in state.houses or state.condition_holds(alert):
+            continue  # an alert about no known HBL has no condition to see lifted
         alert.closed = True
         lifted = "customs lifted the Do Not Load" if alert.kind is NaggingKind.DO_NOT_LOAD else "the referral is closed"
         for closed_id in (alert.alert_id, *alert.escalations):

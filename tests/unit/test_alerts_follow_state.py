@@ -296,3 +296,12 @@ def test_assessment_complete_means_the_others_filings_are_registered(seed):
     missing = {(f.filing, f.hbl) for f in assessed.state.missing_filings()}
     assert ("F16", hbl) not in missing and ("F12", None) not in missing
     assert ("F16", "AOB26OSA1001") in missing
+
+
+def test_dnl_about_no_known_hbl_is_not_resolved_at_once(seed):
+    """A DNL naming no HBL (at master level) has no house whose hold could lift: it is not "resolved" on arrival."""
+    state = apply(None, planned(seed), NOW).state
+    event = notified(seed, "IE3Q01", OWN, mrn=MRN)
+    event["record"] = {**event["record"], "hbl": None, "hbl_chain": []}
+    result = apply(state, event, NOW)
+    assert result.alerts and not closing(result.alerts)
