@@ -376,8 +376,7 @@ class CustomsSimulator:
         house.referral = reference
         self._referrals[reference] = Referral(kind=outcome.value, link=key, hbl=hbl)
         if outcome is Outcome.RFI:
-            deadline = now + self.script.rfi_window
-            request = {"referral_reference": reference, "hbl": hbl, "mbl": link.mbl, "deadline": deadline}
+            request = {"referral_reference": reference, "hbl": hbl, "mbl": link.mbl}
             return [
                 Outbound(
                     lead.declarant,

@@ -125,6 +125,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "action": "correct and re-file",
         "urgency": "high",
         "raw_sha256": SHA,
+        "containers": ["MSKU1234565"],
+        "functional_reference": "MLTYO-26-000124",
+        "rejected_message": "IE3F15",
     },
     "LedgerEntry": {
         "key": "lrn:F14V1CQVAYKVEQCG2NVGC6",
@@ -143,6 +146,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
             {"hbl": "DAI26NGO0077", "issuer": "COLOADER-D"},
         ],
         "eoris": {"DE993311220000": "COLOADER-A", "FR40303265045": "COLOADER-D"},
+        "containers": {"MSKU1234565": ["DAI26NGO0077", "SKC26TYO0001"]},
     },
     "EnsEvent": {
         "event_id": "5d41402abc4b2a76b9719d911017c592",
@@ -173,6 +177,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "notification_message_type": "IE3Q01",
         "created_at": "2026-11-20T10:00:00Z",
         "acknowledged": False,
+        "closes_alert_id": None,
     },
     "DeadLetter": {
         "stage": "decode",
