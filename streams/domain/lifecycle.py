@@ -58,6 +58,12 @@ class FilingState(StrEnum):
     """No longer planned, and customs never registered it: nothing to invalidate (or another party's to withdraw)."""
 
 
+#: Filings customs does not hold: a plan that drops one has nothing to invalidate.
+UNREGISTERED = frozenset({FilingState.EXPECTED, FilingState.PLANNED, FilingState.BLOCKED, FilingState.REJECTED})
+#: Registered states; another party's filing in one of them, dropped from the plan, is that party's to withdraw
+#: (ours are invalidated by an IE3Q04 instead).
+LODGED = frozenset({FilingState.REGISTERED, FilingState.AMENDED})
+
 #: Filings that no longer count towards the ENS.
 INACTIVE = frozenset({FilingState.INVALIDATION_REQUESTED, FilingState.INVALIDATED, FilingState.WITHDRAWN})
 
@@ -507,9 +513,7 @@ def _planned(state: EnsState, event: Mapping[str, Any], now: datetime) -> EnsSta
     for item in event.get("withdrawn", ()):
         record = FilingRecord.from_json(item)
         status = state.filings.get(filing_key(record.filing.value, record.hbl, record.filer))
-        if status is not None and status.state in (
-            FilingState.EXPECTED, FilingState.PLANNED, FilingState.BLOCKED, FilingState.REJECTED
-        ):  # fmt: skip
+        if status is not None and (status.state in UNREGISTERED or (not status.ours and status.state in LODGED)):
             status.state = FilingState.WITHDRAWN
     for status in state.filings.values():
         if status.key not in in_plan and party in status.planned_by:
