@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from streams.errors import ICS2StreamsError
+from streams.errors import ExitCode, ICS2StreamsError
 
 #: The repository root when running from a checkout (``make`` targets do); state and caches live below it.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +22,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 class SettingsError(ICS2StreamsError):
     """A setting has a value the product cannot use."""
+
+    exit_code = ExitCode.USAGE
 
 
 class ProcessingGuarantee(StrEnum):
@@ -68,6 +70,10 @@ class Settings:
     operator_header: str | None = None
     """A header naming the operator, set by a reverse proxy that authenticated them (e.g. ``X-Forwarded-User``).
     Only for a worker reachable through that proxy alone: anyone reaching the port could set it."""
+    rfi_response_time: str = "48h"
+    """Time to answer an RFI (IE3Q02) assumed when customs gives no deadline, which the message cannot carry."""
+    rfs_response_time: str = "24h"
+    """Time to answer an RFS (IE3Q03, high-risk cargo screening) assumed likewise."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -100,6 +106,7 @@ class Settings:
             raise SettingsError(f"invalid setting: {exc}") from exc
         settings = cls(**values)
         settings.margins  # noqa: B018 - validates the margins early, at the entry point
+        settings.response_times  # noqa: B018 - and the response times
         if settings.security_protocol.value.startswith("SASL") and not (
             settings.sasl_mechanism and settings.sasl_username and settings.sasl_password
         ):
@@ -109,22 +116,21 @@ class Settings:
     @property
     def margins(self) -> tuple[timedelta, ...]:
         """The escalation margins, widest first."""
-        margins: list[timedelta] = []
-        for part in self.deadline_margins.split(","):
-            text = part.strip().lower()
-            unit = {"h": 3600, "m": 60}.get(text[-1:])
-            try:
-                if unit is None:
-                    raise ValueError(text)
-                margins.append(timedelta(seconds=float(text[:-1]) * unit))
-            except ValueError as exc:
-                raise SettingsError(f"deadline margin {part!r} is not like 24h or 30m") from exc
+        margins = [_duration(part, "deadline margin") for part in self.deadline_margins.split(",")]
         return tuple(sorted(margins, reverse=True))
 
     @property
     def operators_path(self) -> Path:
         """Where the dashboard's operator accounts are kept."""
         return self.operators_file or self.state_dir / "operators.json"
+
+    @property
+    def response_times(self) -> dict[str, timedelta]:
+        """Request type (``rfi``, ``rfs``) -> the time to answer assumed when customs gives no deadline."""
+        return {
+            "rfi": _duration(self.rfi_response_time, "RFI response time"),
+            "rfs": _duration(self.rfs_response_time, "RFS response time"),
+        }
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -153,3 +159,18 @@ class Settings:
                 cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
             )
         return kwargs
+
+
+def _duration(text: str, what: str) -> timedelta:
+    """``24h`` or ``30m`` (a decimal number of hours or minutes) as a duration."""
+    value = text.strip().lower()
+    unit = {"h": 3600, "m": 60}.get(value[-1:])
+    try:
+        if unit is None:
+            raise ValueError(value)
+        seconds = float(value[:-1]) * unit
+    except ValueError as exc:
+        raise SettingsError(f"{what} {text!r} is not like 24h or 30m") from exc
+    if not 0 <= seconds < 10 * 365 * 86400:
+        raise SettingsError(f"{what} {text!r} is out of range")
+    return timedelta(seconds=seconds)

@@ -19,7 +19,7 @@ from streams.audit.trail import ChainHead, verify
 from streams.domain.lifecycle import EnsState, apply
 from streams.domain.model import format_datetime, parse_datetime
 from streams.errors import InputError
-from streams.pipeline.acks import ACK, lifecycle_event
+from streams.pipeline.acks import ACK, CHANGE_SENT, lifecycle_event
 from streams.pipeline.records import notification_from_record
 
 REPORT_FORMAT = "ics2-audit-replay/1"
@@ -146,6 +146,13 @@ def _lifecycle(item: dict[str, Any], data: dict[str, Any]) -> None:
             errors=note.get("errors", []),
             raw_sha256=note.get("raw_sha256"),
         )
+    elif isinstance(payload.get(CHANGE_SENT), dict):
+        change = payload[CHANGE_SENT]
+        sent = change.get("message_type") or "nothing sent, not registered"
+        what = f"{change['filing']} for {change.get('hbl') or data['mbl']}"
+        item.update(lane="filing", title=f"{change['kind']} of {what} ({change['lrn']}): {sent}")
+        item["hbls"], item["parties"] = [change.get("hbl")], [change.get("filer")]
+        item["details"].update({k: change.get(k) for k in ("kind", "lrn", "mrn", "message_type")})
     elif isinstance(payload.get(ACK), dict):
         ack = payload[ACK]
         item.update(lane="alert", title=f"alert {ack.get('alert_id')} acknowledged by {ack.get('by')}")

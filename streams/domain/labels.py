@@ -23,6 +23,7 @@ HOUSE_STATE_LABELS: Mapping[str, str] = {
     "filed": "filed, waiting for customs",
     "registered": "registered by customs (MRN)",
     "assessed": "risk assessment complete: may load",
+    "withdrawn": "left the ENS: every filing of it withdrawn",
 }
 
 #: A filing's state -> what it means.
@@ -33,10 +34,14 @@ FILING_STATE_LABELS: Mapping[str, str] = {
     "sent": "sent, waiting for customs",
     "registered": "registered by customs (MRN)",
     "rejected": "rejected by customs",
+    "amended": "registered, amendment accepted by customs",
+    "invalidation_requested": "withdrawal asked of customs (IE3Q04 sent)",
     "invalidated": "withdrawn (invalidated)",
+    "withdrawn": "no longer needed, never registered: nothing to invalidate",
 }
 
-#: ICS2 message code -> its meaning, for traders (filings, requests, customs' answers).
+#: ICS2 message code -> its meaning, for traders (filings, requests, customs' answers); the last four are not
+#: customs messages but the product's own sources of an alert.
 MESSAGE_LABELS: Mapping[str, str] = {
     "IE3F12": "carrier's master-level filing (F12)",
     "IE3F14": "house filing without goods details (F14)",
@@ -68,6 +73,9 @@ MESSAGE_LABELS: Mapping[str, str] = {
     "IE3Q02": "request for information (RFI)",
     "IE3Q03": "request for high-risk cargo screening (RFS)",
     "DEADLINE": "deadline watchdog: a filing or an answer is still missing as its deadline nears",
+    "ESCALATION": "escalation: an alert nobody acknowledged, raised again as its deadline nears",
+    "BOOKING": "the booking itself: data to fix before the filings can go",
+    "DEAD_LETTER": "input that could not be processed, kept on the dead-letter topic",
 }
 
 

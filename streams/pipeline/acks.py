@@ -21,6 +21,8 @@ ACK = "ack"
 #: The payload key that makes a ``tick`` record the answer to a referral (``streams.pipeline.answers``). The
 #: ``EnsEvent`` type enum has no default, so a new symbol would break FULL compatibility; it rides on a tick too.
 ANSWER_SENT = "answer_sent"
+#: Payload key of a ``tick`` saying a filing change (amendment, invalidation) went out (``streams.pipeline.changes``).
+CHANGE_SENT = "change_sent"
 
 
 def ack_record(mbl: str, alert_id: str, by: str, at: datetime) -> dict[str, Any]:
@@ -36,6 +38,8 @@ def lifecycle_event(kind: str, mbl: str, payload: Mapping[str, Any]) -> dict[str
         return {"type": "ack", "mbl": mbl, "alert_id": str(ack["alert_id"]), "by": ack.get("by"), "at": ack.get("at")}
     if kind == "tick" and isinstance(payload.get(ANSWER_SENT), Mapping):
         return {"type": ANSWER_SENT, "mbl": mbl, **payload[ANSWER_SENT]}
+    if kind == "tick" and isinstance(payload.get(CHANGE_SENT), Mapping):
+        return {"type": CHANGE_SENT, "mbl": mbl, **payload[CHANGE_SENT]}
     return {"type": kind, "mbl": mbl, **payload}
 
 

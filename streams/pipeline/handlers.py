@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,12 +17,13 @@ from typing import Any
 import structlog
 
 from streams.contracts.avro import SchemaCatalogue
-from streams.domain.deadlines import lodging_deadline
+from streams.domain.deadlines import DEFAULT_RESPONSE_TIMES, lodging_deadline
 from streams.domain.ledger import (
     FilingRecord,
     correlation_keys,
     filing_record,
     ledger_keys,
+    lrn_key,
     mrn_key,
     referral_key,
 )
@@ -33,9 +34,9 @@ from streams.domain.planning import PlannedFiling
 from streams.domain.routing import PartyAlert, alert_id
 from streams.domain.validation import Finding
 from streams.errors import BookingError, XMLRejected
-from streams.messages.notifications import Action, Urgency
+from streams.messages.notifications import Action, NotificationKind, Urgency
 from streams.messages.parse import parse_notification
-from streams.pipeline import answers
+from streams.pipeline import answers, changes
 from streams.pipeline.acks import lifecycle_event
 from streams.pipeline.records import (
     draft_record,
@@ -52,6 +53,9 @@ from streams.topics import Catalogue
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+
+#: How the title of a "Filing blocked" alert begins.
+BLOCKED_TITLE = "Filing blocked for"
 
 
 def source_of(incoming: Incoming) -> str:
@@ -154,6 +158,7 @@ class BookingStage(_Stage):
             for f in (*outcome.plan.filings, *carrier_filings)
         ]
         deadline = lodging_deadline(c.master)
+        alerts = self._booking_alerts(outcome, now)
         emits = [
             self.event_emit(
                 c.mbl,
@@ -163,6 +168,7 @@ class BookingStage(_Stage):
                     "version": c.version,
                     "deadline": format_datetime(deadline.latest),
                     "filings": [{"ours": f.ours, "record": r.to_json()} for f, r in records],
+                    "withdrawn": [filing_record(c, f, None).to_json() for f in diff_removed(outcome)],
                 },
                 incoming,
             )
@@ -175,9 +181,15 @@ class BookingStage(_Stage):
                 self.emit(self.catalogue.filing_drafts.name, c.mbl, "FilingDraft", draft_record(d, now), incoming, *ids)
             )
             if d.blocked:
-                emits.append(self.event_emit(c.mbl, "filing_blocked", {"record": record.to_json()}, incoming))
+                # The lifecycle closes the "Filing blocked" alerts about this filing once a fixed version is filed.
+                told = {f.party or c.planning_party for f in d.blocking}
+                blocked = [[a.alert_id, a.party, a.title] for a in alerts if a.party in told and _blocks(a)]
+                payload = {"record": record.to_json(), "alerts": blocked}
+                emits.append(self.event_emit(c.mbl, "filing_blocked", payload, incoming))
                 continue
             if not d.send:
+                if d.xml is not None:
+                    emits.extend(self._ledger(key, record, incoming) for key in ledger_keys(record, c))
                 continue
             headers = (*ids, ("ics2-message-type", planned.filing.message_type), ("ics2-filer", planned.filer))
             emits.append(
@@ -187,7 +199,26 @@ class BookingStage(_Stage):
             )
             emits.extend(self._ledger(key, record, incoming) for key in ledger_keys(record, c))
             emits.append(self.event_emit(c.mbl, "filing_sent", {"record": record.to_json()}, incoming))
-        emits.extend(self.alert_emits(self._booking_alerts(outcome, now), incoming))
+        emits.extend(self._change_emits(outcome, incoming, now))
+        emits.extend(self.alert_emits(alerts, incoming))
+        return emits
+
+    def _change_emits(self, outcome: BookingOutcome, incoming: Incoming, now: datetime) -> list[Emit]:
+        """Each request about a filing customs holds, keyed by that filing's LRN, to the correlate stage."""
+        c = outcome.consolidation
+        emits: list[Emit] = []
+        for request in outcome.changes:
+            carried = request.replacements or ((request.amendment,) if request.amendment else ())
+            filings = [self.schemas.encode("Filing", filing_message(d, now)) for d in carried]
+            records = [json.dumps(filing_record(c, d.draft.planned, d.draft.lrn).to_json()) for d in carried]
+            record = changes.change_record(request, c.mbl, c.version, filings, records, c.occurred_at)
+            ids = (("ics2-mbl", c.mbl), ("ics2-hbl", request.hbl or ""), ("ics2-lrn", request.lrn))
+            emits.append(
+                self.emit(
+                    self.catalogue.notifications_parsed.name, lrn_key(request.lrn), changes.RECORD, record, incoming,
+                    *ids,
+                )
+            )  # fmt: skip
         return emits
 
     def _ledger(self, key: str, record: FilingRecord, incoming: Incoming) -> Emit:
@@ -213,7 +244,7 @@ class BookingStage(_Stage):
                     party,
                     Urgency.HIGH,
                     Action.FIX_AND_REFILE,
-                    f"Filing blocked for {', '.join(hbls) or c.mbl}: fix the booking data",
+                    f"{BLOCKED_TITLE} {', '.join(hbls) or c.mbl}: fix the booking data",
                     f"Not sent to customs until fixed (booking version {c.version}): {text}",
                     now,
                     hbl=hbls[0] if len(hbls) == 1 else None,
@@ -232,10 +263,26 @@ class BookingStage(_Stage):
                     hbl=error.hbl,
                 )
             )
+        for gone in outcome.withdrawn:
+            where = f"house B/L {gone.hbl}" if gone.hbl else f"master B/L {c.mbl}"
+            alerts.append(
+                self._alert(
+                    c,
+                    gone.filer,
+                    Urgency.HIGH,
+                    Action.INFO,
+                    f"Withdraw your {gone.filing.value} for {gone.hbl or c.mbl}: no longer needed",
+                    f"With booking version {c.version}, {c.planning_party} no longer plans a {gone.filing.value} by "
+                    f"you for {where}. If you filed it, invalidate it (IE3Q04) so that customs does not hold it "
+                    "against the consignment.",
+                    now,
+                    hbl=gone.hbl,
+                )
+            )
         if outcome.diff is not None and not outcome.diff.empty:
-            changes = [f"+{f.filing.value} {f.hbl} by {f.filer}" for f in outcome.diff.added]
-            changes += [f"-{f.filing.value} {f.hbl} by {f.filer}" for f in outcome.diff.removed]
-            changes += [f"~{ch.new.filing.value} {ch.new.hbl} by {ch.new.filer}" for ch in outcome.diff.changed]
+            lines = [f"+{f.filing.value} {f.hbl} by {f.filer}" for f in outcome.diff.added]
+            lines += [f"-{f.filing.value} {f.hbl} by {f.filer}" for f in outcome.diff.removed]
+            lines += [f"~{ch.new.filing.value} {ch.new.hbl} by {ch.new.filer}" for ch in outcome.diff.changed]
             alerts.append(
                 self._alert(
                     c,
@@ -243,7 +290,7 @@ class BookingStage(_Stage):
                     Urgency.NORMAL,
                     Action.INFO,
                     f"Plan changed with booking version {c.version}",
-                    "; ".join(changes),
+                    "; ".join(lines),
                     now,
                 )
             )
@@ -279,6 +326,11 @@ class BookingStage(_Stage):
             hbl_chain=(), party_at_fault=party if action is Action.FIX_AND_REFILE else None, lrn=None, mrn=None,
             referral_reference=None, deadline=None, message_type="BOOKING", created_at=now,
         )  # fmt: skip
+
+
+def _blocks(alert: PartyAlert) -> bool:
+    """Whether a booking alert is a "Filing blocked" one (``BookingStage._booking_alerts``)."""
+    return alert.message_type == "BOOKING" and alert.title.startswith(BLOCKED_TITLE)
 
 
 class NotificationParser(_Stage):
@@ -324,6 +376,8 @@ class Correlator(_Stage):
     def __call__(self, incoming: Incoming) -> list[Emit]:
         if incoming.header("ics2-record") == answers.RECORD.encode():
             return answers.handle_answer_request(self, incoming, self.ledger, self.parked)
+        if incoming.header("ics2-record") == changes.RECORD.encode():
+            return changes.handle_change_request(self, incoming, self.ledger, self.parked)
         decoded = self.schemas.decode(incoming.value)
         key = (incoming.key or b"").decode()
         if decoded.name.endswith("LedgerEntry"):
@@ -334,6 +388,8 @@ class Correlator(_Stage):
                 with structlog.contextvars.bound_contextvars(**ids):
                     log.info("parked_released", key=key, count=len(waiting))
             released = answers.release_answers(self, key, decoded.record, self.parked, incoming)
+            record = filing_record_from_ledger(decoded.record)
+            released += changes.release_changes(self, key, record, False, self.parked, incoming)
             return [e for record in waiting for e in self._correlate(record, decoded.record, incoming)] + released
         if decoded.name.endswith("CustomsNotification"):
             entry = self.ledger.get(key)
@@ -356,10 +412,18 @@ class Correlator(_Stage):
         if parsed.mrn and record.mrn is None:
             record = record.with_mrn(parsed.mrn)
             emits.append(self._publish(mrn_key(parsed.mrn), record, incoming))
+            if record.lrn:
+                # The LRN's entry learns the MRN too: requests about the filing wait for it there.
+                emits.append(self._publish(lrn_key(record.lrn), record, incoming))
+        elif record.mrn is None and record.lrn and parsed.kind in _REFUSALS:
+            key = lrn_key(record.lrn)
+            emits += changes.release_changes(self, key, record, True, self.parked, incoming)
         for reference in dict.fromkeys((parsed.referral_reference, *parsed.referral_references)):
             if reference:
                 emits.append(self._publish(referral_key(reference), record, incoming))
         with structlog.contextvars.bound_contextvars(mbl=record.mbl, hbl=record.hbl, lrn=record.lrn, mrn=parsed.mrn):
+            if parsed.containers:
+                notification = self._fan_out(notification, parsed.hbls, parsed.containers, record)
             log.info("notification_correlated", message_type=parsed.message_type)
         payload = {
             "notification_id": notification["message_id"],
@@ -369,10 +433,33 @@ class Correlator(_Stage):
         emits.append(self.event_emit(record.mbl, "notification", payload, incoming))
         return emits
 
+    @staticmethod
+    def _fan_out(
+        notification: dict[str, Any], named: tuple[str, ...], containers: tuple[str, ...], record: FilingRecord
+    ) -> dict[str, Any]:
+        """A notification naming containers concerns every HBL stuffed in them (the booking's container map)."""
+        unknown = [c for c in containers if c not in record.containers]
+        if unknown:
+            log.warning("containers_not_in_booking", containers=unknown)
+        hbls = tuple(dict.fromkeys((*named, *record.hbls_in(containers))))
+        if hbls == named:
+            return notification
+        log.info("containers_fanned_out", containers=list(containers), hbls=list(hbls))
+        return {**notification, "hbls": list(hbls), "hbl": hbls[0]}
+
     def _publish(self, key: str, record: FilingRecord, incoming: Incoming) -> Emit:
         return self.emit(
             self.catalogue.notifications_parsed.name, key, "LedgerEntry", ledger_record(key, record), incoming
         )
+
+
+#: Answers that leave a filing unregistered: requests about it send its filings anew.
+_REFUSALS = frozenset({NotificationKind.REJECTED, NotificationKind.LIFECYCLE_ERROR})
+
+
+def diff_removed(outcome: BookingOutcome) -> tuple[PlannedFiling, ...]:
+    """Filings of the previous plan that the new one no longer has."""
+    return outcome.diff.removed if outcome.diff is not None else ()
 
 
 class LifecycleTracker(_Stage):
@@ -385,10 +472,12 @@ class LifecycleTracker(_Stage):
         clock: Clock,
         states: MutableMapping[str, bytes],
         margins: Sequence[timedelta] = DEFAULT_MARGINS,
+        response_times: Mapping[str, timedelta] = DEFAULT_RESPONSE_TIMES,
     ) -> None:
         super().__init__(schemas, catalogue, clock)
         self.states = states
         self.margins = tuple(margins)
+        self.response_times = dict(response_times)
 
     def __call__(self, incoming: Incoming) -> list[Emit]:
         record = self.schemas.decode(incoming.value, reader="EnsEvent").record
@@ -403,7 +492,7 @@ class LifecycleTracker(_Stage):
                 log.warning("ack_for_unknown_ens", alert_id=event["alert_id"])
                 return []
             state = None if stored is None else EnsState.from_json(json.loads(stored))
-            transition = apply(state, event, self.clock(), self.margins)
+            transition = apply(state, event, self.clock(), self.margins, self.response_times)
             self.states[record["mbl"]] = json.dumps(transition.state.to_json()).encode()
             if transition.duplicate:
                 log.info("duplicate_suppressed", event_id=record["event_id"])

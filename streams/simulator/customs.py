@@ -24,7 +24,9 @@ from streams.domain.model import format_datetime, parse_datetime
 from streams.errors import InputError, XMLRejected
 from streams.messages import build
 from streams.messages.notifications import NotificationError, mrn_check_character
-from streams.simulator.filing import ANSWERS, FILINGS, FilingFacts, read_filing
+from streams.simulator import amendments
+from streams.simulator.checks import customs_grade_errors
+from streams.simulator.filing import AMENDMENTS, ANSWERS, FILINGS, FilingFacts, read_filing
 from streams.simulator.risk import HouseFacts, Outcome, RiskScript
 
 log = structlog.get_logger(__name__)
@@ -57,6 +59,11 @@ class FilingRecord:
     supplementary_declarant: str | None = None
     hs_codes: list[str] = field(default_factory=list)
     descriptions: list[str] = field(default_factory=list)
+    status: str = "registered"
+    """registered, amended or invalidated: what an IE3R08 reports."""
+    last_notification: str = "IE3R01"
+    hbl: str | None = None
+    mbl: str | None = None
 
 
 @dataclass(slots=True)
@@ -115,6 +122,8 @@ class CustomsSimulator:
         self._referrals: dict[str, Referral] = {}
         self._rejected: list[str] = []
         """HBLs whose scripted rejection was already given: a re-filing is accepted."""
+        self._invalidated: list[FilingRecord] = []
+        """Filings withdrawn by an accepted IE3Q04, kept for consultation (IE3R08)."""
 
     def submit(self, filing_xml: bytes, now: datetime) -> list[Outbound]:
         """Answer one filing (IE3F12/14/15/16) or referral answer (IE3R02/R03) received at ``now``.
@@ -129,6 +138,14 @@ class CustomsSimulator:
             out = [self._rejection(facts, [error], now)]
         elif facts.message_type in ANSWERS:
             out = self._answer(facts, now)
+        elif facts.message_type in (*FILINGS, *AMENDMENTS) and (rejected := customs_grade_errors(filing_xml)):
+            out = [self._rejection(facts, rejected, now)]
+        elif facts.message_type in AMENDMENTS:
+            out = amendments.amend(self, facts, now)
+        elif facts.message_type == "IE3Q04":
+            out = amendments.invalidate(self, facts, now)
+        elif facts.message_type == "IE3Q05":
+            out = amendments.consult(self, facts, now)
         elif facts.message_type not in FILINGS:
             error = NotificationError(NOT_SUPPORTED, f"/{facts.message_type}", f"{facts.message_type} is not accepted")
             out = [self._rejection(facts, [error], now)]
@@ -138,6 +155,7 @@ class CustomsSimulator:
             "customs_simulator_answered",
             filing=facts.message_type,
             lrn=facts.lrn.value if facts.lrn else None,
+            mrn=facts.mrn.value if facts.mrn else None,
             messages=[o.message_type for o in out],
         )
         return out
@@ -193,6 +211,8 @@ class CustomsSimulator:
             supplementary_declarant=facts.supplementary_declarant.value if facts.supplementary_declarant else None,
             hs_codes=list(facts.hs_codes),
             descriptions=list(facts.descriptions),
+            hbl=facts.hbl.value if facts.hbl else None,
+            mbl=facts.mbl.value,
         )
         self._mrns[f"{declarant}|{record.lrn}"] = record.mrn
         self._links[key] = link
@@ -247,7 +267,7 @@ class CustomsSimulator:
                 missing("hbl", "house transport document number")
             if facts.carrier is None:
                 missing("carrier", "carrier (linking key)")
-        if facts.message_type == "IE3F14" and facts.supplementary_declarant is None:
+        if facts.filing_type == "IE3F14" and facts.supplementary_declarant is None:
             missing("supplementary_declarant", "supplementary declarant of the F16")
         if facts.message_type == "IE3F16" and not errors:
             errors += self._f16_errors(facts)
@@ -307,7 +327,9 @@ class CustomsSimulator:
         xml = build.build_ie3n99(
             errors=errors,
             notified_at=now,
-            lrn=facts.lrn.value[:35] if facts.lrn else None,
+            lrn=(facts.lrn or facts.functional_reference).value[:35]
+            if facts.lrn or facts.functional_reference
+            else None,
             mbl=facts.mbl.value if facts.mbl else None,
             declarant=facts.declarant.value[:17],
             office=facts.office.value if facts.office and len(facts.office.value) == 8 else None,
@@ -354,8 +376,7 @@ class CustomsSimulator:
         house.referral = reference
         self._referrals[reference] = Referral(kind=outcome.value, link=key, hbl=hbl)
         if outcome is Outcome.RFI:
-            deadline = now + self.script.rfi_window
-            request = {"referral_reference": reference, "hbl": hbl, "mbl": link.mbl, "deadline": deadline}
+            request = {"referral_reference": reference, "hbl": hbl, "mbl": link.mbl}
             return [
                 Outbound(
                     lead.declarant,
@@ -443,6 +464,7 @@ class CustomsSimulator:
             "links": {k: asdict(v) for k, v in self._links.items()},
             "referrals": {k: asdict(v) for k, v in self._referrals.items()},
             "rejected": list(self._rejected),
+            "invalidated": [asdict(r) for r in self._invalidated],
         }
 
     @classmethod
@@ -455,6 +477,7 @@ class CustomsSimulator:
             simulator._links = {k: _link(v) for k, v in data["links"].items()}
             simulator._referrals = {k: Referral(**v) for k, v in data["referrals"].items()}
             simulator._rejected = list(data.get("rejected", []))
+            simulator._invalidated = [FilingRecord(**r) for r in data.get("invalidated", [])]
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"simulator state is not usable: {exc}") from exc
         return simulator

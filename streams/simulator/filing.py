@@ -15,7 +15,11 @@ from streams.messages.safe import read_xml
 #: Filings and answers the simulator accepts.
 FILINGS = ("IE3F12", "IE3F14", "IE3F15", "IE3F16")
 ANSWERS = ("IE3R02", "IE3R03")
-HOUSE_FILINGS = ("IE3F14", "IE3F15", "IE3F16")
+#: Amendments of registered filings (catalogue: IE3A12 amends an F12, IE3A14 an F14, IE3A15 an F15, IE3A16 an F16).
+AMENDMENTS = ("IE3A12", "IE3A14", "IE3A15", "IE3A16")
+#: Requests about registered filings: invalidation (IE3Q04) and consultation (IE3Q05).
+REQUESTS = ("IE3Q04", "IE3Q05")
+HOUSE_FILINGS = ("IE3F14", "IE3F15", "IE3F16", "IE3A14", "IE3A15", "IE3A16")
 
 
 def _local(name: str) -> str:
@@ -51,6 +55,13 @@ class FilingFacts:
     referral_reference: Found | None
     hs_codes: tuple[str, ...] = ()
     descriptions: tuple[str, ...] = ()
+    functional_reference: Found | None = None
+    """The reference an IE3Q04 / IE3Q05 gives itself (an..35); customs quotes it back in its answer."""
+
+    @property
+    def filing_type(self) -> str:
+        """The filing a filing or amendment is about: ``IE3A15`` and ``IE3F15`` are both about an F15."""
+        return f"IE3F{self.message_type[4:]}" if self.message_type in AMENDMENTS else self.message_type
 
     @property
     def is_house_filing(self) -> bool:
@@ -62,6 +73,7 @@ class FilingFacts:
         master = house if self.is_house_filing else f"/{self.message_type}/consignmentMasterLevel"
         return {
             "lrn": f"/{self.message_type}/LRN",
+            "mrn": f"/{self.message_type}/MRN",
             "declarant": f"/{self.message_type}/declarant/identificationNumber",
             "carrier": f"{master}/carrier/identificationNumber",
             "mbl": f"{master}/transportDocumentMasterLevel/documentNumber",
@@ -98,10 +110,13 @@ def read_filing(data: bytes) -> FilingFacts:
     return FilingFacts(
         message_type=etree.QName(root).localname,
         lrn=Found(lrn, _pointer(lrn_elements[0])) if lrn else None,
-        declarant=_find(root, ("declarant", "identificationNumber")),
+        declarant=_find(root, ("declarant", "identificationNumber"), ("requester", "identificationNumber")),
         carrier=_find(root, ("carrier", "identificationNumber")),
         mbl=_find(
-            root, ("transportDocumentMasterLevel", "documentNumber"), ("transportDocumentMaster", "documentNumber")
+            root,
+            ("transportDocumentMasterLevel", "documentNumber"),
+            ("transportDocumentMaster", "documentNumber"),
+            ("transportDocument", "documentNumber"),
         ),
         hbl=_find(
             root, ("transportDocumentHouseLevel", "documentNumber"), ("transportDocumentHouse", "documentNumber")
@@ -112,4 +127,5 @@ def read_filing(data: bytes) -> FilingFacts:
         referral_reference=_find(root, ("referralRequestReference",)),
         hs_codes=_texts(root, "harmonizedSystemSubHeadingCode"),
         descriptions=_texts(root, "descriptionOfGoods"),
+        functional_reference=_find(root, ("functionalReference",)),
     )

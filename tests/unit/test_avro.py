@@ -48,6 +48,7 @@ SCHEMA_NAMES = (
     "EnsEvent",
     "AnswerRequest",
     "AuditEntry",
+    "FilingChange",
 )
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -124,6 +125,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "action": "correct and re-file",
         "urgency": "high",
         "raw_sha256": SHA,
+        "containers": ["MSKU1234565"],
+        "functional_reference": "MLTYO-26-000124",
+        "rejected_message": "IE3F15",
     },
     "LedgerEntry": {
         "key": "lrn:F14V1CQVAYKVEQCG2NVGC6",
@@ -142,6 +146,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
             {"hbl": "DAI26NGO0077", "issuer": "COLOADER-D"},
         ],
         "eoris": {"DE993311220000": "COLOADER-A", "FR40303265045": "COLOADER-D"},
+        "containers": {"MSKU1234565": ["DAI26NGO0077", "SKC26TYO0001"]},
     },
     "EnsEvent": {
         "event_id": "5d41402abc4b2a76b9719d911017c592",
@@ -172,6 +177,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "notification_message_type": "IE3Q01",
         "created_at": "2026-11-20T10:00:00Z",
         "acknowledged": False,
+        "closes_alert_id": None,
     },
     "DeadLetter": {
         "stage": "decode",
@@ -194,6 +200,22 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "mbl": "OCLU26TYO7781234",
         "requested_by": "ML-TYO",
         "answer": '{"texts":[{"text":"Office laptops, invoice attached"}]}',
+        "requested_at": "2026-11-20T11:00:00Z",
+    },
+    "FilingChange": {
+        "change_id": "5d41402abc4b2a76b9719d911017c592",
+        "kind": "replace",
+        "mbl": "OCLU26TYO7781234",
+        "hbl": "CHY26YOK0501",
+        "lrn": "F14V1TLUPZVWP23IJI4W6V",
+        "filing": "F14",
+        "filer": "ML-TYO",
+        "version": 2,
+        "reason": "booking version 2 files the house consignment CHY26YOK0501 as F15 by ML-TYO",
+        "amendment_lrn": None,
+        "amendment": None,
+        "filings": [b"\xc3\x01filing"],
+        "records": ['{"mbl":"OCLU26TYO7781234"}'],
         "requested_at": "2026-11-20T11:00:00Z",
     },
     "AuditEntry": {
@@ -320,13 +342,18 @@ class TestSeedRoundTrip:
             house_bill.setdefault("place_of_acceptance", None)
             house_bill.setdefault("place_of_delivery", None)
             house_bill.setdefault("goods", [])
+            house_bill.setdefault("freight_payment", None)
             for goods in house_bill["goods"]:
                 goods.setdefault("un_number", None)
         for party in expected["parties"]:
             party.setdefault("automated_filer", False)
             party.setdefault("contact", None)
+            party.setdefault("representative", None)
+            for part in ("number", "po_box", "sub_division", "postcode"):
+                party["address"].setdefault(part, None)
             if party["contact"] is not None:
                 party["contact"].setdefault("phone", None)
+                party["contact"].setdefault("email", None)
         assert catalogue.decode(catalogue.encode("BookingEvent", seed())).record == expected
 
     def test_model_json_with_every_optional_field_round_trips(self, catalogue: SchemaCatalogue):

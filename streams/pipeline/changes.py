@@ -1,0 +1,275 @@
+"""Requests about filings customs already holds, completed by the correlate stage: ``FilingChange`` in, IE3A1x /
+IE3Q04 (and the filings that follow an invalidation) out.
+
+The booking stage decides (``streams.domain.outbound``); only the filing ledger knows the MRN customs registered
+the filing under, and that lives in the correlate stage. A request travels keyed ``lrn:<LRN>`` like the filing's
+ledger entry; once the entry carries the MRN (the correlate stage republishes it under the LRN when the IE3R01
+arrives), the request is rendered and goes out on the outbound topic, in order: an invalidation before the filings
+that replace it, so the ENS lacks the house consignment for the time between two messages only. A request whose
+filing customs rejected sends its filings as new ones (nothing registered to amend or withdraw). A request that
+waits sits in the parked table under ``changes|<key>``; a rejection is remembered under ``rejected|<key>``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, MutableMapping
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from streams.domain.ledger import FilingRecord, lrn_key
+from streams.domain.model import format_datetime, parse_datetime
+from streams.domain.outbound import FilingChangeRequest
+from streams.domain.planning import ChangeKind
+from streams.domain.routing import PartyAlert, alert_id
+from streams.errors import ICS2StreamsError, RenderError
+from streams.messages.notifications import Action, Urgency
+from streams.messages.render_requests import Invalidation, amendment_xml, invalidation_reference, render_invalidation
+from streams.pipeline.acks import CHANGE_SENT
+from streams.pipeline.answers import Emitter
+from streams.pipeline.dead_letters import dead_letter_emit
+from streams.pipeline.records import filing_record_from_ledger, ledger_record, sha256
+from streams.pipeline.stage import Emit, Incoming
+
+log = structlog.get_logger(__name__)
+
+#: Record type header value (``ics2-record``) the correlate stage dispatches on.
+RECORD = "FilingChange"
+
+
+def change_record(
+    request: FilingChangeRequest, mbl: str, version: int, filings: list[bytes], records: list[str], issued: datetime
+) -> dict[str, Any]:
+    """The ``FilingChange`` record of a request; ``filings`` are the encoded Filing records it carries.
+
+    ``issued`` is the booking version's time, not the processing time: a replayed version gives a byte-identical
+    IE3Q04, whose message id the gateway recognises, never a second invalidation of the same filing."""
+    amendment = request.amendment
+    planned = request.planned
+    return {
+        "change_id": sha256(f"{mbl}|{version}|{request.kind.value}|{request.lrn}".encode())[:32],
+        "kind": request.kind.value,
+        "mbl": mbl,
+        "hbl": planned.hbl,
+        "lrn": request.lrn,
+        "filing": planned.filing.value,
+        "filer": planned.filer,
+        "version": version,
+        "reason": request.reason,
+        "amendment_lrn": amendment.draft.lrn if amendment else None,
+        "amendment": amendment.xml if amendment else None,
+        "filings": filings,
+        "records": records,
+        "requested_at": format_datetime(issued),
+    }
+
+
+def parked_key(key: str) -> str:
+    return f"changes|{key}"
+
+
+def rejected_key(key: str) -> str:
+    return f"rejected|{key}"
+
+
+def handle_change_request(
+    stage: Emitter, incoming: Incoming, ledger: Mapping[str, bytes], parked: MutableMapping[str, bytes]
+) -> list[Emit]:
+    """The correlate stage's step for a ``FilingChange``: send it, or park it until the MRN (or a rejection)."""
+    change = stage.schemas.decode(incoming.value, reader=RECORD).record
+    key = (incoming.key or b"").decode()
+    with structlog.contextvars.bound_contextvars(mbl=change["mbl"], hbl=change["hbl"], lrn=change["lrn"]):
+        if key != lrn_key(change["lrn"]):
+            reason = f"keyed {key!r}, not by the LRN of its filing"
+            log.warning("change_refused", reason=reason)
+            dead = dead_letter_emit(
+                stage.catalogue.dead_letters.name, stage.schemas, stage="correlate", phase="process",
+                reason=f"filing change refused: {reason}", exc=ICS2StreamsError(reason), incoming=incoming,
+                party=change["filer"],
+            )  # fmt: skip
+            return [dead]
+        entry = ledger.get(key)
+        record = None if entry is None else filing_record_from_ledger(json.loads(entry))
+        rejected = rejected_key(key) in parked
+        if rejected or (record is not None and record.mrn is not None):
+            return _send(stage, change, record, rejected, incoming)
+        waiting = json.loads(parked.get(parked_key(key), b"[]") or b"[]")
+        if all(w["change_id"] != change["change_id"] for w in waiting):
+            waiting.append(_jsonable(change))
+        parked[parked_key(key)] = json.dumps(waiting).encode()
+        log.info("change_parked", key=key, kind=change["kind"])
+        return []
+
+
+def release_changes(
+    stage: Emitter,
+    key: str,
+    record: FilingRecord | None,
+    rejected: bool,
+    parked: MutableMapping[str, bytes],
+    incoming: Incoming,
+) -> list[Emit]:
+    """Requests waiting under ``key`` go out now that its filing was registered (``record.mrn``) or rejected."""
+    if rejected:
+        parked[rejected_key(key)] = b"1"
+    elif record is None or record.mrn is None:
+        return []
+    waiting = json.loads(parked.pop(parked_key(key), b"[]") or b"[]")
+    if waiting:
+        log.info("parked_changes_released", key=key, count=len(waiting))
+    return [e for change in waiting for e in _send(stage, _from_json(change), record, rejected, incoming)]
+
+
+def _send(
+    stage: Emitter, change: Mapping[str, Any], record: FilingRecord | None, rejected: bool, incoming: Incoming
+) -> list[Emit]:
+    kind = ChangeKind(change["kind"])
+    emits: list[Emit] = []
+    mrn = None if record is None else record.mrn
+    if rejected or mrn is None or record is None:
+        sent = list(zip(change["filings"], change["records"], strict=True))
+        what = "filed anew" if sent else "nothing to withdraw"
+        emits += _forward(stage, change, sent, incoming)
+        emits += _events_and_alert(stage, change, None, None, f"customs rejected {change['lrn']}: {what}", incoming)
+        return emits
+    if kind is ChangeKind.AMEND:
+        try:
+            xml = amendment_xml(change["amendment"], change["amendment_lrn"], mrn)
+        except RenderError as exc:
+            log.warning("change_refused", reason=str(exc))
+            dead = dead_letter_emit(
+                stage.catalogue.dead_letters.name, stage.schemas, stage="correlate", phase="process",
+                reason=f"amendment cannot be written: {exc}", exc=exc, incoming=incoming, party=change["filer"],
+            )  # fmt: skip
+            return [dead]
+        message_type = f"IE3A{change['filing'][1:]}"
+        emits.append(_outbound(stage, change, record, message_type, change["amendment_lrn"], xml, incoming))
+        emits.append(_ledger(stage, lrn_key(change["amendment_lrn"]), record, incoming))
+        note = f"amendment {message_type} (LRN {change['amendment_lrn']}) sent against MRN {mrn}"
+        return emits + _events_and_alert(stage, change, record, message_type, note, incoming)
+    reference = invalidation_reference(change["lrn"])
+    declarant = next((e for e, p in record.eoris.items() if p == record.filer), "")
+    request = Invalidation(
+        reference, mrn, declarant, parse_datetime(change["requested_at"]), change["reason"], record.mbl, record.hbl
+    )
+    emits.append(_outbound(stage, change, record, "IE3Q04", reference, render_invalidation(request), incoming))
+    emits.append(_ledger(stage, lrn_key(reference), record, incoming))
+    followers = list(zip(change["filings"], change["records"], strict=True))
+    emits += _forward(stage, change, followers, incoming)
+    then = f", then {len(followers)} filing(s) replacing it" if followers else ""
+    note = f"invalidation IE3Q04 ({reference}) sent for MRN {mrn}{then}"
+    return emits + _events_and_alert(stage, change, record, "IE3Q04", note, incoming)
+
+
+def _outbound(
+    stage: Emitter,
+    change: Mapping[str, Any],
+    record: FilingRecord,
+    message_type: str,
+    lrn: str,
+    xml: bytes,
+    incoming: Incoming,
+) -> Emit:
+    filer_eori = next((e for e, p in record.eoris.items() if p == record.filer), "")
+    filing = {
+        "message_id": f"{lrn}-{sha256(xml)[:12]}",
+        "message_type": message_type,
+        "lrn": lrn,
+        "mbl": record.mbl,
+        "hbl": record.hbl,
+        "filer_party_id": record.filer,
+        "filer_eori": filer_eori,
+        "supplementary_declarant": None,
+        "supplementary_declarant_eori": None,
+        "booking_version": change["version"],
+        "xml_sha256": sha256(xml),
+        "xml": xml,
+        "created_at": change["requested_at"],
+    }
+    headers = (
+        ("ics2-mbl", record.mbl),
+        ("ics2-hbl", record.hbl or ""),
+        ("ics2-lrn", lrn),
+        ("ics2-message-type", message_type),
+        ("ics2-filer", record.filer),
+    )
+    log.info("change_sent", message_type=message_type, mrn=record.mrn, lrn=lrn)
+    return stage.emit(stage.catalogue.filings_outbound.name, record.mbl, "Filing", filing, incoming, *headers)
+
+
+def _forward(
+    stage: Emitter, change: Mapping[str, Any], filings: list[tuple[bytes, str]], incoming: Incoming
+) -> list[Emit]:
+    """The carried filings as they are, each with the lifecycle's ``filing_sent``."""
+    emits: list[Emit] = []
+    for value, record_json in filings:
+        filing = stage.schemas.decode(value, reader="Filing").record
+        headers = (
+            ("ics2-source", f"{incoming.topic}:{incoming.partition}:{incoming.offset}".encode()),
+            ("ics2-record", b"Filing"),
+            ("ics2-mbl", filing["mbl"].encode()),
+            ("ics2-lrn", filing["lrn"].encode()),
+            ("ics2-message-type", filing["message_type"].encode()),
+            ("ics2-filer", filing["filer_party_id"].encode()),
+        )
+        emits.append(Emit(stage.catalogue.filings_outbound.name, change["mbl"].encode(), value, headers))
+        emits.append(stage.event_emit(change["mbl"], "filing_sent", {"record": json.loads(record_json)}, incoming))
+    return emits
+
+
+def _ledger(stage: Emitter, key: str, record: FilingRecord, incoming: Incoming) -> Emit:
+    name = stage.catalogue.notifications_parsed.name
+    return stage.emit(name, key, "LedgerEntry", ledger_record(key, record), incoming)
+
+
+def _events_and_alert(
+    stage: Emitter,
+    change: Mapping[str, Any],
+    record: FilingRecord | None,
+    message_type: str | None,
+    note: str,
+    incoming: Incoming,
+) -> list[Emit]:
+    """The lifecycle's event (amendment or invalidation requested) and the filer's alert."""
+    payload = {
+        CHANGE_SENT: {
+            "kind": change["kind"],
+            "change_id": change["change_id"],
+            "filing": change["filing"],
+            "hbl": change["hbl"],
+            "filer": change["filer"],
+            "lrn": change["lrn"],
+            "mrn": None if record is None else record.mrn,
+            "message_type": message_type,
+            "registered": record is not None and record.mrn is not None,
+        }
+    }
+    event = stage.event_emit(change["mbl"], "tick", payload, incoming)
+    where = change["hbl"] or change["mbl"]
+    alert = PartyAlert(
+        alert_id=alert_id(f"change|{change['change_id']}|sent", change["filer"]),
+        party=change["filer"], urgency=Urgency.NORMAL, action=Action.INFO,
+        title=f"{change['filing']} for {where}: {change['kind']} requested (booking version {change['version']})",
+        message=f"{change['reason']}: {note}.", mbl=change["mbl"], hbl=change["hbl"],
+        hbl_chain=record.hbl_chain if record else (), party_at_fault=None, lrn=change["lrn"],
+        mrn=record.mrn if record else None, referral_reference=None, deadline=None,
+        message_type=message_type or "BOOKING", created_at=stage.clock(),
+    )  # fmt: skip
+    return [event, *stage.alert_emits([alert], incoming)]
+
+
+def _jsonable(change: Mapping[str, Any]) -> dict[str, Any]:
+    """Bytes as latin-1 text, so that a parked request is JSON like the other parked records."""
+    out = dict(change)
+    out["amendment"] = None if change["amendment"] is None else change["amendment"].decode("latin-1")
+    out["filings"] = [f.decode("latin-1") for f in change["filings"]]
+    return out
+
+
+def _from_json(change: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(change)
+    out["amendment"] = None if change["amendment"] is None else change["amendment"].encode("latin-1")
+    out["filings"] = [f.encode("latin-1") for f in change["filings"]]
+    return out

@@ -1,0 +1,137 @@
+"""A booking's version 2 through the stage handlers and the customs simulator: amendments by MRN, invalidations,
+invalidate-then-refile, and the parties told what happened."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from streams.domain.model import Consolidation
+from streams.domain.planning import FilingDraft, FilingType, PlannedFiling
+from streams.messages.render import render_filing
+from streams.simulator import RiskScript, ScriptedRejection
+from tests.unit.test_handlers import NOW, Pump, seed_json
+
+MBL = "OCLU26TYO7781234"
+AMENDED_HBL, MOVED_HBL, REMOVED_HBL = "SKC26TYO0001", "CHY26YOK0501", "SKC26TYO0003"
+
+
+def version_2(data: dict) -> dict:
+    """One gross mass changed, CHY26YOK0501 asked as F15 (not F14 + F16), SKC26TYO0003 dropped."""
+    v2 = json.loads(json.dumps(data))
+    v2["version"] = 2
+    house = {h["hbl_number"]: h for h in v2["house_bills"]}
+    house[AMENDED_HBL]["goods"][0]["gross_mass_kg"] = 845.0
+    house[MOVED_HBL]["f15_requested"] = True
+    v2["house_bills"] = [h for h in v2["house_bills"] if h["hbl_number"] != REMOVED_HBL]
+    return v2
+
+
+def outbound(pump: Pump, start: int = 0) -> list[dict]:
+    emits = pump.topics[pump.catalogue.filings_outbound.name][start:]
+    return [pump.schemas.decode(e.value, reader="Filing").record for e in emits]
+
+
+def carrier_files_f12(pump: Pump) -> None:
+    """The carrier's own F12, so that customs can assess the house consignments."""
+    consolidation = Consolidation.from_json(seed_json())
+    planned = PlannedFiling(FilingType.F12, None, "CARRIER-A")
+    xml = render_filing(FilingDraft(consolidation, planned, "CARRIER-F12-1", NOW))
+    for answer in pump.simulator.submit(xml, NOW):
+        pump.answer(answer)
+
+
+def booked_twice(pump: Pump) -> int:
+    data = seed_json()
+    pump.book(data)
+    pump.run()
+    first = len(pump.topics[pump.catalogue.filings_outbound.name])
+    pump.book(version_2(data))
+    pump.run()
+    return first
+
+
+class TestVersionTwo:
+    def test_amend_invalidate_and_refile_in_order(self):
+        """v2 sends IE3A15 for the changed mass, IE3Q04 then IE3F15 for the moved HBL, IE3Q04 for the dropped one."""
+        pump = Pump()
+        sent = [(f["message_type"], f["hbl"]) for f in outbound(pump, booked_twice(pump))]
+        assert sorted(sent) == sorted(
+            [("IE3A15", AMENDED_HBL), ("IE3Q04", MOVED_HBL), ("IE3F15", MOVED_HBL), ("IE3Q04", REMOVED_HBL)]
+        )
+        assert sent.index(("IE3Q04", MOVED_HBL)) < sent.index(("IE3F15", MOVED_HBL)), "withdraw first, then re-file"
+        answers = [pump.schemas.decode(e.value).record for e in pump.topics[pump.catalogue.notifications_parsed.name]]
+        types = {a["message_type"] for a in answers if "message_type" in a}
+        assert {"IE3N10", "IE3R07"} <= types and not {"IE3N01", "IE3N99"} & types
+
+    def test_every_filing_ends_registered_amended_or_invalidated(self):
+        pump = Pump()
+        booked_twice(pump)
+        states = {(f["filing"], f["hbl"], f["filer"]): f["state"] for f in pump.ens(MBL)["filings"]}
+        assert states[("F15", AMENDED_HBL, "ML-TYO")] == "amended"
+        assert states[("F14", MOVED_HBL, "ML-TYO")] == "invalidated"
+        assert states[("F15", MOVED_HBL, "ML-TYO")] == "registered"
+        assert states[("F16", MOVED_HBL, "COLOADER-C")] == "withdrawn"
+        assert states[("F15", REMOVED_HBL, "ML-TYO")] == "invalidated"
+        ours = [s for (_, _, filer), s in states.items() if filer == "ML-TYO"]
+        assert set(ours) <= {"registered", "amended", "invalidated"}
+        houses = {h["hbl"]: h["state"] for h in pump.ens(MBL)["houses"]}
+        assert houses[REMOVED_HBL] == "withdrawn"
+
+    def test_parties_are_told(self):
+        pump = Pump()
+        booked_twice(pump)
+        withdraw = [a for a in pump.alerts("COLOADER-C") if a["title"].startswith("Withdraw your F16")]
+        assert [a["hbl"] for a in withdraw] == [MOVED_HBL]
+        titles = [a["title"] for a in pump.alerts("ML-TYO")]
+        assert any(t.startswith(f"F15 for {AMENDED_HBL}: amend requested") for t in titles)
+        assert any(t.startswith(f"F14 for {MOVED_HBL}: replace requested") for t in titles)
+        assert any(t.startswith(f"F15 for {REMOVED_HBL}: invalidate requested") for t in titles)
+
+    def test_redelivered_version_two_sends_the_same_requests(self):
+        """A replay of v2 (a crash before its offset was committed) repeats the same message ids only."""
+        pump = Pump()
+        first = booked_twice(pump)
+        ids = {f["message_id"] for f in outbound(pump, first)}
+        again = len(pump.topics[pump.catalogue.filings_outbound.name])
+        for handler in pump.handlers.values():
+            handler.clock = lambda: NOW + timedelta(hours=1)
+        pump.book(version_2(seed_json()))
+        pump.run()
+        assert {f["message_id"] for f in outbound(pump, again)} <= ids
+
+
+class TestNotRegistered:
+    def test_rejected_filing_is_filed_anew_not_amended(self):
+        """A filing customs rejected has no MRN: the new content goes out as a new F14 and registers."""
+        pump = Pump(RiskScript(rejections=(ScriptedRejection(MOVED_HBL),)))
+        data = seed_json()
+        pump.book(data)
+        pump.run()
+        first = len(pump.topics[pump.catalogue.filings_outbound.name])
+        v2 = json.loads(json.dumps(data))
+        v2["version"] = 2
+        house = next(h for h in v2["house_bills"] if h["hbl_number"] == MOVED_HBL)
+        house["goods"][0]["description"] = "Coated kraft paper in rolls, 80 g/m2, for packaging"
+        pump.book(v2)
+        pump.run()
+        assert [(f["message_type"], f["hbl"]) for f in outbound(pump, first)] == [("IE3F14", MOVED_HBL)]
+        status = next(
+            f for f in pump.ens(MBL)["filings"] if f["hbl"] == MOVED_HBL and f["filing"] == FilingType.F14.value
+        )
+        assert status["state"] == "registered"
+
+
+class TestRefused:
+    def test_invalidation_refused_after_a_do_not_load_keeps_the_filing_registered(self):
+        """Customs refuses to withdraw a filing under a DNL (IE3N99): it stays registered, the filer is told."""
+        from streams.simulator import Outcome, RiskRule
+
+        pump = Pump(RiskScript(rules=(RiskRule(Outcome.DO_NOT_LOAD, hbl=REMOVED_HBL),)))
+        carrier_files_f12(pump)
+        booked_twice(pump)
+        states = {(f["filing"], f["hbl"]): f["state"] for f in pump.ens(MBL)["filings"]}
+        assert states[("F15", REMOVED_HBL)] == "registered"
+        refused = [a for a in pump.alerts("ML-TYO") if a["notification_message_type"] == "IE3N99"]
+        assert [a["hbl"] for a in refused] == [REMOVED_HBL]
+        assert "Do Not Load" in refused[0]["message"]
