@@ -171,7 +171,7 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
             LifecycleTracker(schemas, catalogue, clock, tables["ens-state"], settings.margins),
         ),
     }
-    stages.update(audit_stages(schemas, catalogue, clock, tables["audit-chain"], producer.send_all))
+    stages.update(audit_stages(schemas, catalogue, clock, tables["audit-chain"], batched=True))
     for name, (source, handler) in stages.items():
         pipeline.runners[name] = add_stage(
             app,

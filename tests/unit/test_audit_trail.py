@@ -26,7 +26,7 @@ from streams.audit.trail import (
 )
 from streams.contracts.avro import SchemaCatalogue
 from streams.errors import DecodeError
-from streams.pipeline.audit_stages import AuditChainer, AuditCollector, SendFirstChainer
+from streams.pipeline.audit_stages import AuditChainer, AuditCollector, BatchChainer, SendFirstChainer
 from streams.pipeline.handlers import BookingStage
 from streams.pipeline.stage import Emit, Incoming
 from streams.topics import Catalogue
@@ -317,6 +317,36 @@ class TestAuditStages:
             assert await chainer(as_incoming(emit, offset)) == []
         assert [SCHEMAS.decode(e.value, reader="AuditRecord").record["sequence"] for e in sent] == [0, 1, 2, 3]
         assert json.loads(table[SEED_MBL])["next_sequence"] == 4
+
+    def test_batch_chainer_stores_each_mbl_once_after_the_batch_is_acknowledged(self):
+        """A batch is chained in memory (one intact chain) and the head is stored once, on acknowledgement."""
+        writes: list[str] = []
+
+        class Table(dict[str, bytes]):
+            def __setitem__(self, key: str, value: bytes) -> None:
+                writes.append(key)
+                super().__setitem__(key, value)
+
+        table = Table()
+        chainer = BatchChainer(AuditChainer(SCHEMAS, CATALOGUE, lambda: NOW, table))
+        entries = self._entries()
+        out = [o for i, e in enumerate(entries[:5]) for o in chainer(as_incoming(e, i))]
+        assert table == {} and len(out) == 5
+        chainer.acknowledged()
+        assert writes == [SEED_MBL] and json.loads(table[SEED_MBL])["next_sequence"] == 5
+        records = [SCHEMAS.decode(o.value, reader="AuditRecord").record for o in out]
+        assert [r["sequence"] for r in records] == [0, 1, 2, 3, 4] and verify(records) == []
+        assert [o for i, e in enumerate(entries[:5]) for o in chainer(as_incoming(e, i))] == []
+
+    def test_batch_chainer_forgets_an_abandoned_batch(self):
+        """A batch whose records were not acknowledged is chained again, from the stored head, when redelivered."""
+        table: dict[str, bytes] = {}
+        chainer = BatchChainer(AuditChainer(SCHEMAS, CATALOGUE, lambda: NOW, table))
+        entries = self._entries()
+        first = [o for i, e in enumerate(entries[:3]) for o in chainer(as_incoming(e, i))]
+        chainer.abandoned()
+        again = [o for i, e in enumerate(entries[:3]) for o in chainer(as_incoming(e, i))]
+        assert table == {} and [o.value for o in again] == [o.value for o in first]
 
     async def test_failed_send_leaves_the_entry_to_be_chained_again(self):
         """When the record cannot be written the state is not stored, so the redelivered entry is not lost."""
