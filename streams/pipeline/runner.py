@@ -103,7 +103,8 @@ class Producer:
                 producer = AIOKafkaProducer(
                     acks="all",
                     enable_idempotence=True,
-                    linger_ms=5,
+                    # A batch's outputs are handed over together, so no record needs to linger for others.
+                    linger_ms=0,
                     max_request_size=DEAD_LETTER_MAX_MESSAGE_BYTES,
                     **self.settings.kafka_client_kwargs(),
                 )
