@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# DEMO_ARGS="--port 29092" starts the embedded broker on another port (so does ICS2_BOOTSTRAP_SERVERS).
 demo: install
-	$(BIN)/ics2 demo
+	@$(BIN)/ics2 demo $(DEMO_ARGS)
 
 test: install browser
 	$(BIN)/ruff check streams tests bench

@@ -85,7 +85,7 @@ async def admin_client(settings: Settings, request_timeout: float = 30.0) -> Asy
         await client.start()
     except (KafkaConnectionError, OSError, TimeoutError) as exc:
         await client.close()
-        raise BrokerUnavailable(f"no Kafka broker answers at {settings.bootstrap_servers}: {exc}") from exc
+        raise BrokerUnavailable(f"no Kafka broker answers at {settings.bootstrap_servers}") from exc
     try:
         yield client
     finally:

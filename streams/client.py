@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from streams.contracts.avro import SchemaCatalogue
+from streams.errors import BrokerUnavailable
 from streams.settings import Settings
 from streams.topics import Catalogue
 
@@ -42,7 +44,7 @@ async def produce(
 ) -> int:
     """Produce (key, value) pairs and wait for every acknowledgement; returns how many."""
     producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **settings.kafka_client_kwargs())
-    await producer.start()
+    await start_client(producer, settings)
     try:
         futures = [await producer.send(topic, value=value, key=key, headers=list(headers)) for key, value in records]
         await asyncio.gather(*futures)
@@ -75,7 +77,7 @@ async def read_topic(
     consumer = AIOKafkaConsumer(
         topic, enable_auto_commit=False, auto_offset_reset="earliest", group_id=None, **settings.kafka_client_kwargs()
     )
-    await consumer.start()
+    await start_client(consumer, settings)
     records: list[Record] = []
     try:
         wait_until = time.monotonic() + min(timeout, 10.0)
@@ -103,6 +105,26 @@ async def read_topic(
     finally:
         await stop_consumer(consumer)
     return records
+
+
+async def reach_broker(settings: Settings, timeout: float = 15.0) -> None:
+    """Open and close an admin connection: ``BrokerUnavailable`` when no broker answers at the bootstrap servers."""
+    from streams.admin import admin_client
+
+    try:
+        async with admin_client(settings, request_timeout=timeout):
+            pass
+    except BrokerUnavailable as exc:
+        raise BrokerUnavailable(f"no Kafka broker answers at {settings.bootstrap_servers}") from exc
+
+
+async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Settings) -> None:
+    """Start a producer or consumer; a broker that cannot be reached is ``BrokerUnavailable`` naming the servers."""
+    try:
+        await client.start()
+    except (KafkaConnectionError, KafkaTimeoutError, OSError) as exc:
+        await client.stop()
+        raise BrokerUnavailable(f"no Kafka broker answers at {settings.bootstrap_servers}") from exc
 
 
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:

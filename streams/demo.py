@@ -29,21 +29,25 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from streams.admin import apply_topics, delete_topics, list_topics
 from streams.broker import LocalBroker, free_tcp_port
+from streams.broker.manager import parse_bootstrap
 from streams.cli.replay import report_when_caught_up
+from streams.cli.status import ens_tables
 from streams.client import publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
+from streams.domain.labels import HOUSE_STATE_LABELS, MESSAGE_LABELS
 from streams.domain.model import format_datetime
+from streams.errors import ICS2StreamsError, WorkerUnavailable
+from streams.inbox import URGENCY_STYLES, newest_first
+from streams.inbox import table as inbox_table
 from streams.settings import Settings
 from streams.simulator import Outcome, RiskRule, RiskScript, ScriptedRejection
 from streams.topics import Catalogue
 
 SEED_MBL = "OCLU26TYO7781234"
 SECOND_MBL = "OCLU26TYO7790001"
-URGENCY_STYLE = {"critical": "bold white on red", "high": "bold red", "normal": "yellow", "info": "dim"}
 
 #: What customs will say, by script: the demo's story.
 DEMO_SCRIPT = RiskScript(
@@ -147,13 +151,17 @@ def get_json(port: int, path: str) -> tuple[int, Any]:
         return 0, None
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+class DemoStalled(ICS2StreamsError):
+    """A step of the demo did not happen in time; the worker's and the simulator's logs say why."""
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, error: type[ICS2StreamsError] = DemoStalled) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         time.sleep(0.5)
-    raise TimeoutError(f"{what} did not happen within {timeout:.0f}s")
+    raise error(f"{what} did not happen within {timeout:.0f}s")
 
 
 #: The notification types (and the watchdog's DEADLINE) the story is complete with.
@@ -170,10 +178,14 @@ class DemoResult:
     audit_report: Path | None = None
 
 
-def run(console: Console, keep: bool = False, timeout: float = 90.0) -> DemoResult:
-    """Start what is not running, tell the story, stop what it started."""
+def run(console: Console, keep: bool = False, timeout: float = 90.0, port: int | None = None) -> DemoResult:
+    """Start what is not running (the broker on ``port``, default that of ICS2_BOOTSTRAP_SERVERS), tell the story,
+    stop what it started."""
     started = time.monotonic()
     base = Settings.from_env()
+    if port is not None:
+        host, _ = parse_bootstrap(base.bootstrap_servers)
+        base = base.with_(bootstrap_servers=f"{host}:{port}")
     broker = LocalBroker.from_settings(base)
     status = broker.start()
     how = "started" if status.started_now else "already running"
@@ -226,7 +238,12 @@ def tell_story(settings: Settings, console: Console, timeout: float, workdir: Pa
         "gateway", ["gateway", "--script", str(script), "--poll-interval", "1"], env, workdir / "gateway.log"
     )
     with processes([worker, gateway]):
-        wait_for(lambda: get_json(web_port, "/health")[0] == 200, 60, "the worker's health view")
+        wait_for(
+            lambda: get_json(web_port, "/health")[0] == 200,
+            60,
+            f"the worker's health view (see {worker.log})",
+            WorkerUnavailable,
+        )
         console.print(f"[bold]Worker[/] and [bold]customs simulator[/] running (logs in {workdir})")
         books = bookings(books_now)
         asyncio.run(publish_bookings(settings, books))
@@ -241,7 +258,7 @@ def tell_story(settings: Settings, console: Console, timeout: float, workdir: Pa
         console.print("[dim]Waiting for customs' answers (the missing F16 is chased after a 12 s grace period)...[/]")
         records = asyncio.run(read_topic(settings, catalogue.alerts.name, until=story_told, timeout=timeout))
         alerts = unique_alerts(schemas.decode(r.value, reader="PartyAlert").record for r in records)
-        wait_for(lambda: _settled(web_port), 20, "the ENS states")
+        wait_for(lambda: _settled(web_port), 20, f"the ENS states (see {worker.log})")
         states = {mbl: get_json(web_port, f"/ens/{mbl}")[1] or {} for mbl in (SEED_MBL, SECOND_MBL)}
         audit = workdir / "state" / "audit-report.html"
         replayed = report_when_caught_up(settings, states, audit)
@@ -259,41 +276,37 @@ def unique_alerts(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list({a["alert_id"]: a for a in records}.values())
 
 
-def show(console: Console, result: DemoResult) -> None:
-    """Each party's queue (actions first; information counted), then the ENS states."""
+def show(console: Console, result: DemoResult, now: datetime | None = None) -> None:
+    """Each party's queue (actions first; information counted), the ENS states, and what the codes in them mean."""
+    now = now or datetime.now(UTC)
     by_party: dict[str, list[dict[str, Any]]] = {}
     for alert in result.alerts:
         by_party.setdefault(alert["party_id"], []).append(alert)
+    order = list(URGENCY_STYLES)
     for party in sorted(by_party):
-        actions = [a for a in by_party[party] if a["urgency"] != "info"]
+        actions = [a for a in newest_first(by_party[party]) if a["urgency"] != "info"]
+        actions.sort(key=lambda a: order.index(a["urgency"]))
         info = len(by_party[party]) - len(actions)
-        table = Table(title=f"Queue of {party}: {len(actions)} to act on, {info} for information", title_justify="left")
-        for column in ("urgency", "from", "what", "deadline", "HBL chain / at fault"):
-            table.add_column(column, overflow="fold")
-        for a in sorted(actions, key=lambda a: list(URGENCY_STYLE).index(a["urgency"])):
-            chain = " > ".join(link["issuer"] for link in a["hbl_chain"])
-            fault = " / at fault: ".join(x for x in (chain, a["party_at_fault"]) if x)
-            table.add_row(
-                f"[{URGENCY_STYLE[a['urgency']]}]{a['urgency']}[/]",
-                a["notification_message_type"] or "",
-                a["title"],
-                a["deadline"] or "",
-                fault,
-            )
-        console.print(table)
-    for mbl, state in result.states.items():
-        title = f"ENS {mbl}: {state.get('state', 'unknown')} (lodging deadline {state.get('deadline')})"
-        table = Table(title=title, title_justify="left")
-        for column in ("filing", "HBL", "filer", "ours", "state", "MRN", "HBL state"):
-            table.add_column(column)
-        houses = {h["hbl"]: h["state"] for h in state.get("houses", [])}
-        for f in state.get("filings", []):
-            table.add_row(
-                f["filing"], f["hbl"] or "-", f["filer"], "yes" if f["ours"] else "", f["state"], f["mrn"] or "",
-                houses.get(f["hbl"], ""),
-            )  # fmt: skip
-        console.print(table)
+        title = f"Queue of {party}: {len(actions)} to act on, {info} for information (ics2 inbox {party})"
+        console.print(inbox_table(party, actions, now, title=title))
+    for state in result.states.values():
+        for table in ens_tables(state, now):
+            console.print(table)
+    legend(console, result)
     console.print(
         f"[bold green]Demo done[/] in {result.seconds:.0f}s: {len(result.alerts)} alerts to {len(by_party)} parties "
         f"(topics prefixed {result.prefix}, logs in {result.workdir})."
     )
+
+
+def legend(console: Console, result: DemoResult) -> None:
+    """The customs messages and ENS states the story went through, in words (the README's glossary has them all)."""
+    codes = sorted({a["notification_message_type"] or "" for a in result.alerts} & set(MESSAGE_LABELS))
+    states = {s.get("state") for s in result.states.values()}
+    states |= {h["state"] for s in result.states.values() for h in s.get("houses", [])}
+    console.print("Messages in this story (the README's glossary has them all):", highlight=False)
+    for code in codes:
+        console.print(f"  {code:<10} {MESSAGE_LABELS[code]}", highlight=False, markup=False)
+    console.print("ENS and HBL states in this story:", highlight=False)
+    for state in sorted(states & set(HOUSE_STATE_LABELS)):
+        console.print(f"  {state:<14} {HOUSE_STATE_LABELS[state]}", highlight=False, markup=False)

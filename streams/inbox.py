@@ -15,6 +15,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from streams.domain.labels import action_label, deadline_label, message_label
 from streams.domain.model import parse_datetime
 
 Alert = Mapping[str, Any]
@@ -49,26 +50,6 @@ def select(alerts: Iterable[Alert], urgencies: Collection[str] = (), limit: int 
     return ordered if limit is None else ordered[:limit]
 
 
-def _span(delta: timedelta) -> str:
-    """A duration as a person reads it on a deadline: minutes under an hour, hours under two days, then days."""
-    minutes = int(delta.total_seconds() // 60)
-    hours, rest = divmod(minutes, 60)
-    if hours == 0:
-        return f"{max(rest, 1)} min"
-    if hours < 48:
-        return f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
-
-
-def relative_deadline(deadline: str | None, now: datetime) -> str:
-    """``in 5 h`` or ``overdue by 2 h``; empty when there is no deadline."""
-    if not deadline:
-        return ""
-    left = parse_datetime(deadline) - now
-    return f"in {_span(left)}" if left > timedelta(0) else f"overdue by {_span(-left)}"
-
-
 def deadline_style(alert: Alert, now: datetime) -> str:
     """Overdue or due within ``DUE_SOON`` shows as critical; otherwise the alert's own urgency style."""
     deadline = alert.get("deadline")
@@ -82,39 +63,68 @@ def chain_text(alert: Alert) -> str:
     return " > ".join(f"{link['hbl']} ({link['issuer']})" for link in alert.get("hbl_chain") or ())
 
 
+#: The inbox's columns, in order: enough to act (the alert id and MBL ``ics2 ack`` takes) without a second look.
+COLUMNS: tuple[str, ...] = (
+    "alert id",
+    "urgency",
+    "raised",
+    "what",
+    "deadline",
+    "MBL",
+    "HBL chain",
+    "at fault",
+    "what to do",
+    "references",
+)
+#: Columns holding identifiers: never wrapped, so an id is never cut in two.
+ID_COLUMNS = frozenset({"alert id", "raised", "MBL"})
+
+
 def row(alert: Alert, now: datetime) -> tuple[Text, ...]:
-    """The cells of one alert: urgency, when, what, deadline, HBL chain, party at fault, action, references."""
+    """The cells of one alert, in the order of ``COLUMNS``."""
     style = URGENCY_STYLES.get(alert["urgency"], "")
     references = ", ".join(
         f"{label} {alert[name]}"
         for label, name in (("ref", "referral_reference"), ("MRN", "mrn"), ("LRN", "lrn"))
         if alert.get(name)
     )
-    deadline = relative_deadline(alert.get("deadline"), now)
     what = Text(alert["title"], style="bold" if alert["urgency"] in ("critical", "high") else "")
+    if alert.get("notification_message_type"):
+        what.append(f" [{message_label(alert['notification_message_type'])}]", style="dim")
     if alert.get("acknowledged"):
         what.append(" (acknowledged)", style="dim")
     return (
+        Text(alert["alert_id"]),
         Text(alert["urgency"], style=style),
         Text(alert["created_at"]),
         what,
-        Text(f"{deadline}\n{alert['deadline']}" if deadline else "", style=deadline_style(alert, now)),
-        Text(chain_text(alert) or alert.get("hbl") or alert.get("mbl") or ""),
+        Text(deadline_label(alert.get("deadline"), now), style=deadline_style(alert, now)),
+        Text(alert.get("mbl") or ""),
+        Text(chain_text(alert) or alert.get("hbl") or ""),
         Text(alert.get("party_at_fault") or ""),
-        Text(alert["action"]),
+        Text(action_label(alert["action"])),
         Text(references),
     )
 
 
-def table(party: str, alerts: Iterable[Alert], now: datetime, *, total: int | None = None) -> Table:
+def table(
+    party: str, alerts: Iterable[Alert], now: datetime, *, total: int | None = None, title: str | None = None
+) -> Table:
     """The inbox of ``party`` as a rich table; ``total`` is how many alerts there are before the limit."""
     shown = list(alerts)
-    title = f"Inbox of {party}: {len(shown)} alert(s)"
-    if total is not None and total > len(shown):
-        title += f" of {total}"
-    result = Table(title=title, title_justify="left", expand=False)
-    for column in ("urgency", "raised", "what", "deadline", "HBL chain", "at fault", "action", "references"):
-        result.add_column(column, overflow="fold")
+    if title is None:
+        title = f"Inbox of {party}: {len(shown)} alert(s)"
+        if total is not None and total > len(shown):
+            title += f" of {total}"
+    result = Table(
+        title=title,
+        title_justify="left",
+        expand=False,
+        caption="acknowledge one with: ics2 ack ALERT_ID",
+        caption_justify="left",
+    )
+    for column in COLUMNS:
+        result.add_column(column, no_wrap=column in ID_COLUMNS)
     for alert in shown:
         result.add_row(*row(alert, now))
     return result

@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from streams.errors import ICS2StreamsError
+from streams.errors import ExitCode, ICS2StreamsError
 
 #: The repository root when running from a checkout (``make`` targets do); state and caches live below it.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +22,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 class SettingsError(ICS2StreamsError):
     """A setting has a value the product cannot use."""
+
+    exit_code = ExitCode.USAGE
 
 
 class ProcessingGuarantee(StrEnum):

@@ -34,7 +34,7 @@ from streams.broker.secure import (
     scram_format_argument,
     secure_listeners,
 )
-from streams.errors import BrokerUnavailable, PlatformError
+from streams.errors import BrokerUnavailable, PlatformError, PortInUse
 from streams.security.acls import ADMIN_USER
 from streams.security.tls import tls_files
 from streams.settings import SecurityProtocol, Settings
@@ -368,7 +368,7 @@ class LocalBroker:
             try:
                 probe.bind((self.config.host, port))
             except OSError as exc:
-                raise PlatformError(
+                raise PortInUse(
                     f"port {self.config.host}:{port} is taken by another process; stop it or choose other ports "
                     f"(ICS2_BOOTSTRAP_SERVERS, or --port/--controller-port)"
                 ) from exc

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from streams.cli.inbox import connection_options, settings_from
+from streams.cli.options import json_option, principal_options, read_json, settings_from
+from streams.errors import InputError
 
 
 @click.group()
@@ -34,6 +34,7 @@ def _publish(
     topic_prefix: str | None,
     username: str | None,
     password: str | None,
+    as_json: bool,
 ) -> None:
     from streams.client import produce
     from streams.contracts.avro import SchemaCatalogue
@@ -49,18 +50,22 @@ def _publish(
             catalogue.party_queue(answering)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--party") from exc
+    content: Any = read_json(file)
     try:
-        content: Any = json.loads(file.read_text(encoding="utf-8"))
         record = answer_request(
             kind, reference, content, requested_at=datetime.now(UTC), mbl=mbl, requested_by=answering
         )
     except (ValueError, AnswerRejected) as exc:
-        click.echo(f"error: {file} cannot answer {kind.upper()} {reference}: {exc}", err=True)
-        sys.exit(2)
+        raise InputError(
+            f"{file} cannot answer {kind.upper()} {reference}: {exc}", hint="see the README, Inbox and answers"
+        ) from exc
     value = SchemaCatalogue.load().encode(RECORD, record)
     headers = [("ics2-record", RECORD.encode()), ("ics2-party", (answering or "").encode())]
     key = referral_key(reference).encode()
     asyncio.run(produce(settings, catalogue.notifications_parsed.name, [(key, value)], headers=headers))
+    if as_json:
+        click.echo(json.dumps({"request_id": record["request_id"], "referral": reference, "kind": kind}))
+        return
     click.echo(
         f"{kind.upper()} answer {record['request_id']} for referral {reference} published; "
         f"it goes to customs once the pipeline has matched the referral (see ics2 inbox {answering or '<filer>'})"
@@ -74,14 +79,17 @@ def _command(kind: str, what: str) -> click.Command:
         "--file",
         "file",
         required=True,
-        type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        type=click.Path(path_type=Path, dir_okay=False),
         help="The answer as JSON (format in the README, section Inbox and answers)",
     )
     @click.option("--mbl", help="The MBL the referral is about; the answer is refused if the referral's differs")
     @click.option("--party", help="The answering party's id (default: the SASL user name); must be the filer")
-    @connection_options
-    def command(reference: str, file: Path, mbl: str | None, party: str | None, **connection: str | None) -> None:
-        _publish(kind, reference, file, mbl, party, **connection)
+    @principal_options
+    @json_option
+    def command(
+        reference: str, file: Path, mbl: str | None, party: str | None, as_json: bool, **connection: str | None
+    ) -> None:
+        _publish(kind, reference, file, mbl, party, **connection, as_json=as_json)
 
     return command
 

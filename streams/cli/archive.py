@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import click
 from rich.console import Console
 
 from streams.audit.archive import next_offsets, write_archive
+from streams.cli.options import connection_options, json_option, settings_from
+from streams.cli.output import quiet_kafka_client
 from streams.cli.replay import read_trail
 from streams.contracts.avro import SchemaCatalogue
 from streams.logs import configure_logging
-from streams.settings import Settings
 from streams.topics import Catalogue
 
 
@@ -24,10 +26,16 @@ from streams.topics import Catalogue
     type=click.Path(file_okay=False, path_type=Path),
     help="Archive folder; each run adds audit-<run>.avro and its manifest, starting where the last run stopped",
 )
-def archive(directory: Path) -> None:
-    """Write the audit records not archived yet to one Avro container file (deflate) with a manifest of offsets."""
+@connection_options
+@json_option
+def archive(directory: Path, bootstrap_servers: str | None, topic_prefix: str | None, as_json: bool) -> None:
+    """Write the audit records not archived yet to one Avro container file (deflate) with a manifest of offsets.
+
+    Prints the file written (--json: file, records and run), nothing when there was nothing new.
+    """
     configure_logging("auto", level="WARNING")
-    settings = Settings.from_env()
+    quiet_kafka_client()
+    settings = settings_from(bootstrap_servers, topic_prefix)
     topic = Catalogue.for_prefix(settings.topic_prefix).audit.name
     start = next_offsets(directory, topic) if directory.exists() else {}
     read = asyncio.run(read_trail(settings, start))
@@ -36,7 +44,13 @@ def archive(directory: Path) -> None:
         err.print(f"[red]problem[/] {problem}", highlight=False)
     if not read.records:
         err.print(f"nothing new to archive from {topic}", highlight=False)
+        if as_json:
+            click.echo(json.dumps({"file": None, "records": 0, "run": None}))
         return
     manifest = write_archive(directory, topic, read.records, read.offsets, SchemaCatalogue.load())
-    click.echo(str(directory / manifest.file))
+    if as_json:
+        written = {"file": str(directory / manifest.file), "records": manifest.records, "run": manifest.run}
+        click.echo(json.dumps(written))
+    else:
+        click.echo(str(directory / manifest.file))
     err.print(f"archived {manifest.records} audit records of {topic} (run {manifest.run})", highlight=False)

@@ -1,26 +1,24 @@
 """``ics2 broker``: run the local Kafka broker (KRaft, one node) without Docker.
 
-Exit codes: 0 on success (``status``: the broker runs), 1 when the platform is unusable (no Java, no Maven, the
-broker did not come up), 3 from ``status`` when no broker runs for the state folder.
+Exit codes (``streams.errors.ExitCode``): 0 on success (``status``: the broker runs), 4 when the broker did not
+answer or (``status``) does not run, 6 when its port is taken, 8 when the platform is unusable (no Java, no Maven).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from streams.broker import BrokerStatus, LocalBroker
 from streams.broker.secure import SECURITY_MODES, client_environment, recorded_security
-from streams.errors import PlatformError
+from streams.cli.options import json_option
+from streams.cli.output import console as make_console
+from streams.errors import ExitCode
 from streams.settings import Settings
-
-EXIT_OK = 0
-EXIT_PLATFORM = 1
-EXIT_NOT_RUNNING = 3
 
 _state_dir = click.option(
     "--state-dir",
@@ -46,11 +44,6 @@ def _broker(
     overrides["security"] = security or recorded_security(state_dir or settings.state_dir / "kafka")
     overrides["tls_port"] = tls_port
     return LocalBroker.from_settings(settings, **overrides)
-
-
-def _fail(console: Console, exc: PlatformError) -> None:
-    console.print(f"[red]error[/red] {exc}", markup=True, highlight=False)
-    sys.exit(EXIT_PLATFORM)
 
 
 def _status_table(status: BrokerStatus) -> Table:
@@ -88,6 +81,7 @@ def broker() -> None:
     help="sasl: SCRAM users and ACLs (ics2 parties); ssl: TLS with a private CA. Fixed at the first start.",
 )
 @click.option("--tls-port", type=int, default=None, help="With --security sasl: also a SASL_SSL listener here.")
+@json_option
 def start(
     state_dir: Path | None,
     port: int | None,
@@ -95,18 +89,17 @@ def start(
     timeout: float,
     security: str | None,
     tls_port: int | None,
+    as_json: bool,
 ) -> None:
     """Start the broker in the background, or report the one already running."""
-    console = Console()
-    try:
-        local = _broker(state_dir, port, controller_port, security, tls_port)
-    except PlatformError as exc:
-        _fail(console, exc)
-        return
-    try:
-        status = local.start(timeout=timeout)
-    except PlatformError as exc:
-        _fail(console, exc)
+    console = make_console()
+    local = _broker(state_dir, port, controller_port, security, tls_port)
+    status = local.start(timeout=timeout)
+    cfg = local.config
+    if as_json:
+        environment = client_environment(cfg.security, cfg.bootstrap_servers, cfg.state_dir)
+        started = {"bootstrap_servers": status.bootstrap_servers, "pid": status.pid, "started_now": status.started_now}
+        click.echo(json.dumps({**started, "timings": dict(status.timings), "environment": environment}))
         return
     headline = "started" if status.started_now else "already running"
     console.print(f"Kafka broker {headline} on [bold]{status.bootstrap_servers}[/bold] (pid {status.pid})")
@@ -114,7 +107,6 @@ def start(
     for phase, seconds in status.timings.items():
         note = " (cached)" if phase == "jars" and seconds == 0 else ""
         console.print(f"  {labels.get(phase, phase)}: {seconds:.2f}s{note}", highlight=False)
-    cfg = local.config
     if cfg.security != "plaintext":
         console.print(f"security {cfg.security}: run ics2 as the admin with", highlight=False)
         for name, value in client_environment(cfg.security, cfg.bootstrap_servers, cfg.state_dir).items():
@@ -129,26 +121,29 @@ def start(
 @broker.command()
 @_state_dir
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds before SIGKILL.")
-def stop(state_dir: Path | None, timeout: float) -> None:
+@json_option
+def stop(state_dir: Path | None, timeout: float, as_json: bool) -> None:
     """Stop the broker (SIGTERM, then SIGKILL after the timeout)."""
-    console = Console()
-    try:
-        stopped = _broker(state_dir).stop(timeout=timeout)
-    except PlatformError as exc:
-        _fail(console, exc)
-        return
-    console.print("Kafka broker stopped" if stopped else "No Kafka broker was running")
+    stopped = _broker(state_dir).stop(timeout=timeout)
+    if as_json:
+        click.echo(json.dumps({"stopped": stopped}))
+    else:
+        make_console().print("Kafka broker stopped" if stopped else "No Kafka broker was running")
 
 
 @broker.command()
 @_state_dir
 @_port
-def status(state_dir: Path | None, port: int | None) -> None:
-    """Show whether the broker runs and answers clients; exit 3 when it does not run."""
-    console = Console()
+@json_option
+def status(state_dir: Path | None, port: int | None, as_json: bool) -> None:
+    """Show whether the broker runs and answers clients; exit 4 when it does not run."""
     current = _broker(state_dir, port).status()
-    console.print(_status_table(current))
-    sys.exit(EXIT_OK if current.running else EXIT_NOT_RUNNING)
+    if as_json:
+        keys = ("running", "ready", "pid", "bootstrap_servers", "version", "uptime_s")
+        click.echo(json.dumps({**{k: getattr(current, k) for k in keys}, "state_dir": str(current.state_dir)}))
+    else:
+        make_console().print(_status_table(current))
+    sys.exit(ExitCode.OK if current.running else ExitCode.BROKER)
 
 
 @broker.command()

@@ -5,6 +5,7 @@ Exit codes: 0 on success, 1 when ``--check`` finds files that differ from what w
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import click
 
+from streams.cli.options import json_option
 from streams.deploy.options import DEFAULT_CLUSTER, DeployError, DeployOptions
 from streams.deploy.render import render_files
 
@@ -35,7 +37,7 @@ def deploy() -> None:
 
 @deploy.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write to")
-@click.option("--prefix", default="", help="Topic name prefix (ICS2_TOPIC_PREFIX of the deployment)")
+@click.option("--topic-prefix", "prefix", default="", help="Topic name prefix (ICS2_TOPIC_PREFIX of the deployment)")
 @click.option("--app-id", default=None, help="Application id: consumer group and resource names")
 @click.option("--cluster", default=DEFAULT_CLUSTER, show_default=True, help="Name of the Strimzi Kafka resource")
 @click.option("--partitions", type=click.IntRange(min=1), default=None, help="Partitions of topics with no own count")
@@ -46,6 +48,7 @@ def deploy() -> None:
 @click.option("--party", "parties", multiple=True, help="Onboard this party: its queue and user (repeatable)")
 @click.option("--demo-parties", "with_demo_parties", is_flag=True, help="Onboard the parties of `ics2 demo`")
 @click.option("--check", is_flag=True, help="Write nothing; exit 1 if the folder differs from what would be written")
+@json_option
 def render(
     out: Path,
     prefix: str,
@@ -59,6 +62,7 @@ def render(
     parties: tuple[str, ...],
     with_demo_parties: bool,
     check: bool,
+    as_json: bool,
 ) -> None:
     """Write KafkaTopics, KafkaUsers, the workers' StatefulSet and the gateway's Deployment to --out."""
     chosen: dict[str, Any] = {
@@ -82,13 +86,19 @@ def render(
         raise click.UsageError(str(exc)) from exc
     if check:
         stale = [name for name, text in files.items() if _read(out / name) != text]
-        for name in stale:
-            click.echo(f"differs: {out / name}")
+        if as_json:
+            click.echo(json.dumps({"differs": [str(out / name) for name in stale]}))
+        else:
+            for name in stale:
+                click.echo(f"differs: {out / name}")
         sys.exit(EXIT_DRIFT if stale else EXIT_OK)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
-        click.echo(f"wrote {out / name}")
+        if not as_json:
+            click.echo(f"wrote {out / name}")
+    if as_json:
+        click.echo(json.dumps({"wrote": [str(out / name) for name in files]}))
     if options.idle_workers:
         click.echo(
             f"warning: {options.worker_replicas} workers for {options.default_partitions} partitions: "

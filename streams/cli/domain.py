@@ -1,8 +1,9 @@
-"""Domain commands of the ``ics2`` CLI: plan and validate a booking file, with no broker involved.
+"""Domain commands of the ``ics2`` CLI: plan, validate and render a booking file, parse a notification; no broker.
 
-Exit codes (``plan`` and ``validate`` alike): 0 when there is nothing blocking (warnings alone exit 0, since
-they are advice a forwarder may accept), 1 when the plan or the validation has errors, 2 when the input cannot be
-used at all (unreadable file, bad JSON, a booking ``Consolidation.from_json`` refuses), with the reason on stderr.
+Exit codes (``streams.errors.ExitCode``): 0 when there is nothing blocking (warnings alone exit 0, since they are
+advice a forwarder may accept), 1 when the plan or the validation has errors, 3 when the input cannot be used at
+all (missing or unreadable file, bad JSON, a booking ``Consolidation.from_json`` refuses), with the reason on
+stderr.
 """
 
 from __future__ import annotations
@@ -13,81 +14,89 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from streams.cli.options import json_option, read_json
+from streams.cli.output import console as make_console
+from streams.cli.output import plain
+from streams.domain.labels import MESSAGE_LABELS, OURS_NOTE, message_label
 from streams.domain.model import Consolidation, parse_datetime
 from streams.domain.planning import FilingPlan
 from streams.domain.planning import plan as make_plan
 from streams.domain.validation import ValidationReport
 from streams.domain.validation import validate as validate_booking
-from streams.errors import BookingError
-
-EXIT_OK = 0
-EXIT_FINDINGS = 1
-EXIT_UNUSABLE = 2
+from streams.errors import BookingError, ExitCode
 
 
 def _load_booking(path: Path) -> Consolidation:
-    """Read a booking file, or stop with exit code 2 and the reason on stderr."""
+    """Read a booking file; ``InputError`` (exit 3) when it is missing, not JSON or not a booking."""
+    data = read_json(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         return Consolidation.from_json(data)
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = f"cannot read {path}: {exc}"
-    except json.JSONDecodeError as exc:
-        reason = f"{path} is not valid JSON: {exc}"
     except BookingError as exc:
-        reason = f"{path} is not a usable booking: {exc}"
-    click.echo(f"error: {reason}", err=True)
-    sys.exit(EXIT_UNUSABLE)
+        raise BookingError(f"{path} is not a usable booking: {exc}", hint="fix the booking file") from exc
 
 
 def _print_plan(plan: FilingPlan) -> None:
-    console = Console()
-    table = Table(title=f"Filing plan for MBL {plan.mbl} (version {plan.version}, planned by {plan.planning_party})")
-    for column in ("Filing", "HBL", "Filer", "Supplementary declarant", "Ours"):
+    console = make_console()
+    table = Table(
+        title=f"Filing plan for MBL {plan.mbl} (version {plan.version}, planned by {plan.planning_party})",
+        title_justify="left",
+    )
+    for column in ("Filing", "What it is", "HBL", "Filer", "Supplementary declarant", "Ours"):
         table.add_column(column, no_wrap=True)
     table.add_column("Reason")
     for f in plan.filings:
         table.add_row(
-            f.filing.value, f.hbl or "-", f.filer, f.supplementary_declarant or "-", "yes" if f.ours else "", f.reason
+            *plain(
+                f.filing.value,
+                MESSAGE_LABELS.get(f.filing.message_type, f.filing.message_type),
+                f.hbl or "-",
+                f.filer,
+                f.supplementary_declarant or "-",
+                "yes" if f.ours else "",
+                f.reason,
+            )
         )
     console.print(table)
+    console.print(OURS_NOTE, markup=False, highlight=False)
     expected = ", ".join(f.value for f in plan.expected_from_carrier) or "nothing"
     console.print(f"Expected from the carrier: {expected}")
     for w in plan.warnings:
-        console.print(f"[yellow]warning[/yellow] {w.code} {w.hbl or ''}: {w.message}", markup=True, highlight=False)
+        text = escape(f"{w.code} {w.hbl or ''}: {w.message}")
+        console.print(f"[yellow]warning[/yellow] {text}", highlight=False)
     for e in plan.errors:
         party = f" (to fix: {e.party})" if e.party else ""
-        console.print(f"[red]error[/red] {e.code} {e.hbl or ''}: {e.message}{party}", markup=True, highlight=False)
+        text = escape(f"{e.code} {e.hbl or ''}: {e.message}{party}")
+        console.print(f"[red]error[/red] {text}", highlight=False)
 
 
 def _print_report(report: ValidationReport) -> None:
-    console = Console()
+    console = make_console()
     if not report.findings:
         console.print("No findings: the booking is ready to file.")
         return
-    table = Table(title=f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+    table = Table(title=f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)", title_justify="left")
     for column in ("Severity", "Rule", "Party to fix", "HBL", "Path"):
         table.add_column(column, no_wrap=True)
     table.add_column("Message")
     for f in report.findings:
-        table.add_row(f.severity.value, f.rule_id, f.party or "-", f.hbl or "-", f.path, f.message)
+        table.add_row(*plain(f.severity.value, f.rule_id, f.party or "-", f.hbl or "-", f.path, f.message))
     console.print(table)
 
 
 @click.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (FilingPlan.to_json).")
+@json_option
 def plan(file: Path, as_json: bool) -> None:
-    """Print who must file what for the booking in FILE."""
+    """Print who must file what for the booking in FILE (--json: FilingPlan.to_json)."""
     filing_plan = make_plan(_load_booking(file))
     if as_json:
         click.echo(json.dumps(filing_plan.to_json(), indent=2, ensure_ascii=False))
     else:
         _print_plan(filing_plan)
-    sys.exit(EXIT_OK if filing_plan.ok else EXIT_FINDINGS)
+    sys.exit(ExitCode.OK if filing_plan.ok else ExitCode.FINDINGS)
 
 
 def _parse_now(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -101,7 +110,7 @@ def _parse_now(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 @click.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@json_option
 @click.option(
     "--now",
     callback=_parse_now,
@@ -116,7 +125,7 @@ def validate(file: Path, as_json: bool, now: datetime | None) -> None:
         click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
         _print_report(report)
-    sys.exit(EXIT_OK if report.ok else EXIT_FINDINGS)
+    sys.exit(ExitCode.OK if report.ok else ExitCode.FINDINGS)
 
 
 @click.command()
@@ -124,42 +133,57 @@ def validate(file: Path, as_json: bool, now: datetime | None) -> None:
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True, help="Folder"
 )
-def render(file: Path, out: Path) -> None:
-    """Write the ICS2 XML of every filing of ours in the booking to OUT (one file per filing)."""
+@json_option
+def render(file: Path, out: Path, as_json: bool) -> None:
+    """Write the ICS2 XML of every filing of ours in the booking to OUT (one file per filing); exit 1 if one fails."""
     from streams.domain.drafts import drafts_for
     from streams.errors import RenderError
     from streams.messages.render import render_filing
 
     consolidation = _load_booking(file)
     out.mkdir(parents=True, exist_ok=True)
-    table = Table("filing", "HBL", "LRN", "file")
-    failed = False
+    rows: list[dict[str, str | None]] = []
     for draft in drafts_for(consolidation, make_plan(consolidation), consolidation.occurred_at):
-        name = f"{draft.planned.filing.message_type}_{draft.lrn}.xml"
+        message = draft.planned.filing.message_type
+        name = f"{message}_{draft.lrn}.xml"
+        row: dict[str, str | None] = {
+            "filing": draft.planned.filing.value,
+            "message": message,
+            "hbl": draft.planned.hbl,
+            "lrn": draft.lrn,
+            "file": str(out / name),
+            "error": None,
+        }
         try:
             (out / name).write_bytes(render_filing(draft))
         except RenderError as exc:
-            failed = True
-            name = f"[red]not rendered: {exc}[/]"
-        table.add_row(draft.planned.filing.value, draft.planned.hbl or "-", draft.lrn, name)
-    Console().print(table)
-    sys.exit(1 if failed else 0)
+            row.update(file=None, error=str(exc))
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        table = Table("filing", "message", "HBL", "LRN", "file", title=f"ICS2 XML of MBL {consolidation.mbl}")
+        for r in rows:
+            written = r["file"] or f"not rendered: {r['error']}"
+            table.add_row(*plain(r["filing"], message_label(str(r["message"])), r["hbl"] or "-", r["lrn"], written))
+        make_console().print(table, highlight=False)
+    sys.exit(ExitCode.FINDINGS if any(r["error"] for r in rows) else ExitCode.OK)
 
 
 @click.command()
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 def parse(file: Path) -> None:
     """Parse a customs notification (IE3R01, IE3N99, IE3Q01, ...) and print what it means, as JSON."""
+    from streams.cli.options import read_bytes
     from streams.errors import XMLRejected
     from streams.messages.parse import parse_notification
     from streams.pipeline.records import notification_record
 
-    data = file.read_bytes()
+    data = read_bytes(file)
     try:
         notification = parse_notification(data)
     except XMLRejected as exc:
-        click.echo(f"error: {file}: {exc}", err=True)
-        sys.exit(2)
+        raise XMLRejected(f"{file}: {exc}", hint="only ICS2 notifications without DTDs or entities are read") from exc
     record = notification_record(notification, data)
     record["actors"] = [a.value for a in notification.actors]
     click.echo(json.dumps(record, indent=2))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from streams.cli.options import connection_options
 from streams.settings import Settings
 
 
@@ -22,7 +23,7 @@ from streams.settings import Settings
 @click.option("--inbox", type=click.Path(file_okay=False, path_type=Path), help="files: folder answers are read from")
 @click.option(
     "--script",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     help="simulator: risk script (JSON); the built-in default otherwise",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="simulator: seed of MRNs and seeded outcomes")
@@ -33,8 +34,7 @@ from streams.settings import Settings
     show_default=True,
     help="Seconds between polls for time-driven or dropped answers",
 )
-@click.option("--bootstrap-servers", envvar="ICS2_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers (host:port,...)")
-@click.option("--topic-prefix", envvar="ICS2_TOPIC_PREFIX", help="Prefix of every topic name")
+@connection_options
 @click.option("--app-id", envvar="ICS2_APP_ID", help="Application id; the connector's group is <app-id>-gateway")
 @click.option("--loglevel", default="info", show_default=True)
 def gateway(
@@ -50,6 +50,7 @@ def gateway(
     loglevel: str,
 ) -> None:
     """Send outbound filings to customs and produce customs' answers, until SIGTERM or Ctrl-C."""
+    from streams.client import reach_broker
     from streams.gateway.base import Gateway
     from streams.gateway.connector import GatewayConnector
     from streams.logs import configure_logging
@@ -57,7 +58,11 @@ def gateway(
 
     if connector == "files" and (outbox is None or inbox is None):
         raise click.UsageError("the files connector needs --outbox and --inbox")
+    from streams.gateway.simulator import load_script
+
+    risks = load_script(script)
     settings = Settings.from_env(bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix, app_id=app_id)
+    asyncio.run(reach_broker(settings))
     configure_logging(settings.log_format, level=loglevel.upper())
     catalogue = Catalogue.for_prefix(settings.topic_prefix)
     chosen: Gateway
@@ -67,9 +72,9 @@ def gateway(
 
         chosen = FileDropGateway(outbox, inbox)
     else:
-        from streams.gateway.simulator import KafkaSnapshotStore, SimulatorGateway, load_script, simulator_state_topic
+        from streams.gateway.simulator import KafkaSnapshotStore, SimulatorGateway, simulator_state_topic
 
         store = KafkaSnapshotStore(settings, simulator_state_topic(catalogue), key=settings.app_id)
-        chosen = SimulatorGateway(store, load_script(script), seed)
+        chosen = SimulatorGateway(store, risks, seed)
     runner = GatewayConnector(chosen, settings, catalogue, poll_interval=poll_interval)
     asyncio.run(runner.run(handle_signals=True))

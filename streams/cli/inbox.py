@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -16,7 +15,8 @@ from typing import Any
 
 import click
 
-from streams.errors import ICS2StreamsError
+from streams.cli.options import json_option, principal_options, settings_from
+from streams.errors import NotFound
 from streams.settings import Settings
 
 #: How often the table is redrawn while following, so relative deadlines stay true.
@@ -26,30 +26,8 @@ URGENCIES = ("critical", "high", "normal", "info")
 ASSIGNMENT_TIMEOUT_S = 15.0
 
 
-class QueueUnavailable(ICS2StreamsError):
+class QueueUnavailable(NotFound):
     """The party's queue does not exist (party not onboarded) or this principal may not read it."""
-
-
-def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Broker, prefix and credentials; ``--username``/``--password`` override the SASL settings (a principal)."""
-    for option in reversed(
-        (
-            click.option("--bootstrap-servers", envvar="ICS2_BOOTSTRAP_SERVERS", help="Kafka bootstrap servers"),
-            click.option("--topic-prefix", envvar="ICS2_TOPIC_PREFIX", help="Prefix of every topic name"),
-            click.option("--username", help="SASL user name (the party's principal); overrides ICS2_SASL_USERNAME"),
-            click.option("--password", help="SASL password; overrides ICS2_SASL_PASSWORD"),
-        )
-    ):
-        command = option(command)
-    return command
-
-
-def settings_from(
-    bootstrap_servers: str | None, topic_prefix: str | None, username: str | None, password: str | None
-) -> Settings:
-    return Settings.from_env(
-        bootstrap_servers=bootstrap_servers, topic_prefix=topic_prefix, sasl_username=username, sasl_password=password
-    )
 
 
 async def read_queue(
@@ -67,9 +45,9 @@ async def read_queue(
     ``REDRAW_S``. Returns how many records could not be read as ``PartyAlert`` (skipped, never fatal for an inbox).
     """
     from aiokafka import AIOKafkaConsumer
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import KafkaConnectionError, KafkaError
 
-    from streams.client import stop_consumer
+    from streams.client import start_client, stop_consumer
     from streams.contracts.avro import SchemaCatalogue
     from streams.errors import DecodeError
 
@@ -78,10 +56,13 @@ async def read_queue(
         group_id=None, enable_auto_commit=False, auto_offset_reset="earliest", **settings.kafka_client_kwargs()
     )
     skipped = 0
+    await start_client(consumer, settings)
     try:
-        await consumer.start()
         if topic not in await consumer.topics():
-            raise QueueUnavailable(f"no queue {topic}: is the party onboarded (ics2 topics apply --party)?")
+            raise QueueUnavailable(
+                f"no queue {topic} on {settings.bootstrap_servers}: is the party onboarded?",
+                hint="check the party id and --topic-prefix, or create its queue with ics2 topics apply --party",
+            )
         consumer.subscribe([topic])
         waited = time.monotonic() + ASSIGNMENT_TIMEOUT_S
         while not consumer.assignment():
@@ -113,6 +94,8 @@ async def read_queue(
             if caught_up and on_tick is not None and time.monotonic() - last_tick >= REDRAW_S:
                 on_tick()
                 last_tick = time.monotonic()
+    except KafkaConnectionError:
+        raise
     except KafkaError as exc:
         raise QueueUnavailable(f"cannot read {topic}: {exc!r}") from exc
     finally:
@@ -123,7 +106,7 @@ async def read_queue(
 @click.argument("party")
 @click.option("--follow", is_flag=True, help="Keep reading and updating until Ctrl-C")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Show the N newest alerts")
-@click.option("--json", "as_json", is_flag=True, help="One PartyAlert record per line, as JSON, newest first")
+@json_option
 @click.option(
     "--urgency",
     "urgencies",
@@ -131,7 +114,7 @@ async def read_queue(
     multiple=True,
     help="Only alerts of this urgency; repeat for several",
 )
-@connection_options
+@principal_options
 def inbox(
     party: str,
     follow: bool,
@@ -143,7 +126,10 @@ def inbox(
     username: str | None,
     password: str | None,
 ) -> None:
-    """Show PARTY's queue: what it must act on, newest first, with urgency, deadline and the HBL chain."""
+    """Show PARTY's queue, newest first: alert id, urgency, deadline, MBL, HBL chain, what to do.
+
+    --json prints one PartyAlert record per line, newest first.
+    """
     from streams.topics import Catalogue
 
     settings = settings_from(bootstrap_servers, topic_prefix, username, password)
@@ -157,9 +143,6 @@ def inbox(
             skipped = asyncio.run(
                 read_queue(settings, topic, view.add, follow=follow, on_caught_up=view.caught_up, on_tick=view.redraw)
             )
-    except QueueUnavailable as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(3)
     except KeyboardInterrupt:
         return
     if skipped:
@@ -179,8 +162,9 @@ class JsonView:
     def __enter__(self) -> JsonView:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if not self.backlog_read:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        """Print what was read when the queue ends or Ctrl-C stops it; nothing when reading failed."""
+        if not self.backlog_read and _printable(exc_type):
             self.flush()
 
     def add(self, alerts: list[dict[str, Any]]) -> None:
@@ -213,13 +197,13 @@ class TableView:
     """A rich table; with ``follow`` a live one, redrawn on every batch and every few seconds."""
 
     def __init__(self, party: str, limit: int, urgencies: Sequence[str], follow: bool) -> None:
-        from rich.console import Console
+        from streams.cli.output import console
 
         self.party = party
         self.limit = limit
         self.urgencies = urgencies
         self.follow = follow
-        self.console = Console()
+        self.console = console()
         self.alerts: list[dict[str, Any]] = []
         self.live: Any = None
         self._stack = contextlib.ExitStack()
@@ -237,9 +221,9 @@ class TableView:
             self.live = self._stack.enter_context(Live(self.render(), console=self.console, auto_refresh=False))
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self._stack.close()
-        if not self.follow:
+        if not self.follow and _printable(exc_type):
             self.console.print(self.render())
 
     def add(self, alerts: list[dict[str, Any]]) -> None:
@@ -252,3 +236,8 @@ class TableView:
     def redraw(self) -> None:
         if self.live is not None:
             self.live.update(self.render(), refresh=True)
+
+
+def _printable(exc_type: type[BaseException] | None) -> bool:
+    """A view prints what it read when the queue ended or Ctrl-C stopped it, never before an error line."""
+    return exc_type is None or issubclass(exc_type, KeyboardInterrupt)

@@ -7,8 +7,13 @@ importing Faust or Kafka clients, and a broken optional module cannot break the 
 from __future__ import annotations
 
 import importlib
+import sys
+from typing import Any
 
 import click
+
+from streams.cli.output import as_project_error, fail, quiet_kafka_client
+from streams.errors import ExitCode
 
 #: command name -> "module:attribute" of a click command.
 COMMANDS: dict[str, str] = {
@@ -46,8 +51,22 @@ class LazyGroup(click.Group):
         module_name, attribute = target.split(":")
         return getattr(importlib.import_module(module_name), attribute)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Errors the project raises on purpose, and a broker that cannot be reached, end as one line and an exit
+        code (``streams.errors.ExitCode``); anything else is a bug and keeps its traceback."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            sys.exit(ExitCode.INTERRUPTED)
+        except Exception as exc:
+            known = as_project_error(exc)
+            if known is None:
+                raise
+            fail(known)
 
-@click.group(cls=LazyGroup)
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ics2-streams")
 def cli() -> None:
     """File ICS2 Entry Summary Declarations from booking events and route customs' answers."""
+    quiet_kafka_client()

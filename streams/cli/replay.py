@@ -26,9 +26,11 @@ from streams.audit.archive import read_archives
 from streams.audit.replay import ReplayFilter, build_report, comparable_state, report_json
 from streams.audit.report import render_html
 from streams.audit.trail import ChainHead
-from streams.client import stop_consumer
+from streams.cli.options import connection_options, json_option, settings_from
+from streams.cli.output import quiet_kafka_client
+from streams.client import start_client, stop_consumer
 from streams.contracts.avro import SchemaCatalogue
-from streams.errors import DecodeError, ICS2StreamsError
+from streams.errors import DecodeError, InputError, NotFound
 from streams.logs import configure_logging
 from streams.settings import Settings
 from streams.topics import Catalogue
@@ -59,12 +61,15 @@ async def read_trail(
     schemas = schemas or SchemaCatalogue.load()
     topic = Catalogue.for_prefix(settings.topic_prefix).audit.name
     consumer = AIOKafkaConsumer(topic, enable_auto_commit=False, group_id=None, **settings.kafka_client_kwargs())
-    await consumer.start()
+    await start_client(consumer, settings)
     read = TrailRead(topic)
     try:
         tps = sorted(await _assignment(consumer), key=lambda tp: tp.partition)
         if not tps:
-            raise ICS2StreamsError(f"topic {topic} does not exist on {settings.bootstrap_servers}")
+            raise NotFound(
+                f"topic {topic} does not exist on {settings.bootstrap_servers}",
+                hint="check --topic-prefix, or create the topics with ics2 topics apply",
+            )
         partitions = [tp.partition for tp in tps]
         beginnings = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
@@ -184,16 +189,18 @@ def _when(value: str | None) -> datetime | None:
     "--archive",
     "archives",
     multiple=True,
-    type=click.Path(exists=True, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Read this archive folder or .avro file instead of Kafka; repeat for several",
 )
 @click.option(
-    "--json",
+    "--out",
     "json_path",
-    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-    help="Write the JSON report ('-': standard output, also the default when no --html is given)",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the JSON report to this file",
 )
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the HTML report")
+@json_option
+@connection_options
 def replay_command(
     mbl: str | None,
     hbl: str | None,
@@ -203,14 +210,23 @@ def replay_command(
     archives: tuple[Path, ...],
     json_path: Path | None,
     html_path: Path | None,
+    as_json: bool,
+    bootstrap_servers: str | None,
+    topic_prefix: str | None,
 ) -> None:
-    """Rebuild the filings' history from the audit trail and verify it; exit 1 when the trail is broken."""
+    """Rebuild the filings' history from the audit trail and verify it; exit 1 when the trail is broken.
+
+    The JSON report goes to standard output with --json, or when neither --out nor --html is given.
+    """
     configure_logging("auto", level="WARNING")
+    quiet_kafka_client()
+    for path in archives:
+        if not path.exists():
+            raise InputError(f"{path} does not exist", hint="give an archive folder or .avro file of ics2 archive")
     filters = ReplayFilter(mbl=mbl, hbl=hbl, party=party, since=_when(since), until=_when(until))
-    result = replay(Settings.from_env(), filters, archives, progress=True)
-    if (json_path is None and html_path is None) or json_path == Path("-"):
+    result = replay(settings_from(bootstrap_servers, topic_prefix), filters, archives, progress=True)
+    if as_json or (json_path is None and html_path is None):
         click.echo(report_json(result.report), nl=False)
-        json_path = None
     write_outputs(result.report, json_path, html_path)
     integrity = result.report["integrity"]
     err = Console(stderr=True)

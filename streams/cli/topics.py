@@ -1,32 +1,22 @@
 """``ics2 topics``: make the cluster's topics match the catalogue, and list them.
 
-Exit codes: 0 on success, 1 when the broker cannot be reached or refuses a change.
+Exit codes (``streams.errors.ExitCode``): 0 on success, 4 when the broker cannot be reached, 8 when it refuses a
+change.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
+import json
 import time
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from streams.admin import apply_topics, describe_topics, list_topics
-from streams.errors import ICS2StreamsError
-from streams.settings import Settings
+from streams.cli.options import connection_options, json_option, settings_from
+from streams.cli.output import console as make_console
 from streams.topics import Catalogue
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-
-_prefix = click.option("--prefix", default=None, help="Topic name prefix (default: ICS2_TOPIC_PREFIX).")
-
-
-def _fail(console: Console, exc: Exception) -> None:
-    console.print(f"[red]error[/red] {exc}", markup=True, highlight=False)
-    sys.exit(EXIT_FAILED)
 
 
 @click.group()
@@ -35,21 +25,34 @@ def topics() -> None:
 
 
 @topics.command()
-@_prefix
+@connection_options
 @click.option("--party", "parties", multiple=True, help="Also create this party's queue (repeatable).")
 @click.option("--replication-factor", type=int, default=None, help="Default: the broker count, at most 3.")
-def apply(prefix: str | None, parties: tuple[str, ...], replication_factor: int | None) -> None:
+@json_option
+def apply(
+    bootstrap_servers: str | None,
+    topic_prefix: str | None,
+    parties: tuple[str, ...],
+    replication_factor: int | None,
+    as_json: bool,
+) -> None:
     """Create missing topics, correct drifted configs, raise low partition counts; safe to run again."""
-    console = Console()
-    settings = Settings.from_env(topic_prefix=prefix)
+    console = make_console()
+    settings = settings_from(bootstrap_servers, topic_prefix)
     started = time.monotonic()
     try:
         catalogue = Catalogue.for_prefix(settings.topic_prefix)
-        report = asyncio.run(apply_topics(settings, catalogue, parties, replication_factor=replication_factor))
-    except (ICS2StreamsError, ValueError) as exc:
-        _fail(console, exc)
-        return
+        for party in parties:
+            catalogue.party_queue(party)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--party") from exc
+    report = asyncio.run(apply_topics(settings, catalogue, parties, replication_factor=replication_factor))
     elapsed = time.monotonic() - started
+    if as_json:
+        changes = [{"topic": c.topic, "changes": list(c.changes)} for c in report.updated]
+        done = {"created": list(report.created), "updated": changes, "unchanged": list(report.unchanged)}
+        click.echo(json.dumps({**done, "warnings": list(report.warnings)}))
+        return
     for name in report.created:
         console.print(f"[green]created[/green]   {name}", markup=True, highlight=False)
     for change in report.updated:
@@ -66,12 +69,12 @@ def apply(prefix: str | None, parties: tuple[str, ...], replication_factor: int 
 
 
 @topics.command(name="list")
-@_prefix
+@connection_options
 @click.option("--all", "include_internal", is_flag=True, help="Include Kafka's internal topics.")
-def list_(prefix: str | None, include_internal: bool) -> None:
+@json_option
+def list_(bootstrap_servers: str | None, topic_prefix: str | None, include_internal: bool, as_json: bool) -> None:
     """List the cluster's topics with partitions, cleanup policy and retention."""
-    console = Console()
-    settings = Settings.from_env(topic_prefix=prefix)
+    settings = settings_from(bootstrap_servers, topic_prefix)
 
     async def gather() -> list[tuple[str, str, str, str]]:
         names = await list_topics(settings, settings.topic_prefix, include_internal=include_internal)
@@ -88,14 +91,14 @@ def list_(prefix: str | None, include_internal: bool) -> None:
             )
         return rows
 
-    try:
-        rows = asyncio.run(gather())
-    except ICS2StreamsError as exc:
-        _fail(console, exc)
+    rows = asyncio.run(gather())
+    if as_json:
+        keys = ("topic", "partitions", "cleanup.policy", "retention.ms")
+        click.echo(json.dumps([dict(zip(keys, row, strict=True)) for row in rows]))
         return
-    table = Table(title=f"Topics on {settings.bootstrap_servers}")
+    table = Table(title=f"Topics on {settings.bootstrap_servers}", title_justify="left")
     for column in ("Topic", "Partitions", "cleanup.policy", "retention.ms"):
         table.add_column(column)
     for row in rows:
         table.add_row(*row)
-    console.print(table)
+    make_console().print(table)

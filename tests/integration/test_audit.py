@@ -137,8 +137,8 @@ class TestReplay:
     async def test_cli_replay_is_deterministic_and_intact(self, story: Run):
         """Two `ics2 replay --mbl` runs give byte-equal JSON, an intact verdict and an HTML report."""
         out = story.tmp / "replay"
-        first = ics2(story, "replay", "--mbl", SEED_MBL, "--json", str(out / "a.json"), "--html", str(out / "a.html"))
-        second = ics2(story, "replay", "--mbl", SEED_MBL, "--json", str(out / "b.json"))
+        first = ics2(story, "replay", "--mbl", SEED_MBL, "--out", str(out / "a.json"), "--html", str(out / "a.html"))
+        second = ics2(story, "replay", "--mbl", SEED_MBL, "--out", str(out / "b.json"))
         assert first.returncode == 0, first.stderr
         assert second.returncode == 0, second.stderr
         assert (out / "a.json").read_bytes() == (out / "b.json").read_bytes()
@@ -151,7 +151,7 @@ class TestReplay:
         """The replay reader joins no group and commits nothing: the groups and their offsets are the same after it."""
         before = await committed_offsets(story.settings)
         assert story.settings.app_id in before
-        assert ics2(story, "replay", "--json", str(story.tmp / "groups.json")).returncode == 0
+        assert ics2(story, "replay", "--out", str(story.tmp / "groups.json")).returncode == 0
         assert await committed_offsets(story.settings) == before
 
     async def test_archive_replays_like_kafka(self, story: Run):
@@ -161,8 +161,8 @@ class TestReplay:
         assert made.returncode == 0, made.stderr
         again = ics2(story, "archive", "--out", str(archive))
         assert again.returncode == 0 and "nothing new" in again.stderr
-        from_kafka = ics2(story, "replay", "--json", str(story.tmp / "kafka.json"))
-        from_archive = ics2(story, "replay", "--archive", str(archive), "--json", str(story.tmp / "archive.json"))
+        from_kafka = ics2(story, "replay", "--out", str(story.tmp / "kafka.json"))
+        from_archive = ics2(story, "replay", "--archive", str(archive), "--out", str(story.tmp / "archive.json"))
         assert from_kafka.returncode == 0 and from_archive.returncode == 0, from_archive.stderr
         assert (story.tmp / "kafka.json").read_bytes() == (story.tmp / "archive.json").read_bytes()
 
@@ -177,7 +177,7 @@ class TestReplay:
         victim["payload"] = victim["payload"].replace("do_not_load", "assessment_complete", 1)
         with path.open("wb") as out:
             avro_writer(out, SCHEMAS.schema("AuditRecord"), records, codec="deflate")
-        result = ics2(story, "replay", "--archive", str(archive), "--json", str(story.tmp / "tampered.json"))
+        result = ics2(story, "replay", "--archive", str(archive), "--out", str(story.tmp / "tampered.json"))
         assert result.returncode == 1
         breaks = json.loads((story.tmp / "tampered.json").read_text())["integrity"]["breaks"]
         assert [(b["mbl"], b["sequence"], b["kind"]) for b in breaks] == [

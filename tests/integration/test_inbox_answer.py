@@ -157,9 +157,9 @@ class TestInbox:
         assert code == 0, follower.stderr.read() if follower.stderr else ""
 
     async def test_unknown_party_is_an_error(self, referred: Referred):
-        """A party that was never onboarded has no queue: exit code 3 and a hint."""
+        """A party that was never onboarded has no queue: exit code 7 (not found) and a hint."""
         done = await asyncio.to_thread(referred.ics2, "inbox", "NOBODY")
-        assert done.returncode == 3 and "onboarded" in done.stderr
+        assert done.returncode == 7 and "onboarded" in done.stderr
 
 
 class TestAnswer:

@@ -336,11 +336,11 @@ class TestArchive:
 
 class TestReplayCommand:
     def test_replays_an_archive_and_exits_0_when_intact(self, story: AuditedPump, tmp_path: Path):
-        """`ics2 replay --archive DIR --json --html` writes both reports and exits 0 on an intact trail."""
+        """`ics2 replay --archive DIR --out FILE --html FILE` writes both reports and exits 0 on an intact trail."""
         records = story.trail()
         write_archive(tmp_path / "archive", "ics2.audit", records, {0: (0, len(records))}, SCHEMAS)
         out = tmp_path / "out"
-        args = ["--archive", str(tmp_path / "archive"), "--json", str(out / "r.json"), "--html", str(out / "r.html")]
+        args = ["--archive", str(tmp_path / "archive"), "--out", str(out / "r.json"), "--html", str(out / "r.html")]
         result = CliRunner().invoke(replay_command, [*args, "--party", "COLOADER-D"])
         assert result.exit_code == 0, result.output
         report = json.loads((out / "r.json").read_text())
@@ -363,7 +363,7 @@ class TestReplayCommand:
         records = story.trail()
         write_archive(tmp_path, "ics2.audit", records, {0: (0, len(records))}, SCHEMAS)
         json_path = tmp_path / "r.json"
-        args = ["--archive", str(tmp_path), "--json", str(json_path)]
+        args = ["--archive", str(tmp_path), "--out", str(json_path)]
         assert CliRunner().invoke(replay_command, [*args, "--since", "2027-06-01T10:00"]).exit_code == 0
         assert json.loads(json_path.read_text())["filters"]["since"] == "2027-06-01T10:00:00Z"
         refused = CliRunner().invoke(replay_command, [*args, "--since", "yesterday"])

@@ -43,12 +43,12 @@ class TestPlanCommand:
         assert result.exit_code == 1
         assert {e["code"] for e in json.loads(result.output)["errors"]} >= {"PLAN-MISSING-PARENT", "PLAN-NO-GOODS"}
 
-    def test_bad_json_exits_2(self, runner, tmp_path):
-        """Unparseable JSON exits 2 with a message on stderr."""
+    def test_bad_json_exits_3(self, runner, tmp_path):
+        """Unparseable JSON exits 3 (input file) with a message on stderr."""
         bad = tmp_path / "bad.json"
         bad.write_text("{not json", encoding="utf-8")
         result = runner.invoke(cli, ["plan", str(bad)])
-        assert result.exit_code == 2
+        assert result.exit_code == 3
         assert "not valid JSON" in result.stderr
 
 
@@ -81,21 +81,21 @@ class TestValidateCommand:
             "ENS-DEADLINE"
         ]
 
-    def test_booking_error_exits_2(self, runner, tmp_path):
-        """A JSON document that is not a booking exits 2 naming the field."""
+    def test_booking_error_exits_3(self, runner, tmp_path):
+        """A JSON document that is not a booking exits 3 naming the field."""
         data = json.loads(SEED_PATH.read_text(encoding="utf-8"))
         del data["master"]
         bad = tmp_path / "nomaster.json"
         bad.write_text(json.dumps(data), encoding="utf-8")
         result = runner.invoke(cli, ["validate", str(bad)])
-        assert result.exit_code == 2
+        assert result.exit_code == 3
         assert "$.master is missing" in result.stderr
 
-    def test_missing_file_exits_2(self, runner, tmp_path):
-        """A file that does not exist exits 2."""
+    def test_missing_file_exits_3(self, runner, tmp_path):
+        """A file that does not exist exits 3 with one line naming it."""
         result = runner.invoke(cli, ["validate", str(tmp_path / "nope.json")])
-        assert result.exit_code == 2
-        assert "cannot read" in result.stderr
+        assert result.exit_code == 3
+        assert result.stderr.splitlines() == [f"error: {tmp_path / 'nope.json'} does not exist; check the path"]
 
     def test_bad_now_exits_2(self, runner):
         """An unparseable --now is a usage error (exit 2)."""

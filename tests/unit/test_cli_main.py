@@ -44,8 +44,8 @@ class TestFileCommands:
         assert record["kind"] == "rfi" and record["referral_reference"] and record["actors"] == ["filer"]
 
     def test_parse_refuses_an_xml_bomb(self, tmp_path):
-        """A notification with a DTD exits 2 with the reason."""
+        """A notification with a DTD exits 3 (input file) with the reason."""
         bomb = tmp_path / "bomb.xml"
         bomb.write_bytes(b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "y">]><IE3R01>&x;</IE3R01>')
         result = CliRunner().invoke(cli, ["parse", str(bomb)])
-        assert result.exit_code == 2
+        assert result.exit_code == 3

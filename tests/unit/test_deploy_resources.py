@@ -419,7 +419,7 @@ class TestCommittedFiles:
 
 
 class TestRenderCommand:
-    ARGS = ("--prefix", "stage.", "--partitions", "6", "--replicas", "3", "--party", "FWD-1", "--image", "img:1")
+    ARGS = ("--topic-prefix", "stage.", "--partitions", "6", "--replicas", "3", "--party", "FWD-1", "--image", "img:1")
 
     def test_render_writes_the_generated_files(self, tmp_path):
         """`ics2 deploy render` writes each file the generator returns for the given options."""

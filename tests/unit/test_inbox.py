@@ -16,16 +16,17 @@ from rich.console import Console
 
 from streams.cli.inbox import JsonView, TableView
 from streams.contracts.avro import SchemaCatalogue
+from streams.domain.labels import relative_deadline
 from streams.domain.model import format_datetime
 from streams.domain.routing import PartyAlert
 from streams.inbox import (
+    COLUMNS,
     URGENCY_STYLES,
     chain_text,
     deadline_style,
     json_line,
     latest_per_alert,
     newest_first,
-    relative_deadline,
     row,
     select,
     table,
@@ -142,7 +143,8 @@ class TestDeadline:
 
 class TestRows:
     def test_row_shows_chain_fault_action_and_references(self):
-        """A row holds urgency, title, relative deadline, the HBL chain with issuers, the party at fault and refs."""
+        """A row holds the alert id, urgency, title, deadline relative and absolute, the MBL, the HBL chain with
+        issuers, the party at fault, what to do in words and the references."""
         chain = [{"hbl": "SKC26TYO0002", "issuer": "ML-TYO"}, {"hbl": "DAI26NGO0077", "issuer": "COLOADER-D"}]
         record = alert(
             "a",
@@ -153,27 +155,30 @@ class TestRows:
             mrn="27NLQ8E4F0A1B2C3D4",
             deadline=format_datetime(NOW + timedelta(hours=5)),
         )
-        cells = [c.plain for c in row(record, NOW)]
-        assert cells[0] == "critical" and cells[2] == "alert a"
-        assert cells[3].startswith("in 5 h")
-        assert cells[4] == "SKC26TYO0002 (ML-TYO) > DAI26NGO0077 (COLOADER-D)"
-        assert cells[5] == "COLOADER-D" and cells[6] == "answer_rfi"
-        assert "ref RFI27000000AB" in cells[7] and "MRN 27NLQ8E4F0A1B2C3D4" in cells[7]
+        cells = dict(zip(COLUMNS, (c.plain for c in row(record, NOW)), strict=True))
+        assert cells["alert id"] == "a" and cells["urgency"] == "critical" and cells["MBL"] == "OCLU26TYO7781234"
+        assert cells["what"].startswith("alert a") and "request for information (RFI)" in cells["what"]
+        assert cells["deadline"] == "in 5 h (2027-06-01 14:00 UTC)"
+        assert cells["HBL chain"] == "SKC26TYO0002 (ML-TYO) > DAI26NGO0077 (COLOADER-D)"
+        assert cells["at fault"] == "COLOADER-D" and cells["what to do"] == "answer the RFI (ics2 answer rfi)"
+        assert "ref RFI27000000AB" in cells["references"] and "MRN 27NLQ8E4F0A1B2C3D4" in cells["references"]
 
     def test_urgency_cell_is_coloured(self):
         """Critical is red, high yellow: the colour of the urgency cell follows the urgency."""
-        assert "red" in row(alert("a", urgency="critical"), NOW)[0].style
-        assert "yellow" in row(alert("a", urgency="high"), NOW)[0].style
+        urgency = COLUMNS.index("urgency")
+        assert "red" in row(alert("a", urgency="critical"), NOW)[urgency].style
+        assert "yellow" in row(alert("a", urgency="high"), NOW)[urgency].style
 
     def test_without_chain_the_hbl_stands_in(self):
-        """An alert with no chain shows its HBL, or its MBL when it has no HBL."""
+        """An alert with no chain shows its HBL in the chain's place; one without an HBL leaves it empty."""
+        chain = COLUMNS.index("HBL chain")
         assert chain_text(alert("a", hbl_chain=[])) == ""
-        assert row(alert("a", hbl_chain=[]), NOW)[4].plain == "SKC26TYO0003"
-        assert row(alert("a", hbl_chain=[], hbl=None), NOW)[4].plain == "OCLU26TYO7781234"
+        assert row(alert("a", hbl_chain=[]), NOW)[chain].plain == "SKC26TYO0003"
+        assert row(alert("a", hbl_chain=[], hbl=None), NOW)[chain].plain == ""
 
     def test_acknowledged_alert_is_marked(self):
         """An acknowledged alert says so beside its title."""
-        assert row(alert("a", acknowledged=True), NOW)[2].plain.endswith("(acknowledged)")
+        assert row(alert("a", acknowledged=True), NOW)[COLUMNS.index("what")].plain.endswith("(acknowledged)")
 
     def test_table_renders_every_alert_and_the_count(self):
         """The rendered table names the party, how many alerts it shows of how many, and each title."""
@@ -285,3 +290,40 @@ class TestAlertContract:
         catalogue = Catalogue.for_prefix("")
         assert f"`<prefix>{catalogue.alerts.name}`" in self.doc
         assert "`<prefix>" + catalogue.party_queue("X").name.replace("X", "<party id>") + "`" in self.doc
+
+
+class TestDemoOutput:
+    def test_queues_and_ens_speak_in_words_with_absolute_and_relative_deadlines(self):
+        """The demo's queues show alert id, MBL, what to do and deadlines both ways; the ENS explains "ours" and
+        its states; a legend gives the meaning of each customs message and state of the story."""
+        from streams.demo import DemoResult, show
+
+        deadline = format_datetime(NOW + timedelta(hours=6))
+        alerts = [
+            alert("dnl1", urgency="critical", action="stop_loading", notification_message_type="IE3Q01"),
+            alert("rfi1", urgency="high", deadline=deadline),
+            alert("reg1", urgency="info", action="info", notification_message_type="IE3R01"),
+        ]
+        state = {
+            "mbl": "OCLU26TYO7781234",
+            "state": "held_dnl",
+            "deadline": deadline,
+            "filings": [
+                {"filing": "F15", "hbl": "SKC26TYO0003", "filer": "ML-TYO", "ours": True, "state": "registered"}
+                | {"lrn": "LRN1", "mrn": "27NLQ8E4F0A1B2C3D4"}
+            ],
+            "houses": [
+                {"hbl": "SKC26TYO0003", "state": "held_dnl", "chain": [["SKC26TYO0003", "ML-TYO"]]}
+                | {"open_referrals": []}
+            ],
+        }
+        console = Console(record=True, width=400)
+        show(console, DemoResult(alerts, {"OCLU26TYO7781234": state}, "demo1.", 12.0, Path("/tmp/x")), NOW)
+        text = console.export_text()
+        assert "Queue of ML-TYO: 2 to act on, 1 for information" in text
+        assert "dnl1" in text and "reg1" not in text and "stop loading: keep the container off the vessel" in text
+        assert "in 6 h (2027-06-01 15:00 UTC)" in text
+        assert "ENS OCLU26TYO7781234: do not load: customs holds the cargo [held_dnl]" in text
+        assert "ours = yes" in text and "registered by customs (MRN) [registered]" in text
+        assert re.search(r"IE3Q01 +Do Not Load request", text) and re.search(r"IE3R01 +registration: customs", text)
+        assert re.search(r"held_dnl +do not load: customs holds the cargo", text)
