@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "answer": "streams.cli.answer:answer",
     "replay": "streams.cli.replay:replay_command",
     "archive": "streams.cli.archive:archive",
+    "audit": "streams.cli.audit:audit",
     "ack": "streams.cli.ack:ack",
     "deploy": "streams.cli.deploy:deploy",
     "parties": "streams.cli.parties:parties",

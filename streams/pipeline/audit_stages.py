@@ -4,6 +4,11 @@
 it to ``ics2.audit-entries`` keyed by MBL, so that every entry of an MBL meets in one partition. ``audit-chain``
 keeps per MBL the next sequence, the last hash and, per source partition, the highest source offset chained: an
 entry redelivered after a restart is recognised and never chained twice.
+
+A crash after a record is written but before the chain's head is stored makes the entry chained again from the
+older head. The record is a pure function of the entry (its content and Kafka time) and that head, and its Ed25519
+signature is deterministic, so the record written again is byte-identical and the replay sees a duplicate, not a
+fork. ``recorded_at`` is therefore the Kafka time of the entry, never the stage's clock.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from typing import Any
 
 import structlog
 
-from streams.audit.entries import AuditEntry, EntryDeriver, source_id, split_source
+from streams.audit.entries import AuditEntry, EntryDeriver, kafka_time, source_id, split_source
+from streams.audit.signing import Signer
 from streams.audit.trail import ChainHead, chain
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.model import format_datetime
@@ -73,15 +79,27 @@ class ChainState:
 
 
 class AuditChainer:
-    """``audit_entries`` -> ``AuditRecord``s on the audit topic, each linked to the MBL's previous record."""
+    """``audit_entries`` -> ``AuditRecord``s on the audit topic, each linked to the MBL's previous record and signed
+    with ``signer`` when given (the worker always gives one)."""
 
     def __init__(
-        self, schemas: SchemaCatalogue, catalogue: Catalogue, clock: Clock, chains: MutableMapping[str, bytes]
+        self,
+        schemas: SchemaCatalogue,
+        catalogue: Catalogue,
+        clock: Clock,
+        chains: MutableMapping[str, bytes],
+        signer: Signer | None = None,
     ) -> None:
         self.schemas = schemas
         self.catalogue = catalogue
         self.clock = clock
         self.chains = chains
+        self.signer = signer
+
+    def recorded_at(self, incoming: Incoming) -> str:
+        """The Kafka time of the entry, so that chaining it again gives the same record; the clock only for a
+        record built in process without one."""
+        return kafka_time(incoming) or format_datetime(self.clock())
 
     def prepare(
         self, incoming: Incoming, pending: Mapping[str, ChainState] | None = None
@@ -107,7 +125,8 @@ class AuditChainer:
             ChainHead(mbl, state.next_sequence, state.last_hash),
             entry["kind"],
             entry["payload"],
-            format_datetime(self.clock()),
+            self.recorded_at(incoming),
+            self.signer,
         )
         state.next_sequence, state.last_hash = record["sequence"] + 1, record["hash"]
         state.offsets[where] = offset
@@ -193,14 +212,15 @@ def audit_stages(
     send: Send | None = None,
     *,
     batched: bool = False,
+    signer: Signer | None = None,
 ) -> dict[str, tuple[TopicSpec, AuditCollector | AuditChainer | SendFirstChainer | BatchChainer]]:
     """Stage name -> (source topic, handler), named explicitly so that no rename moves a consumer group's offsets.
 
     Given ``send`` (the worker's producer), the chain stage writes each record before it stores the chain's state;
-    ``batched`` (the worker's batching runner) does the same per batch.
+    ``batched`` (the worker's batching runner) does the same per batch. ``signer`` signs every record.
     """
     collector = AuditCollector(schemas, catalogue)
-    base = AuditChainer(schemas, catalogue, clock, chains)
+    base = AuditChainer(schemas, catalogue, clock, chains, signer)
     chainer: AuditChainer | SendFirstChainer | BatchChainer = base
     if batched:
         chainer = BatchChainer(base)
