@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,16 +114,23 @@ def key_path(settings: Settings) -> Path:
 
 
 def generate_key(path: Path) -> Signer:
-    """Write a new private key to ``path`` (owner-only permissions); never overwrites an existing key."""
+    """Write a new private key to ``path`` (owner-only permissions); never overwrites an existing key.
+
+    The key is written to a temporary file and linked into place, so a worker starting at the same moment never
+    reads half a key, and of two that make one at once, one wins and the other is refused.
+    """
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".signing-key-")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+        os.link(temporary, path)
     except FileExistsError as exc:
         raise SigningKeyError(f"{path} already exists", hint="a key is never overwritten; move it away first") from exc
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
+    finally:
+        os.unlink(temporary)
     return Signer.of(key)
 
 
@@ -136,8 +145,12 @@ def load_signer(path: Path) -> Signer:
 
 
 def signer_for(path: Path) -> Signer:
-    """The worker's signer: the key at ``path``, made there on first use so that a fresh install signs too."""
-    return load_signer(path) if path.exists() else generate_key(path)
+    """The worker's signer: the key at ``path``, made there on first use so that a fresh install signs too (a
+    worker that loses the race to make it uses the one made)."""
+    if not path.exists():
+        with contextlib.suppress(SigningKeyError):
+            return generate_key(path)
+    return load_signer(path)
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
