@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from streams.admin import apply_topics
 from streams.audit.entries import AuditEntry, EntryDeriver
@@ -33,7 +34,7 @@ from streams.audit.replay import build_report
 from streams.audit.trail import examine
 from streams.broker import LocalBroker
 from streams.cli.replay import read_trail
-from streams.client import Record, publish_bookings, read_topic
+from streams.client import Record, publish_bookings, read_topic, start_client, stop_consumer
 from streams.contracts.avro import SchemaCatalogue
 from streams.demo import seed_booking, unique_alerts
 from streams.settings import Settings
@@ -389,11 +390,11 @@ class TestChangelogRecovery:
         assert {r.header("ics2-lrn").decode() for r in new} <= answered_lrns, "customs' answer to it reached the alerts"
 
 
-Moment = Callable[[Service], Awaitable[None]]
+Moment = Callable[[Service, Settings], Awaitable[None]]
 
 
 def after(seconds: float) -> Moment:
-    async def wait(service: Service) -> None:
+    async def wait(service: Service, settings: Settings) -> None:
         await asyncio.sleep(seconds)
 
     wait.__qualname__ = f"{seconds:g}s after"
@@ -403,7 +404,7 @@ def after(seconds: float) -> Moment:
 def consuming(stage: str) -> Moment:
     """As soon as the worker's stage has taken its first record (the replacement: re-processing the backlog)."""
 
-    async def wait(service: Service) -> None:
+    async def wait(service: Service, settings: Settings) -> None:
         def taken() -> bool:
             assert_alive(service)
             try:
@@ -415,6 +416,25 @@ def consuming(stage: str) -> Moment:
 
     wait.__qualname__ = f"{stage} consuming"
     return wait
+
+
+async def trail_grows(service: Service, settings: Settings) -> None:
+    """As soon as the worker has written an audit record more than the topic held when called, i.e. the moment
+    between a record written and its chain head stored (the changelog is flushed only at the next commit)."""
+    topic = Catalogue.for_prefix(settings.topic_prefix).audit.name
+    consumer = AIOKafkaConsumer(topic, group_id=None, enable_auto_commit=False, **settings.kafka_client_kwargs())
+    await start_client(consumer, settings)
+    try:
+        assert await poll_until(lambda: bool(consumer.assignment()), 15.0), f"no partitions of {topic}"
+        partitions = sorted(consumer.assignment())
+        before = sum((await consumer.end_offsets(partitions)).values())
+        deadline = time.monotonic() + 150.0
+        while sum((await consumer.end_offsets(partitions)).values()) <= before:
+            assert_alive(service)
+            assert time.monotonic() < deadline, f"the worker wrote no audit record:\n{trouble(service)}"
+            await asyncio.sleep(0.02)
+    finally:
+        await stop_consumer(consumer)
 
 
 async def chained_sources(settings: Settings) -> tuple[set[str], list[str], dict[str, Any]]:
@@ -439,10 +459,10 @@ class TestAuditTrailAfterCrashes:
         ("first_kill", "second_kill"),
         [
             (after(1.0), after(6.0)),
-            (consuming("audit-chain"), consuming("audit-chain")),
-            (after(1.0), consuming("plan-bookings")),
+            (trail_grows, trail_grows),
+            (consuming("audit-chain"), consuming("plan-bookings")),
         ],
-        ids=["1s-then-6s-into-recovery", "chaining-then-rechaining", "1s-then-reprocessing"],
+        ids=["1s-then-6s-into-recovery", "chaining-then-rechaining", "chain-stage-then-reprocessing"],
     )
     async def test_worker_killed_twice_leaves_an_intact_signed_trail(
         self, fault_settings: Settings, tmp_path: Path, first_kill: Moment, second_kill: Moment
@@ -455,13 +475,13 @@ class TestAuditTrailAfterCrashes:
         settings = fault_settings
         async with running(settings, tmp_path) as (first, customs):
             await publish_bookings(settings, books)
-            await first_kill(first)
+            await first_kill(first, settings)
             first.kill()
             replacement = worker(settings, tmp_path)
             replacement.log_path = tmp_path / "worker-2.log"
             replacement.start()
             try:
-                await second_kill(replacement)
+                await second_kill(replacement, settings)
             finally:
                 replacement.kill()
             last = worker(settings, tmp_path)
