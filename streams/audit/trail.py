@@ -198,11 +198,7 @@ class Examination:
     unsigned_accepted: int = 0
 
 
-def _fingerprint(record: Mapping[str, Any]) -> str:
-    """Every field of a record, so that only a byte-identical copy counts as a duplicate."""
-    return sha256_hex(canonical_json({k: record.get(k) for k in AUDIT_RECORD_FIELDS}))
-
-
+#: Every field of an ``AuditRecord``, in the order of its schema.
 AUDIT_RECORD_FIELDS = (
     "mbl",
     "sequence",
@@ -215,6 +211,11 @@ AUDIT_RECORD_FIELDS = (
     "key_id",
     "signature",
 )
+
+
+def _fingerprint(record: Mapping[str, Any]) -> str:
+    """Every field of a record, so that only a byte-identical copy counts as a duplicate."""
+    return sha256_hex(canonical_json({k: record.get(k) for k in AUDIT_RECORD_FIELDS}))
 
 
 def examine(

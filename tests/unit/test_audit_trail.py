@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +26,7 @@ from streams.audit.signing import (
     signer_for,
 )
 from streams.audit.trail import (
+    AUDIT_RECORD_FIELDS,
     BreakKind,
     ChainHead,
     TrailError,
@@ -36,6 +38,7 @@ from streams.audit.trail import (
     sha256_hex,
     verify,
 )
+from streams.cli.audit import audit
 from streams.contracts.avro import SchemaCatalogue
 from streams.errors import DecodeError
 from streams.pipeline.audit_stages import AuditChainer, AuditCollector, BatchChainer, SendFirstChainer
@@ -256,6 +259,26 @@ class TestSignatures:
 
 
 class TestKeys:
+    def test_duplicates_compare_every_field_of_the_schema(self):
+        """A field added to AuditRecord later must take part in telling a duplicate from a fork."""
+        assert tuple(f["name"] for f in SCHEMAS.schema("AuditRecord")["fields"]) == AUDIT_RECORD_FIELDS
+
+    def test_cli_keygen_then_public_key_verify_a_signed_record(self, tmp_path: Any):
+        """`ics2 audit keygen --out` prints the key id; `ics2 audit public-key --key` prints the PEM that verifies."""
+        key = tmp_path / "k.pem"
+        made = CliRunner().invoke(audit, ["keygen", "--out", str(key), "--json"])
+        assert made.exit_code == 0, made.output
+        key_id = json.loads(made.output)["key_id"]
+        again = CliRunner().invoke(audit, ["keygen", "--out", str(key)])
+        assert isinstance(again.exception, SigningKeyError)
+        exported = CliRunner().invoke(audit, ["public-key", "--key", str(key), "--json"])
+        assert json.loads(exported.output)["key_id"] == key_id
+        public = tmp_path / "k.pub.pem"
+        public.write_text(json.loads(exported.output)["public_key"])
+        records = build_chain([("A", "0")], load_signer(key))
+        assert records[0]["key_id"] == key_id
+        assert verify(records, keys=Keyring.of([load_public_key(public)])) == []
+
     def test_keygen_writes_an_owner_only_key_and_never_overwrites(self, tmp_path: Any):
         path = tmp_path / "audit" / "signing-key.pem"
         signer = generate_key(path)
@@ -289,18 +312,7 @@ class TestKeys:
             ring.only(["ed25519:0000000000000000"])
 
 
-FIELDS = (
-    "mbl",
-    "sequence",
-    "kind",
-    "payload",
-    "payload_sha256",
-    "previous_hash",
-    "hash",
-    "recorded_at",
-    "key_id",
-    "signature",
-)
+FIELDS = AUDIT_RECORD_FIELDS
 
 
 def _tampered(value: Any) -> Any:
