@@ -157,8 +157,9 @@ class AuditChainer:
 class SendFirstChainer:
     """The chain stage as the worker runs it: the record is acknowledged by the broker before the state is stored.
 
-    A crash between the two makes the redelivered entry chained again under the same sequence, a fork that
-    ``verify`` reports; the other order would lose the entry silently (state stored, record never written).
+    A crash between the two makes the redelivered entry chained again under the same sequence: the same bytes, which
+    the replay counts as a duplicate; the other order would lose the entry silently (state stored, record never
+    written).
     """
 
     def __init__(self, chainer: AuditChainer, send: Send) -> None:
