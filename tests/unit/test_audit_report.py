@@ -378,6 +378,8 @@ class TestSignedArchive:
         doubled = [*records[:10], *copy.deepcopy(records[4:10]), *records[10:]]
         report = build_report(doubled, keys=KEYS)
         assert report["integrity"]["intact"] and len(report["integrity"]["duplicates"]) == 6
+        assert f"Signatures verified with {SIGNER.key_id}" in render_html(report)
+        assert "6 record(s) stored twice byte for byte" in render_html(report)
         assert report["consolidations"] == build_report(records, keys=KEYS)["consolidations"]
         write_archive(tmp_path, "ics2.audit", doubled, {0: (0, len(doubled))}, SCHEMAS)
         assert read_archives([tmp_path]).heads == {r["mbl"]: head_after(r) for r in records}
