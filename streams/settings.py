@@ -55,6 +55,8 @@ class Settings:
     topic_prefix: str = ""
     app_id: str = "ics2-streams"
     state_dir: Path = PROJECT_ROOT / ".state"
+    audit_key: Path | None = None
+    """The audit chain stage's Ed25519 private key (PEM); ``<state_dir>/audit/signing-key.pem`` when not set."""
     processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.AT_LEAST_ONCE
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -94,8 +96,9 @@ class Settings:
                     values[name] = int(values[name])
             if "watchdog_interval_s" in values:
                 values["watchdog_interval_s"] = float(values["watchdog_interval_s"])
-            if "state_dir" in values:
-                values["state_dir"] = Path(values["state_dir"])
+            for name in ("state_dir", "audit_key"):
+                if name in values:
+                    values[name] = Path(values[name])
         except ValueError as exc:
             raise SettingsError(f"invalid setting: {exc}") from exc
         settings = cls(**values)

@@ -24,6 +24,7 @@ import structlog
 from faust.serializers import codecs
 from yarl import URL
 
+from streams.audit.signing import key_path, signer_for
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.lifecycle import EnsState
 from streams.pipeline.audit_stages import audit_stages
@@ -171,7 +172,9 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
             LifecycleTracker(schemas, catalogue, clock, tables["ens-state"], settings.margins, settings.response_times),
         ),
     }
-    stages.update(audit_stages(schemas, catalogue, clock, tables["audit-chain"], producer.send_all))
+    signer = signer_for(key_path(settings))
+    log.info("audit_signing_key", key_id=signer.key_id, path=str(key_path(settings)))
+    stages.update(audit_stages(schemas, catalogue, clock, tables["audit-chain"], batched=True, signer=signer))
     for name, (source, handler) in stages.items():
         pipeline.runners[name] = add_stage(
             app,
