@@ -368,6 +368,7 @@ class Correlator(_Stage):
         decoded = self.schemas.decode(incoming.value)
         key = (incoming.key or b"").decode()
         if decoded.name.endswith("LedgerEntry"):
+            decoded = replace(decoded, record=_keeping_mrn(decoded.record, self.ledger.get(key)))
             self.ledger[key] = json.dumps(decoded.record).encode()
             waiting = json.loads(self.parked.pop(key, b"[]") or b"[]")
             if waiting:
@@ -422,6 +423,15 @@ class Correlator(_Stage):
         return self.emit(
             self.catalogue.notifications_parsed.name, key, "LedgerEntry", ledger_record(key, record), incoming
         )
+
+
+def _keeping_mrn(entry: dict[str, Any], stored: bytes | None) -> dict[str, Any]:
+    """A redelivered booking re-sends its ledger entries without the MRN customs gave since: the MRN stays, or the
+    requests about the filing (amendments, invalidations) would wait for it for ever."""
+    if entry.get("mrn") is not None or stored is None:
+        return entry
+    known = json.loads(stored).get("mrn")
+    return entry if known is None else {**entry, "mrn": known}
 
 
 #: Answers that leave a filing unregistered: requests about it send its filings anew.

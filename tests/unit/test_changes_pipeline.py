@@ -8,7 +8,10 @@ from datetime import timedelta
 
 from streams.domain.model import Consolidation
 from streams.domain.planning import FilingDraft, FilingType, PlannedFiling
+from streams.messages import NS
 from streams.messages.render import render_filing
+from streams.messages.safe import read_xml
+from streams.pipeline.stage import Emit
 from streams.simulator import RiskScript, ScriptedRejection
 from tests.unit.test_handlers import NOW, Pump, seed_json
 
@@ -120,6 +123,49 @@ class TestNotRegistered:
             f for f in pump.ens(MBL)["filings"] if f["hbl"] == MOVED_HBL and f["filing"] == FilingType.F14.value
         )
         assert status["state"] == "registered"
+
+
+class TestRefiled:
+    def test_version_three_amends_the_refiled_filing_by_its_mrn(self):
+        """v1's F14 rejected, v2 re-files it under a new LRN (registered), v3 amends that one: IE3A14, not a 3rd F14."""
+        pump = Pump(RiskScript(rejections=(ScriptedRejection(MOVED_HBL),)))
+        data = seed_json()
+        pump.book(data)
+        pump.run()
+        first = len(pump.topics[pump.catalogue.filings_outbound.name])
+        house = next(h for h in data["house_bills"] if h["hbl_number"] == MOVED_HBL)
+        data["version"], house["goods"][0]["description"] = 2, "Coated kraft paper in rolls, 80 g/m2, for packaging"
+        pump.book(data)
+        pump.run()
+        [refiled] = outbound(pump, first)
+        status = next(f for f in pump.ens(MBL)["filings"] if (f["filing"], f["hbl"]) == ("F14", MOVED_HBL))
+        assert (refiled["message_type"], status["state"], status["lrn"]) == ("IE3F14", "registered", refiled["lrn"])
+        second = len(pump.topics[pump.catalogue.filings_outbound.name])
+        answered = len(pump.topics[pump.catalogue.notifications_parsed.name])
+        data["version"], house["goods"][0]["gross_mass_kg"] = 3, house["goods"][0]["gross_mass_kg"] + 10
+        pump.book(data)
+        pump.run()
+        [amendment] = outbound(pump, second)
+        assert (amendment["message_type"], amendment["hbl"]) == ("IE3A14", MOVED_HBL)
+        assert read_xml(amendment["xml"]).findtext(f"{{{NS}}}MRN") == status["mrn"]
+        parsed = pump.topics[pump.catalogue.notifications_parsed.name][answered:]
+        types = {r.get("message_type") for r in (pump.schemas.decode(e.value).record for e in parsed)}
+        assert "IE3N10" in types and not {"IE3N01", "IE3N99"} & types
+        status = next(f for f in pump.ens(MBL)["filings"] if (f["filing"], f["hbl"]) == ("F14", MOVED_HBL))
+        assert status["state"] == "amended"
+
+    def test_a_ledger_entry_sent_again_without_mrn_keeps_the_mrn(self):
+        """A redelivered booking re-sends its ledger entries: the MRN customs gave stays known to later requests."""
+        pump = Pump()
+        pump.book(seed_json())
+        pump.run()
+        key, raw = next((k, v) for k, v in pump.tables["ledger"].items() if k.startswith("lrn:"))
+        registered = json.loads(raw)
+        assert registered["mrn"]
+        again = pump.schemas.encode("LedgerEntry", {**registered, "mrn": None})
+        pump.publish(Emit(pump.catalogue.notifications_parsed.name, key.encode(), again, ()))
+        pump.run()
+        assert json.loads(pump.tables["ledger"][key])["mrn"] == registered["mrn"]
 
 
 class TestRefused:
