@@ -181,3 +181,44 @@ class TestRefused:
         refused = [a for a in pump.alerts("ML-TYO") if a["notification_message_type"] == "IE3N99"]
         assert [a["hbl"] for a in refused] == [REMOVED_HBL]
         assert "Do Not Load" in refused[0]["message"]
+
+    def test_amendment_refused_under_an_announced_control_keeps_the_filing_registered(self):
+        """IE3N08 on a house consignment, then v2 changes its content: IE3N01, the F15 stays registered, ML-TYO knows
+        why."""
+        pump = Pump()
+        data = seed_json()
+        pump.book(data)
+        pump.run()
+        carrier = next(p["eori"] for p in data["parties"] if p["id"] == "CARRIER-A")
+        for answer in pump.simulator.control(MBL, carrier, AMENDED_HBL, NOW):
+            pump.answer(answer)
+        pump.book(version_2(data))
+        pump.run()
+        states = {(f["filing"], f["hbl"]): f["state"] for f in pump.ens(MBL)["filings"]}
+        assert states[("F15", AMENDED_HBL)] == "registered"
+        assert states[("F15", REMOVED_HBL)] == "invalidated", "the other house consignments are not frozen"
+        refused = [a for a in pump.alerts("ML-TYO") if a["notification_message_type"] == "IE3N01"]
+        assert [a["hbl"] for a in refused] == [AMENDED_HBL]
+        assert "announced a control" in refused[0]["message"]
+
+    def test_requests_after_arrival_are_refused_and_the_filings_stay_registered(self):
+        """The goods arrived (IE3R04): v2's amendment (IE3N01) and invalidation (IE3N99) are refused, nothing is
+        marked rejected, the filer is told each time."""
+        pump = Pump()
+        data = seed_json()
+        pump.book(data)
+        pump.run()
+        carrier = next(p["eori"] for p in data["parties"] if p["id"] == "CARRIER-A")
+        for answer in pump.simulator.arrive(MBL, carrier, NOW):
+            pump.answer(answer)
+        pump.run()
+        pump.book(version_2(data))
+        pump.run()
+        states = {(f["filing"], f["hbl"]): f["state"] for f in pump.ens(MBL)["filings"]}
+        assert states[("F15", AMENDED_HBL)] == states[("F15", REMOVED_HBL)] == "registered"
+        refusals = {
+            (a["notification_message_type"], a["hbl"])
+            for a in pump.alerts("ML-TYO")
+            if a["notification_message_type"] in ("IE3N01", "IE3N99") and "arrived" in a["message"]
+        }
+        assert {("IE3N01", AMENDED_HBL), ("IE3N99", REMOVED_HBL)} <= refusals
