@@ -11,8 +11,9 @@ from streams.domain.planning import FilingDraft, FilingType, PlannedFiling
 from streams.messages import NS
 from streams.messages.render import render_filing
 from streams.messages.safe import read_xml
+from streams.pipeline import changes
 from streams.pipeline.stage import Emit
-from streams.simulator import RiskScript, ScriptedRejection
+from streams.simulator import CustomsSimulator, RiskScript, ScriptedRejection
 from tests.unit.test_handlers import NOW, Pump, seed_json
 
 MBL = "OCLU26TYO7781234"
@@ -80,6 +81,7 @@ class TestVersionTwo:
         assert set(ours) <= {"registered", "amended", "invalidated"}
         houses = {h["hbl"]: h["state"] for h in pump.ens(MBL)["houses"]}
         assert houses[REMOVED_HBL] == "withdrawn"
+        assert not [k for k in pump.tables["parked"] if k.startswith(("changes|", "rejected|"))], "nothing left waiting"
 
     def test_parties_are_told(self):
         pump = Pump()
@@ -123,6 +125,98 @@ class TestNotRegistered:
             f for f in pump.ens(MBL)["filings"] if f["hbl"] == MOVED_HBL and f["filing"] == FilingType.F14.value
         )
         assert status["state"] == "registered"
+        assert not [k for k in pump.tables["parked"] if k.startswith(("rejected|", "changes|"))], "nothing waits"
+        rejected = [json.loads(v) for v in pump.tables["ledger"].values() if json.loads(v).get("rejected_at")]
+        assert [(r["hbl"], r["filing"]) for r in rejected] == [(MOVED_HBL, "F14")]
+
+    def test_an_older_workers_rejected_marker_is_honoured_and_moved_to_the_ledger(self):
+        pump = Pump(RiskScript(rejections=(ScriptedRejection(MOVED_HBL),)))
+        data = seed_json()
+        pump.book(data)
+        pump.run()
+        key, raw = next((k, v) for k, v in pump.tables["ledger"].items() if json.loads(v).get("rejected_at"))
+        pump.tables["ledger"][key] = json.dumps({**json.loads(raw), "rejected_at": None}).encode()
+        pump.tables["parked"][changes.rejected_key(key)] = b"1"
+        first = len(pump.topics[pump.catalogue.filings_outbound.name])
+        house = next(h for h in data["house_bills"] if h["hbl_number"] == MOVED_HBL)
+        data["version"], house["goods"][0]["description"] = 2, "Coated kraft paper in rolls, 80 g/m2, for packaging"
+        pump.book(data)
+        pump.run()
+        assert [(f["message_type"], f["hbl"]) for f in outbound(pump, first)] == [("IE3F14", MOVED_HBL)]
+        assert changes.rejected_key(key) not in pump.tables["parked"]
+        assert json.loads(pump.tables["ledger"][key])["rejected_at"]
+
+
+class TestNeverAnswered:
+    """A request whose filing customs never answers is expired after ``change_wait``: dead letter with its own source
+    and bytes, filer told; never parked for ever, never dropped."""
+
+    WAIT = timedelta(hours=2)
+
+    def pump_losing_the_moved_f14(self) -> Pump:
+        pump = Pump()
+        submit = pump.simulator.submit
+
+        def losing(xml: bytes, now):
+            lost = b"<IE3F14" in xml[:200] and MOVED_HBL.encode() in xml
+            return [] if lost else submit(xml, now)
+
+        pump.simulator.submit = losing  # type: ignore[method-assign]
+        return pump
+
+    def expire(self, pump: Pump, at) -> int:
+        topic = pump.catalogue.notifications_parsed.name
+        emits = changes.expired(pump.tables["parked"].items(), at, self.WAIT, pump.schemas, topic)
+        for emit in emits:
+            pump.publish(emit)
+        pump.run()
+        return len(emits)
+
+    def dead_letters(self, pump: Pump) -> list[dict]:
+        name = pump.catalogue.dead_letters.name
+        return [pump.schemas.decode(e.value, reader="DeadLetter").record for e in pump.topics[name]]
+
+    def test_waits_until_the_bound_then_dead_letter_and_alert(self):
+        pump = self.pump_losing_the_moved_f14()
+        first = booked_twice(pump)
+        assert ("IE3F15", MOVED_HBL) not in [(f["message_type"], f["hbl"]) for f in outbound(pump, first)]
+        assert any(k.startswith("changes|") for k in pump.tables["parked"])
+        assert self.expire(pump, NOW + self.WAIT - timedelta(minutes=1)) == 0, "not before the bound"
+        assert self.expire(pump, NOW + self.WAIT) == 1
+        [dead] = self.dead_letters(pump)
+        assert dead["stage"] == "correlate/expire" and dead["responsible_party"] == "ML-TYO"
+        request = pump.schemas.decode(dead["original_value"], reader="FilingChange").record
+        assert (request["kind"], request["hbl"]) == ("replace", MOVED_HBL)
+        parsed = pump.catalogue.notifications_parsed.name
+        sources = [
+            (e.topic, i)
+            for i, e in enumerate(pump.topics[parsed])
+            if dict(e.headers).get("ics2-record") == b"FilingChange" and dict(e.headers).get("ics2-expiry") is None
+            and pump.schemas.decode(e.value, reader="FilingChange").record["hbl"] == MOVED_HBL
+        ]  # fmt: skip
+        assert (dead["source_topic"], dead["source_offset"]) == sources[0], "the dead letter names the request itself"
+        assert not any(k.startswith("changes|") for k in pump.tables["parked"])
+        [alert] = [a for a in pump.alerts("ML-TYO") if "customs never answered" in a["title"]]
+        assert alert["hbl"] == MOVED_HBL and "ics2 consult" in alert["message"]
+        assert self.expire(pump, NOW + 2 * self.WAIT) == 0 and len(self.dead_letters(pump)) == 1
+
+    def test_an_answer_before_the_expiry_record_sends_the_request(self):
+        """The timer saw the request waiting, the IE3R01 came first: sent once, nothing expired."""
+        pump = self.pump_losing_the_moved_f14()
+        first = booked_twice(pump)
+        topic = pump.catalogue.notifications_parsed.name
+        late = changes.expired(pump.tables["parked"].items(), NOW + self.WAIT, self.WAIT, pump.schemas, topic)
+        assert len(late) == 1
+        lost = next(f for f in outbound(pump, 0) if (f["message_type"], f["hbl"]) == ("IE3F14", MOVED_HBL))
+        for answer in CustomsSimulator.submit(pump.simulator, lost["xml"], NOW):
+            pump.answer(answer)
+        pump.run()
+        for emit in late:
+            pump.publish(emit)
+        pump.run()
+        sent = [(f["message_type"], f["hbl"]) for f in outbound(pump, first)]
+        assert sent.count(("IE3Q04", MOVED_HBL)) == 1 and sent.count(("IE3F15", MOVED_HBL)) == 1
+        assert not self.dead_letters(pump)
 
 
 class TestRefiled:
