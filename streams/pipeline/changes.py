@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 
 from streams.contracts.avro import SchemaCatalogue
-from streams.domain.ledger import FilingRecord, lrn_key
+from streams.domain.ledger import FilingRecord, lrn_key, mrn_key
 from streams.domain.model import format_datetime, parse_datetime
 from streams.domain.outbound import FilingChangeRequest
 from streams.domain.planning import ChangeKind
@@ -49,6 +49,11 @@ RECORD = "FilingChange"
 EXPIRY = "ics2-expiry"
 #: Ledger-table field (JSON, not Avro) saying customs rejected the filing, and when we learnt it.
 REJECTED_AT = "rejected_at"
+#: Header of a replace request sent on, keyed ``mrn:<MRN>`` of the filing withdrawn, whose filings wait there for
+#: customs' IE3R07: value the IE3Q04's reference.
+AFTER_INVALIDATION = "ics2-after-invalidation"
+#: What the parked table adds to a waiting request: when and from where it was parked, what it waits for.
+_PARKING = ("parked_at", "source", "after")
 
 
 def change_record(
@@ -93,6 +98,8 @@ def handle_change_request(
     change = stage.schemas.decode(incoming.value, reader=RECORD).record
     key = (incoming.key or b"").decode()
     with structlog.contextvars.bound_contextvars(mbl=change["mbl"], hbl=change["hbl"], lrn=change["lrn"]):
+        if incoming.header(AFTER_INVALIDATION) is not None and key.startswith(mrn_key("")):
+            return _hold_followers(stage, change, key, incoming, parked)
         if key != lrn_key(change["lrn"]):
             reason = f"keyed {key!r}, not by the LRN of its filing"
             log.warning("change_refused", reason=reason)
@@ -173,9 +180,26 @@ def expired(
                 continue
             key = name.removeprefix(parked_key(""))
             value = schemas.encode(RECORD, _record(change))
-            headers = (("ics2-record", RECORD.encode()), (EXPIRY, since.encode()))
+            headers: tuple[tuple[str, bytes], ...] = (("ics2-record", RECORD.encode()), (EXPIRY, since.encode()))
+            if change.get("after"):
+                headers += ((AFTER_INVALIDATION, change["after"].encode()),)
             emits.append(Emit(topic, key.encode(), value, headers))
     return emits
+
+
+def _take(
+    change: Mapping[str, Any], waiting: list[dict[str, Any]], parked: MutableMapping[str, bytes], key: str
+) -> dict[str, Any] | None:
+    """The request out of the parked table; None when it was released or expired since the timer looked."""
+    parked_change = next((w for w in waiting if w["change_id"] == change["change_id"]), None)
+    if parked_change is None:
+        return None
+    rest = [w for w in waiting if w is not parked_change]
+    if rest:
+        parked[parked_key(key)] = json.dumps(rest).encode()
+    else:
+        parked.pop(parked_key(key), None)
+    return parked_change
 
 
 def _expire(
@@ -188,14 +212,9 @@ def _expire(
     key: str,
 ) -> list[Emit]:
     """The request's time is up: if it still waits, out of the parked table to the dead-letter topic, filer told."""
-    parked_change = next((w for w in waiting if w["change_id"] == change["change_id"]), None)
+    parked_change = _take(change, waiting, parked, key)
     if parked_change is None:
-        return []  # released or expired meanwhile: the timer saw an older table
-    rest = [w for w in waiting if w is not parked_change]
-    if rest:
-        parked[parked_key(key)] = json.dumps(rest).encode()
-    else:
-        parked.pop(parked_key(key), None)
+        return []
     original = _original(stage, parked_change, key)
     if rejected or (record is not None and record.mrn is not None):
         return _send(stage, change, record, rejected, original)
@@ -204,7 +223,22 @@ def _expire(
         f"no answer from customs to {change['filing']} {change['lrn']} since {since}: neither registered nor rejected, "
         f"so its {change['kind']} (booking version {change['version']}) cannot be sent"
     )
-    log.warning("change_expired", key=key, kind=change["kind"], since=since)
+    title = f"{change['kind']} not sent, customs never answered {change['lrn']}"
+    then = f"send booking version {change['version']} again once the filing is registered or rejected"
+    return _expired(stage, change, original, record, reason, title, then)
+
+
+def _expired(
+    stage: Emitter,
+    change: Mapping[str, Any],
+    original: Incoming,
+    record: FilingRecord | None,
+    reason: str,
+    title: str,
+    then: str,
+) -> list[Emit]:
+    """An expired request's dead letter (its own source and bytes) and its filer's alert."""
+    log.warning("change_expired", key=(original.key or b"").decode(), kind=change["kind"], reason=reason)
     dead = dead_letter_emit(
         stage.catalogue.dead_letters.name, stage.schemas, stage="correlate", phase="expire",
         reason=f"filing change expired: {reason}", exc=ICS2StreamsError(reason), incoming=original,
@@ -212,18 +246,56 @@ def _expire(
     )  # fmt: skip
     where = change["hbl"] or change["mbl"]
     alert = PartyAlert(
-        alert_id=alert_id(f"change|{change['change_id']}|expired", change["filer"]),
+        alert_id=alert_id(f"change|{change['change_id']}|{(original.key or b'').decode()}|expired", change["filer"]),
         party=change["filer"], urgency=Urgency.HIGH, action=Action.FIX_AND_REFILE,
-        title=f"{change['filing']} for {where}: {change['kind']} not sent, customs never answered {change['lrn']}",
-        message=(
-            f"{reason}. Find out what customs holds with 'ics2 consult {change['mbl']}', then send booking version "
-            f"{change['version']} again once the filing is registered or rejected."
-        ),
+        title=f"{change['filing']} for {where}: {title}",
+        message=f"{reason}. Find out what customs holds with 'ics2 consult {change['mbl']}', then {then}.",
         mbl=change["mbl"], hbl=change["hbl"], hbl_chain=record.hbl_chain if record else (),
-        party_at_fault=change["filer"], lrn=change["lrn"], mrn=None, referral_reference=None, deadline=None,
-        message_type="BOOKING", created_at=stage.clock(),
+        party_at_fault=change["filer"], lrn=change["lrn"], mrn=record.mrn if record else None,
+        referral_reference=None, deadline=None, message_type="BOOKING", created_at=stage.clock(),
     )  # fmt: skip
     return [dead, *stage.alert_emits([alert], original)]
+
+
+def _hold_followers(
+    stage: Emitter, change: Mapping[str, Any], key: str, incoming: Incoming, parked: MutableMapping[str, bytes]
+) -> list[Emit]:
+    """A replace request's filings wait under the withdrawn filing's MRN until customs accepts the invalidation
+    (IE3R07, ``release_followers``): filed before it, customs would refuse them as a second filing of the house
+    consignment; refused (IE3N99), they expire and the filer is told they were not sent."""
+    waiting = json.loads(parked.get(parked_key(key), b"[]") or b"[]")
+    reference = (incoming.header(AFTER_INVALIDATION) or b"").decode()
+    if incoming.header(EXPIRY) is None:
+        if all(w["change_id"] != change["change_id"] for w in waiting):
+            parking = {"parked_at": format_datetime(stage.clock()), "source": _source(incoming), "after": reference}
+            waiting.append({**_jsonable(change), **parking})
+        parked[parked_key(key)] = json.dumps(waiting).encode()
+        log.info("followers_held", key=key, reference=reference)
+        return []
+    parked_change = _take(change, waiting, parked, key)
+    if parked_change is None:
+        return []
+    mrn = key.removeprefix(mrn_key(""))
+    since = parked_change.get("parked_at") or change["requested_at"]
+    reason = (
+        f"customs has not accepted the invalidation {reference} of {change['filing']} {mrn} since {since} (no IE3R07), "
+        f"so the {len(change['filings'])} filing(s) replacing it (booking version {change['version']}) were not sent"
+    )
+    title = f"replacement not filed, invalidation of {mrn} not accepted"
+    then = "if customs refused the invalidation, the filing stays registered: amend it or change the booking"
+    return _expired(stage, change, _original(stage, parked_change, key), None, reason, title, then)
+
+
+def release_followers(stage: Emitter, key: str, parked: MutableMapping[str, bytes], incoming: Incoming) -> list[Emit]:
+    """Customs accepted the invalidation of the filing under ``key`` (``mrn:<MRN>``): the filings replacing it go."""
+    waiting = json.loads(parked.pop(parked_key(key), b"[]") or b"[]")
+    if waiting:
+        log.info("followers_released", key=key, count=len(waiting))
+    emits: list[Emit] = []
+    for change in waiting:
+        filings = _from_json(change)
+        emits += _forward(stage, filings, list(zip(filings["filings"], filings["records"], strict=True)), incoming)
+    return emits
 
 
 def _source(incoming: Incoming) -> str:
@@ -237,12 +309,19 @@ def _original(stage: Emitter, change: Mapping[str, Any], key: str) -> Incoming:
         ":", 2
     )
     value = stage.schemas.encode(RECORD, _record(change))
-    return Incoming(topic, int(partition), int(offset), key.encode(), value, (("ics2-record", RECORD.encode()),))
+    headers: tuple[tuple[str, bytes], ...] = (("ics2-record", RECORD.encode()),)
+    if change.get("after"):
+        headers += ((AFTER_INVALIDATION, change["after"].encode()),)
+    return Incoming(topic, int(partition), int(offset), key.encode(), value, headers)
 
 
 def _record(change: Mapping[str, Any]) -> dict[str, Any]:
     """A parked request as the ``FilingChange`` record it was."""
-    return {k: v for k, v in _from_json(change).items() if k not in ("parked_at", "source")}
+    return _unparked(_from_json(change))
+
+
+def _unparked(change: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in change.items() if k not in _PARKING}
 
 
 def _send(
@@ -279,9 +358,12 @@ def _send(
     )
     emits.append(_outbound(stage, change, record, "IE3Q04", reference, render_invalidation(request), incoming))
     emits.append(_ledger(stage, lrn_key(reference), record, incoming))
-    followers = list(zip(change["filings"], change["records"], strict=True))
-    emits += _forward(stage, change, followers, incoming)
-    then = f", then {len(followers)} filing(s) replacing it" if followers else ""
+    followers = change["filings"]
+    if followers:
+        held = ((AFTER_INVALIDATION, reference), ("ics2-mbl", record.mbl), ("ics2-lrn", change["lrn"]))
+        parsed = stage.catalogue.notifications_parsed.name
+        emits.append(stage.emit(parsed, mrn_key(mrn), RECORD, _unparked(change), incoming, *held))
+    then = f", then {len(followers)} filing(s) replacing it once customs accepts (IE3R07)" if followers else ""
     note = f"invalidation IE3Q04 ({reference}) sent for MRN {mrn}{then}"
     return emits + _events_and_alert(stage, change, record, "IE3Q04", note, incoming)
 

@@ -412,6 +412,10 @@ class Correlator(_Stage):
             # Only under the LRN's own key: the table's changelog partition is the input's.
             key = lrn_key(record.lrn)
             emits += changes.release_changes(self, key, record, True, self.parked, incoming, self.ledger)
+        accepted = parsed.kind is NotificationKind.INVALIDATION_ACCEPTED and parsed.mrn
+        if accepted and incoming.key == mrn_key(parsed.mrn or "").encode():
+            # The filings replacing the withdrawn one wait under its MRN (``changes.release_followers``).
+            emits += changes.release_followers(self, mrn_key(parsed.mrn or ""), self.parked, incoming)
         for reference in dict.fromkeys((parsed.referral_reference, *parsed.referral_references)):
             if reference:
                 emits.append(self._publish(referral_key(reference), record, incoming))

@@ -4,6 +4,7 @@ invalidate-then-refile, and the parties told what happened."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 
 from streams.domain.model import Consolidation
@@ -45,14 +46,25 @@ def carrier_files_f12(pump: Pump) -> None:
         pump.answer(answer)
 
 
-def booked_twice(pump: Pump) -> int:
+def booked_twice(pump: Pump, between: Callable[[Pump, str], list] | None = None) -> int:
+    """The seed booked (and registered), ``between(pump, carrier EORI)``'s customs messages, then version 2; the
+    outbound count before version 2."""
     data = seed_json()
     pump.book(data)
     pump.run()
+    if between is not None:
+        carrier = next(p["eori"] for p in data["parties"] if p["id"] == "CARRIER-A")
+        for answer in between(pump, carrier):
+            pump.answer(answer)
+        pump.run()
     first = len(pump.topics[pump.catalogue.filings_outbound.name])
     pump.book(version_2(data))
     pump.run()
     return first
+
+
+def arrived(pump: Pump, carrier: str) -> list:
+    return pump.simulator.arrive(MBL, carrier, NOW)
 
 
 class TestVersionTwo:
@@ -64,6 +76,13 @@ class TestVersionTwo:
             [("IE3A15", AMENDED_HBL), ("IE3Q04", MOVED_HBL), ("IE3F15", MOVED_HBL), ("IE3Q04", REMOVED_HBL)]
         )
         assert sent.index(("IE3Q04", MOVED_HBL)) < sent.index(("IE3F15", MOVED_HBL)), "withdraw first, then re-file"
+        status = {(f["filing"], f["hbl"]): f for f in pump.ens(MBL)["filings"] if f["filer"] == "ML-TYO"}
+        f14, f15 = status[("F14", MOVED_HBL)], status[("F15", MOVED_HBL)]
+        parsed = [pump.schemas.decode(e.value).record for e in pump.topics[pump.catalogue.notifications_parsed.name]]
+        notes = [(r.get("message_type"), r.get("mrn"), r.get("lrn")) for r in parsed]
+        accepted = next(i for i, (t, m, _) in enumerate(notes) if t == "IE3R07" and m == f14["mrn"])
+        registered = next(i for i, (t, _, lrn) in enumerate(notes) if t == "IE3R01" and lrn == f15["lrn"])
+        assert accepted < registered, "the F15 is filed once customs accepted the F14's invalidation"
         answers = [pump.schemas.decode(e.value).record for e in pump.topics[pump.catalogue.notifications_parsed.name]]
         types = {a["message_type"] for a in answers if "message_type" in a}
         assert {"IE3N10", "IE3R07"} <= types and not {"IE3N01", "IE3N99"} & types
@@ -280,14 +299,7 @@ class TestRefused:
         """IE3N08 on a house consignment, then v2 changes its content: IE3N01, the F15 stays registered, ML-TYO knows
         why."""
         pump = Pump()
-        data = seed_json()
-        pump.book(data)
-        pump.run()
-        carrier = next(p["eori"] for p in data["parties"] if p["id"] == "CARRIER-A")
-        for answer in pump.simulator.control(MBL, carrier, AMENDED_HBL, NOW):
-            pump.answer(answer)
-        pump.book(version_2(data))
-        pump.run()
+        booked_twice(pump, lambda pump, carrier: pump.simulator.control(MBL, carrier, AMENDED_HBL, NOW))
         states = {(f["filing"], f["hbl"]): f["state"] for f in pump.ens(MBL)["filings"]}
         assert states[("F15", AMENDED_HBL)] == "registered"
         assert states[("F15", REMOVED_HBL)] == "invalidated", "the other house consignments are not frozen"
@@ -299,15 +311,7 @@ class TestRefused:
         """The goods arrived (IE3R04): v2's amendment (IE3N01) and invalidation (IE3N99) are refused, nothing is
         marked rejected, the filer is told each time."""
         pump = Pump()
-        data = seed_json()
-        pump.book(data)
-        pump.run()
-        carrier = next(p["eori"] for p in data["parties"] if p["id"] == "CARRIER-A")
-        for answer in pump.simulator.arrive(MBL, carrier, NOW):
-            pump.answer(answer)
-        pump.run()
-        pump.book(version_2(data))
-        pump.run()
+        booked_twice(pump, arrived)
         states = {(f["filing"], f["hbl"]): f["state"] for f in pump.ens(MBL)["filings"]}
         assert states[("F15", AMENDED_HBL)] == states[("F15", REMOVED_HBL)] == "registered"
         refusals = {
@@ -315,4 +319,34 @@ class TestRefused:
             for a in pump.alerts("ML-TYO")
             if a["notification_message_type"] in ("IE3N01", "IE3N99") and "arrived" in a["message"]
         }
-        assert {("IE3N01", AMENDED_HBL), ("IE3N99", REMOVED_HBL)} <= refusals
+        assert {("IE3N01", AMENDED_HBL), ("IE3N99", REMOVED_HBL), ("IE3N99", MOVED_HBL)} <= refusals
+
+    def test_replacement_waits_for_the_ie3r07_and_expires_when_refused(self):
+        """After arrival the F14's invalidation is refused: the F15 replacing it is never filed (customs would refuse
+        a second filing of the house consignment), the F14 stays registered, and after the wait ML-TYO is told."""
+        pump = Pump()
+        first = booked_twice(pump, arrived)
+        assert ("IE3F15", MOVED_HBL) not in [(f["message_type"], f["hbl"]) for f in outbound(pump, first)]
+        states = {(f["filing"], f["hbl"]): f["state"] for f in pump.ens(MBL)["filings"] if f["filer"] == "ML-TYO"}
+        assert states[("F14", MOVED_HBL)] == "registered" and states[("F15", MOVED_HBL)] != "rejected"
+        held = [k for k in pump.tables["parked"] if k.startswith("changes|mrn:")]
+        assert len(held) == 1
+        topic = pump.catalogue.notifications_parsed.name
+        emits = changes.expired(
+            pump.tables["parked"].items(), NOW + timedelta(hours=2), timedelta(hours=2), pump.schemas, topic
+        )
+        for emit in emits:
+            pump.publish(emit)
+        pump.run()
+        letters = [
+            pump.schemas.decode(e.value, reader="DeadLetter").record
+            for e in pump.topics[pump.catalogue.dead_letters.name]
+        ]
+        assert [(d["stage"], d["responsible_party"]) for d in letters] == [("correlate/expire", "ML-TYO")]
+        source = pump.topics[topic][letters[0]["source_offset"]]
+        assert (source.key.decode(), dict(source.headers).get(changes.AFTER_INVALIDATION) is not None) == (
+            held[0].removeprefix("changes|"),
+            True,
+        ), "the dead letter names the held request itself"
+        [alert] = [a for a in pump.alerts("ML-TYO") if "replacement not filed" in a["title"]]
+        assert alert["hbl"] == MOVED_HBL and not [k for k in pump.tables["parked"] if k.startswith("changes|")]
