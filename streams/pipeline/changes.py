@@ -4,8 +4,10 @@ IE3Q04 (and the filings that follow an invalidation) out.
 The booking stage decides (``streams.domain.outbound``); only the filing ledger knows the MRN customs registered
 the filing under, and that lives in the correlate stage. A request travels keyed ``lrn:<LRN>`` like the filing's
 ledger entry; once the entry carries the MRN (the correlate stage republishes it under the LRN when the IE3R01
-arrives), the request is rendered and goes out on the outbound topic, in order: an invalidation before the filings
-that replace it, so the ENS lacks the house consignment for the time between two messages only. A request whose
+arrives), the request is rendered and goes out on the outbound topic. The filings that replace an invalidated one
+wait for customs to accept the invalidation (IE3R07) under the withdrawn filing's ``mrn:<MRN>`` key: customs would
+refuse a second filing of the same house consignment, and refused (IE3N99: arrival, control, Do Not Load) the old
+filing stays registered and the new ones are never sent (they expire, the filer told). A request whose
 filing customs rejected sends its filings as new ones (nothing registered to amend or withdraw). A request that
 waits sits in the parked table under ``changes|<key>``; a rejection is remembered in the filing's own ledger entry
 (``rejected_at``), so that nothing but waiting requests lives in the parked table (older workers wrote it there as
