@@ -51,6 +51,8 @@ RECORD = "FilingChange"
 EXPIRY = "ics2-expiry"
 #: Ledger-table field (JSON, not Avro) saying customs rejected the filing, and when we learnt it.
 REJECTED_AT = "rejected_at"
+#: Ledger-table field (JSON): customs accepted the filing's invalidation (IE3R07), and when we learnt it.
+INVALIDATED_AT = "invalidated_at"
 #: Header of a replace request sent on, keyed ``mrn:<MRN>`` of the filing withdrawn, whose filings wait there for
 #: customs' IE3R07: value the IE3Q04's reference.
 AFTER_INVALIDATION = "ics2-after-invalidation"
@@ -101,7 +103,7 @@ def handle_change_request(
     key = (incoming.key or b"").decode()
     with structlog.contextvars.bound_contextvars(mbl=change["mbl"], hbl=change["hbl"], lrn=change["lrn"]):
         if incoming.header(AFTER_INVALIDATION) is not None and key.startswith(mrn_key("")):
-            return _hold_followers(stage, change, key, incoming, parked)
+            return _hold_followers(stage, change, key, incoming, ledger, parked)
         if key != lrn_key(change["lrn"]):
             reason = f"keyed {key!r}, not by the LRN of its filing"
             log.warning("change_refused", reason=reason)
@@ -260,13 +262,22 @@ def _expired(
 
 
 def _hold_followers(
-    stage: Emitter, change: Mapping[str, Any], key: str, incoming: Incoming, parked: MutableMapping[str, bytes]
+    stage: Emitter,
+    change: Mapping[str, Any],
+    key: str,
+    incoming: Incoming,
+    ledger: Mapping[str, bytes],
+    parked: MutableMapping[str, bytes],
 ) -> list[Emit]:
     """A replace request's filings wait under the withdrawn filing's MRN until customs accepts the invalidation
     (IE3R07, ``release_followers``): filed before it, customs would refuse them as a second filing of the house
     consignment; refused (IE3N99), they expire and the filer is told they were not sent."""
     waiting = json.loads(parked.get(parked_key(key), b"[]") or b"[]")
     reference = (incoming.header(AFTER_INVALIDATION) or b"").decode()
+    entry = ledger.get(key)
+    if incoming.header(EXPIRY) is None and entry is not None and json.loads(entry).get(INVALIDATED_AT):
+        # Accepted already: a redelivered request; its filings are byte-identical, the gateway knows them.
+        return _forward(stage, change, list(zip(change["filings"], change["records"], strict=True)), incoming)
     if incoming.header(EXPIRY) is None:
         if all(w["change_id"] != change["change_id"] for w in waiting):
             parking = {"parked_at": format_datetime(stage.clock()), "source": _source(incoming), "after": reference}
@@ -288,8 +299,18 @@ def _hold_followers(
     return _expired(stage, change, _original(stage, parked_change, key), None, reason, title, then)
 
 
-def release_followers(stage: Emitter, key: str, parked: MutableMapping[str, bytes], incoming: Incoming) -> list[Emit]:
-    """Customs accepted the invalidation of the filing under ``key`` (``mrn:<MRN>``): the filings replacing it go."""
+def release_followers(
+    stage: Emitter,
+    key: str,
+    ledger: MutableMapping[str, bytes],
+    parked: MutableMapping[str, bytes],
+    incoming: Incoming,
+) -> list[Emit]:
+    """Customs accepted the invalidation of the filing under ``key`` (``mrn:<MRN>``): the filings replacing it go,
+    and the ledger entry remembers it for a request that comes again (a redelivered booking version)."""
+    entry = ledger.get(key)
+    if entry is not None and not json.loads(entry).get(INVALIDATED_AT):
+        ledger[key] = json.dumps({**json.loads(entry), INVALIDATED_AT: format_datetime(stage.clock())}).encode()
     waiting = json.loads(parked.pop(parked_key(key), b"[]") or b"[]")
     if waiting:
         log.info("followers_released", key=key, count=len(waiting))

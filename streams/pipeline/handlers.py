@@ -415,7 +415,7 @@ class Correlator(_Stage):
         accepted = parsed.kind is NotificationKind.INVALIDATION_ACCEPTED and parsed.mrn
         if accepted and incoming.key == mrn_key(parsed.mrn or "").encode():
             # The filings replacing the withdrawn one wait under its MRN (``changes.release_followers``).
-            emits += changes.release_followers(self, mrn_key(parsed.mrn or ""), self.parked, incoming)
+            emits += changes.release_followers(self, mrn_key(parsed.mrn or ""), self.ledger, self.parked, incoming)
         for reference in dict.fromkeys((parsed.referral_reference, *parsed.referral_references)):
             if reference:
                 emits.append(self._publish(referral_key(reference), record, incoming))
@@ -436,12 +436,14 @@ class Correlator(_Stage):
 
 
 def _keeping_known(entry: dict[str, Any], stored: bytes | None) -> dict[str, Any]:
-    """A redelivered booking re-sends its ledger entries without what customs said since: the MRN it gave, or its
-    rejection, stay known, or the requests about the filing (amendments, invalidations) would wait for ever."""
+    """A redelivered booking re-sends its ledger entries without what customs said since: the MRN it gave, its
+    rejection or accepted invalidation stay known, or the requests about the filing (amendments, invalidations)
+    would wait for ever."""
     if stored is None:
         return entry
     known = json.loads(stored)
-    kept = {k: known[k] for k in ("mrn", changes.REJECTED_AT) if entry.get(k) is None and known.get(k) is not None}
+    facts = ("mrn", changes.REJECTED_AT, changes.INVALIDATED_AT)
+    kept = {k: known[k] for k in facts if entry.get(k) is None and known.get(k) is not None}
     return {**entry, **kept} if kept else entry
 
 

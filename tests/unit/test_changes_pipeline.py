@@ -122,7 +122,10 @@ class TestVersionTwo:
             handler.clock = lambda: NOW + timedelta(hours=1)
         pump.book(version_2(seed_json()))
         pump.run()
-        assert {f["message_id"] for f in outbound(pump, again)} <= ids
+        resent = [(f["message_type"], f["hbl"], f["message_id"]) for f in outbound(pump, again)]
+        assert {i for _, _, i in resent} <= ids
+        assert ("IE3F15", MOVED_HBL) in [(t, h) for t, h, _ in resent], "the invalidation was accepted already"
+        assert not [k for k in pump.tables["parked"] if k.startswith("changes|")], "nothing waits to expire"
 
 
 class TestNotRegistered:
