@@ -68,6 +68,10 @@ class Settings:
     concerns; then it goes to the dead-letter topic and its filer is alerted. Customs answers within minutes."""
     deadline_margins: str = "48h,24h,6h,0h"
     """Escalation margins before the lodging deadline, e.g. ``48h,24h,6h,0h`` (hours or ``m`` for minutes)."""
+    rfi_response_time: str = "48h"
+    """Time to answer an RFI (IE3Q02) assumed when customs gives no deadline, which the message cannot carry."""
+    rfs_response_time: str = "24h"
+    """Time to answer an RFS (IE3Q03, high-risk cargo screening) assumed likewise."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -100,6 +104,7 @@ class Settings:
             raise SettingsError(f"invalid setting: {exc}") from exc
         settings = cls(**values)
         settings.margins  # noqa: B018 - validates the margins early, at the entry point
+        settings.response_times  # noqa: B018 - and the response times
         if settings.security_protocol.value.startswith("SASL") and not (
             settings.sasl_mechanism and settings.sasl_username and settings.sasl_password
         ):
@@ -109,17 +114,16 @@ class Settings:
     @property
     def margins(self) -> tuple[timedelta, ...]:
         """The escalation margins, widest first."""
-        margins: list[timedelta] = []
-        for part in self.deadline_margins.split(","):
-            text = part.strip().lower()
-            unit = {"h": 3600, "m": 60}.get(text[-1:])
-            try:
-                if unit is None:
-                    raise ValueError(text)
-                margins.append(timedelta(seconds=float(text[:-1]) * unit))
-            except ValueError as exc:
-                raise SettingsError(f"deadline margin {part!r} is not like 24h or 30m") from exc
+        margins = [_duration(part, "deadline margin") for part in self.deadline_margins.split(",")]
         return tuple(sorted(margins, reverse=True))
+
+    @property
+    def response_times(self) -> dict[str, timedelta]:
+        """Request type (``rfi``, ``rfs``) -> the time to answer assumed when customs gives no deadline."""
+        return {
+            "rfi": _duration(self.rfi_response_time, "RFI response time"),
+            "rfs": _duration(self.rfs_response_time, "RFS response time"),
+        }
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -148,3 +152,18 @@ class Settings:
                 cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
             )
         return kwargs
+
+
+def _duration(text: str, what: str) -> timedelta:
+    """``24h`` or ``30m`` (a decimal number of hours or minutes) as a duration."""
+    value = text.strip().lower()
+    unit = {"h": 3600, "m": 60}.get(value[-1:])
+    try:
+        if unit is None:
+            raise ValueError(value)
+        seconds = float(value[:-1]) * unit
+    except ValueError as exc:
+        raise SettingsError(f"{what} {text!r} is not like 24h or 30m") from exc
+    if not 0 <= seconds < 10 * 365 * 86400:
+        raise SettingsError(f"{what} {text!r} is out of range")
+    return timedelta(seconds=seconds)

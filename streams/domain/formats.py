@@ -22,10 +22,12 @@ from stdnum import iso6346
 
 from streams.domain.rules import (
     EORI_EXTRA_PREFIXES,
+    EU_EORI_PREFIXES,
     FILLER_WORDS,
     ISO_COUNTRIES,
     PACKAGE_TYPES,
     STOP_PHRASES,
+    TEXT_BLOCKS,
     ErrorCode,
 )
 
@@ -247,6 +249,8 @@ def check_document_number(value: str) -> FormatProblem | None:
 
 
 def _character_allowed(char: str) -> bool:
+    if not any(low <= ord(char) <= high for low, high in TEXT_BLOCKS):
+        return False
     if ord(char) <= _LATIN_BLOCKS_END:
         return char.isprintable()
     try:
@@ -277,6 +281,32 @@ def check_script(value: str) -> FormatProblem | None:
                 f"character {char!r} ({name}) at position {position} is not Latin, Greek or Cyrillic",
                 ErrorCode.CHARACTER_NOT_ALLOWED,
             )
+    return None
+
+
+def check_text(value: str, max_length: int) -> FormatProblem | None:
+    """Free text an..``max_length`` on one line (names, address parts)."""
+    return _text_problem(value, max_length, "the text")
+
+
+def check_eu_eori(value: str) -> FormatProblem | None:
+    """An EORI a filer may file with: one of an EU member state, or XI (Northern Ireland); GB, JP... are refused."""
+    problem = check_eori(value)
+    if problem is not None:
+        return problem
+    if value[:2] not in EU_EORI_PREFIXES:
+        return FormatProblem(f"{value[:2]} is not an EU member state (nor XI, Northern Ireland)")
+    return None
+
+
+def check_address_r3002(street: str | None, number: str | None, po_box: str | None) -> FormatProblem | None:
+    """HTI rule R3002: a street with its house number, or a P.O. box."""
+    if po_box and po_box.strip():
+        return None
+    if not (street and street.strip()):
+        return FormatProblem("neither a street with a house number nor a P.O. box", ErrorCode.MISSING)
+    if not (number and number.strip()):
+        return FormatProblem("a street without a house number", ErrorCode.MISSING)
     return None
 
 

@@ -33,6 +33,8 @@ class FilingRecord:
     """(HBL number, issuer party id) from the master loader's HBL down to the lowest one."""
     eoris: Mapping[str, str] = field(default_factory=dict)
     """EORI -> party id for the parties of this consolidation, to resolve EORIs customs names."""
+    containers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Container id -> the lowest HBLs of this consolidation stuffed in it, to fan out a container-level answer."""
 
     @property
     def party_at_fault(self) -> str:
@@ -44,6 +46,10 @@ class FilingRecord:
 
     def with_mrn(self, mrn: str) -> FilingRecord:
         return replace(self, mrn=mrn)
+
+    def hbls_in(self, containers: tuple[str, ...]) -> tuple[str, ...]:
+        """The HBLs stuffed in these containers, in order, without repeats; unknown containers give none."""
+        return tuple(dict.fromkeys(h for c in containers for h in self.containers.get(c, ())))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +64,7 @@ class FilingRecord:
             "supplementary_declarant": self.supplementary_declarant,
             "hbl_chain": [list(link) for link in self.hbl_chain],
             "eoris": dict(self.eoris),
+            "containers": {k: list(v) for k, v in self.containers.items()},
         }
 
     @classmethod
@@ -74,6 +81,7 @@ class FilingRecord:
             supplementary_declarant=data.get("supplementary_declarant"),
             hbl_chain=tuple((h, i) for h, i in data.get("hbl_chain", ())),
             eoris=dict(data.get("eoris", {})),
+            containers={k: tuple(v) for k, v in (data.get("containers") or {}).items()},
         )
 
 
@@ -95,7 +103,18 @@ def filing_record(consolidation: Consolidation, planned: PlannedFiling, lrn: str
         supplementary_declarant=planned.supplementary_declarant,
         hbl_chain=chain,
         eoris={p.eori: p.id for p in consolidation.parties.values() if p.eori},
+        containers=container_map(consolidation),
     )
+
+
+def container_map(consolidation: Consolidation) -> dict[str, tuple[str, ...]]:
+    """Container id -> the lowest HBLs with goods in it (from the goods items' container ids)."""
+    stuffed: dict[str, list[str]] = {}
+    for hbl in consolidation.lowest_hbls():
+        for item in hbl.goods:
+            if item.container and hbl.hbl_number not in stuffed.setdefault(item.container, []):
+                stuffed[item.container].append(hbl.hbl_number)
+    return {container: tuple(hbls) for container, hbls in stuffed.items()}
 
 
 def correlation_keys(notification: Notification) -> tuple[str, ...]:

@@ -9,20 +9,29 @@ Events are JSON objects with a ``type``: ``planned``, ``filing_sent``, ``filing_
 A Do Not Load, RFI or RFS alert stays open, and is escalated by the watchdog's ticks as its deadline nears, until the
 party it was sent to acknowledges it (``ack``) or customs lifts the condition (assessment complete). An ack is an
 event of the MBL's state rather than a side table so that every worker replaying the changelog agrees on it.
+Escalation waits for the first margin crossed *after* the alert was raised: the alert itself already told its
+party the deadline, so an RFI due in 24 h is not "unacknowledged" seconds after it arrived.
+
+Alerts follow the state: an alert whose subject has changed since is closed by a record to the same party
+(``streams.domain.routing.closing_alert``). A missing-filing alert is resolved once the filing is registered (or
+leaves the plan) and superseded by the next margin's; a "Filing blocked" alert once the fixed version is filed; a
+rejection once the filing is registered; a DNL/RFI/RFS alert once customs lifts its condition. A filing customs
+registered stays lodged whatever later message of it customs refuses (a duplicate, an amendment, an answer).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from streams.domain.deadlines import DEFAULT_RESPONSE_TIMES, AnswerDeadline, answer_deadline
 from streams.domain.ledger import FilingRecord
 from streams.domain.model import format_datetime, parse_datetime
-from streams.domain.routing import PartyAlert, alert_id, alerts_for
-from streams.messages.notifications import Action, Notification, NotificationKind, Urgency
+from streams.domain.routing import FAULT_KINDS, REFUSAL_KINDS, PartyAlert, alert_id, alerts_for, closing_alert
+from streams.messages.notifications import REFERRAL_ANSWERS, Action, Notification, NotificationKind, Urgency
 
 #: How many notification ids a state remembers to suppress duplicates (customs re-sends, replays).
 SEEN_LIMIT = 2000
@@ -48,6 +57,12 @@ class FilingState(StrEnum):
     WITHDRAWN = "withdrawn"
     """No longer planned, and customs never registered it: nothing to invalidate (or another party's to withdraw)."""
 
+
+#: Filings customs does not hold: a plan that drops one has nothing to invalidate.
+UNREGISTERED = frozenset({FilingState.EXPECTED, FilingState.PLANNED, FilingState.BLOCKED, FilingState.REJECTED})
+#: Registered states; another party's filing in one of them, dropped from the plan, is that party's to withdraw
+#: (ours are invalidated by an IE3Q04 instead).
+LODGED = frozenset({FilingState.REGISTERED, FilingState.AMENDED})
 
 #: Filings that no longer count towards the ENS.
 INACTIVE = frozenset({FilingState.INVALIDATION_REQUESTED, FilingState.INVALIDATED, FilingState.WITHDRAWN})
@@ -79,6 +94,10 @@ class FilingStatus:
     state: FilingState
     lrn: str | None = None
     mrn: str | None = None
+    planned_by: list[str] = field(default_factory=list)
+    """Planning parties whose latest plan holds this filing; empty once every one of them dropped it."""
+    dropped: bool = False
+    """True once no plan holds the filing any more: nobody is chased for it."""
 
     @property
     def key(self) -> str:
@@ -86,7 +105,10 @@ class FilingStatus:
 
     @property
     def lodged(self) -> bool:
-        return self.state in (FilingState.REGISTERED, FilingState.AMENDED)
+        """Registered with customs and still live: it has an MRN (whatever later message of it customs refused)."""
+        if self.state in INACTIVE:
+            return False
+        return self.state in (FilingState.REGISTERED, FilingState.AMENDED) or self.mrn is not None
 
     @property
     def active(self) -> bool:
@@ -144,6 +166,8 @@ class OpenAlert:
     escalation_level: int = 0
     escalations: list[str] = field(default_factory=list)
     """Ids of the escalation alerts raised for it; acknowledging any of them acknowledges this alert."""
+    closed: bool = False
+    """True once customs lifted its condition and the party was told (a ``RESOLVED`` record)."""
 
     @property
     def acknowledged(self) -> bool:
@@ -163,6 +187,7 @@ class OpenAlert:
             "acknowledged_at": self.acknowledged_at,
             "escalation_level": self.escalation_level,
             "escalations": list(self.escalations),
+            "closed": self.closed,
         }
 
     @classmethod
@@ -180,6 +205,51 @@ class OpenAlert:
             acknowledged_at=data.get("acknowledged_at"),
             escalation_level=int(data.get("escalation_level", 0)),
             escalations=list(data.get("escalations", [])),
+            closed=bool(data.get("closed", False)),
+        )
+
+
+class StandingKind(StrEnum):
+    """Alerts about a filing's state, closed once that state changes."""
+
+    MISSING = "missing"
+    BLOCKED = "blocked"
+    REJECTED = "rejected"
+
+
+@dataclass(slots=True)
+class StandingAlert:
+    """An alert about filings (``subjects``, filing keys) that stands until their state changes."""
+
+    alert_id: str
+    kind: StandingKind
+    party: str
+    subjects: list[str]
+    title: str
+    hbl: str | None = None
+    planning_party: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "kind": self.kind.value,
+            "party": self.party,
+            "subjects": list(self.subjects),
+            "title": self.title,
+            "hbl": self.hbl,
+            "planning_party": self.planning_party,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StandingAlert:
+        return cls(
+            alert_id=data["alert_id"],
+            kind=StandingKind(data["kind"]),
+            party=data["party"],
+            subjects=list(data.get("subjects", [])),
+            title=data.get("title", ""),
+            hbl=data.get("hbl"),
+            planning_party=data.get("planning_party"),
         )
 
 
@@ -198,6 +268,8 @@ class EnsState:
     open_alerts: dict[str, OpenAlert] = field(default_factory=dict)
     acks: dict[str, list[str]] = field(default_factory=dict)
     """Alert id -> [acknowledged by, at] of every acknowledged alert of this MBL, the latest ``ACK_LIMIT``."""
+    standing: dict[str, StandingAlert] = field(default_factory=dict)
+    """Alert id -> the alerts about filings' states that still stand (closed ones are dropped)."""
 
     def house_state(self, hbl: str) -> HouseState:
         """Derived from the recorded facts, worst condition first."""
@@ -233,8 +305,8 @@ class EnsState:
         return min(states, key=order.index).value if states else HouseState.PLANNED.value
 
     def missing_filings(self) -> list[FilingStatus]:
-        """Filings the ENS still lacks (not registered), ours and others'."""
-        return [f for f in self.filings.values() if not f.lodged and f.active]
+        """Filings the ENS still lacks (not registered, still in a plan), ours and others'."""
+        return [f for f in self.filings.values() if not f.lodged and f.active and not f.dropped]
 
     def condition_holds(self, alert: OpenAlert) -> bool:
         """Whether customs' condition behind the alert still stands: the HBL still held, the referral still open."""
@@ -295,6 +367,8 @@ class EnsState:
                     "state": f.state.value,
                     "lrn": f.lrn,
                     "mrn": f.mrn,
+                    "planned_by": f.planned_by,
+                    "dropped": f.dropped,
                 }
                 for f in self.filings.values()
             ],
@@ -316,6 +390,7 @@ class EnsState:
             "history": self.history,
             "open_alerts": [a.to_json() for a in self.open_alerts.values()],
             "acks": self.acks,
+            "standing": [a.to_json() for a in self.standing.values()],
         }
 
     @classmethod
@@ -336,7 +411,12 @@ class EnsState:
             status = FilingStatus(
                 f["filing"], f.get("hbl"), f["filer"], f["ours"], FilingState(f["state"]), f.get("lrn"), f.get("mrn")
             )
+            status.planned_by = list(f.get("planned_by", []))
+            status.dropped = bool(f.get("dropped", False))
             state.filings[status.key] = status
+        for a in data.get("standing", []):
+            standing = StandingAlert.from_json(a)
+            state.standing[standing.alert_id] = standing
         for h in data.get("houses", []):
             state.houses[h["hbl"]] = HouseStatus(
                 hbl=h["hbl"],
@@ -362,26 +442,37 @@ class Transition:
 
 
 def apply(
-    state: EnsState | None, event: Mapping[str, Any], now: datetime, margins: Sequence[timedelta] = DEFAULT_MARGINS
+    state: EnsState | None,
+    event: Mapping[str, Any],
+    now: datetime,
+    margins: Sequence[timedelta] = DEFAULT_MARGINS,
+    response_times: Mapping[str, timedelta] = DEFAULT_RESPONSE_TIMES,
 ) -> Transition:
-    """The state after ``event`` and the alerts it calls for."""
+    """The state after ``event`` and the alerts it calls for, closing records of alerts it made obsolete included.
+
+    ``response_times`` (request type -> time) give an RFI's or RFS's deadline when customs sends none.
+    """
     kind = event["type"]
     state = state or EnsState(mbl=event["mbl"])
     if kind == "planned":
-        return Transition(_planned(state, event, now))
-    if kind in ("filing_sent", "filing_blocked"):
-        return Transition(_filing_progress(state, event, now))
-    if kind == "notification":
-        return _notification(state, event, now)
-    if kind == "tick":
-        return _tick(state, now, margins)
-    if kind == "ack":
+        transition = Transition(_planned(state, event, now))
+    elif kind in ("filing_sent", "filing_blocked"):
+        transition = _filing_progress(state, event, now)
+    elif kind == "notification":
+        transition = _notification(state, event, now, margins, response_times)
+    elif kind == "tick":
+        transition = _tick(state, now, margins)
+    elif kind == "ack":
         return _ack(state, event, now)
-    if kind == "answer_sent":
+    elif kind == "answer_sent":
         return _answer_sent(state, event, now)
-    if kind == "change_sent":
-        return Transition(_change_sent(state, event, now))
-    raise ValueError(f"unknown lifecycle event type {kind!r}")
+    elif kind == "change_sent":
+        transition = Transition(_change_sent(state, event, now))
+    else:
+        raise ValueError(f"unknown lifecycle event type {kind!r}")
+    if transition.duplicate:
+        return transition
+    return replace(transition, alerts=(*transition.alerts, *_settle(state, now)))
 
 
 def _log(state: EnsState, now: datetime, text: str) -> None:
@@ -394,13 +485,15 @@ def _planned(state: EnsState, event: Mapping[str, Any], now: datetime) -> EnsSta
     if party not in state.planning_parties:
         state.planning_parties.append(party)
     state.deadline = event.get("deadline") or state.deadline
+    in_plan: set[str] = set()
     for item in event["filings"]:
         record = FilingRecord.from_json(item["record"])
         key = filing_key(record.filing.value, record.hbl, record.filer)
+        in_plan.add(key)
         existing = state.filings.get(key)
         ours = bool(item["ours"])
         if existing is None:
-            state.filings[key] = FilingStatus(
+            existing = state.filings[key] = FilingStatus(
                 record.filing.value,
                 record.hbl,
                 record.filer,
@@ -412,15 +505,22 @@ def _planned(state: EnsState, event: Mapping[str, Any], now: datetime) -> EnsSta
             existing.ours, existing.lrn = True, record.lrn
             if existing.state is FilingState.EXPECTED:
                 existing.state = FilingState.PLANNED
+        if party not in existing.planned_by:
+            existing.planned_by.append(party)
+        existing.dropped = False
         if record.hbl is not None and record.hbl not in state.houses:
             state.houses[record.hbl] = HouseStatus(record.hbl, list(record.hbl_chain))
     for item in event.get("withdrawn", ()):
         record = FilingRecord.from_json(item)
         status = state.filings.get(filing_key(record.filing.value, record.hbl, record.filer))
-        if status is not None and status.state in (
-            FilingState.EXPECTED, FilingState.PLANNED, FilingState.BLOCKED, FilingState.REJECTED
-        ):  # fmt: skip
+        if status is not None and (status.state in UNREGISTERED or (not status.ours and status.state in LODGED)):
             status.state = FilingState.WITHDRAWN
+    for status in state.filings.values():
+        if status.key not in in_plan and party in status.planned_by:
+            status.planned_by.remove(party)
+            if not status.planned_by and not status.dropped:
+                status.dropped = True
+                _log(state, now, f"{status.filing} for {status.hbl or state.mbl} by {status.filer} left the plans")
     _log(state, now, f"plan of {party} (version {event.get('version', 1)}): {len(event['filings'])} filings")
     return state
 
@@ -435,7 +535,7 @@ def _change_sent(state: EnsState, event: Mapping[str, Any], now: datetime) -> En
     return state
 
 
-def _filing_progress(state: EnsState, event: Mapping[str, Any], now: datetime) -> EnsState:
+def _filing_progress(state: EnsState, event: Mapping[str, Any], now: datetime) -> Transition:
     record = FilingRecord.from_json(event["record"])
     key = filing_key(record.filing.value, record.hbl, record.filer)
     status = state.filings.setdefault(
@@ -446,13 +546,113 @@ def _filing_progress(state: EnsState, event: Mapping[str, Any], now: datetime) -
         if status.state in (FilingState.PLANNED, FilingState.EXPECTED, FilingState.BLOCKED, FilingState.REJECTED):
             status.state = FilingState.SENT
         _log(state, now, f"{record.filing.value} for {record.hbl or record.mbl} sent by {record.filer} as {record.lrn}")
-    else:
+        return Transition(state, tuple(_unblock(state, key, record.lrn, now)))
+    if not status.lodged:
         status.state = FilingState.BLOCKED
-        _log(state, now, f"{record.filing.value} for {record.hbl or record.mbl} blocked by validation")
-    return state
+    _log(state, now, f"{record.filing.value} for {record.hbl or record.mbl} blocked by validation")
+    closing: list[PartyAlert] = []
+    for alert_id_, party, title in event.get("alerts", ()):
+        closing += _stand(
+            state,
+            StandingAlert(alert_id_, StandingKind.BLOCKED, party, [key], title, record.hbl, record.planning_party),
+            now,
+        )
+    return Transition(state, tuple(closing))
 
 
-def _notification(state: EnsState, event: Mapping[str, Any], now: datetime) -> Transition:
+def _unblock(state: EnsState, key: str, lrn: str | None, now: datetime) -> list[PartyAlert]:
+    """A version of a blocked filing was filed: "Filing blocked" alerts about nothing else are resolved."""
+    closing: list[PartyAlert] = []
+    for alert in list(state.standing.values()):
+        if alert.kind is not StandingKind.BLOCKED or key not in alert.subjects:
+            continue
+        alert.subjects.remove(key)
+        if not any(k in state.filings and not state.filings[k].dropped for k in alert.subjects):
+            del state.standing[alert.alert_id]
+            reason = "the fixed version was filed" + (f" as {lrn}" if lrn else "")
+            closing.append(
+                closing_alert(alert.alert_id, alert.party, alert.title, reason, now, mbl=state.mbl, hbl=alert.hbl)
+            )
+    return closing
+
+
+def _stand(state: EnsState, alert: StandingAlert, now: datetime) -> list[PartyAlert]:
+    """Remember an alert about filings; an older one of its kind to the same party about them is superseded."""
+    existing = state.standing.get(alert.alert_id)
+    if existing is not None:
+        existing.subjects.extend(s for s in alert.subjects if s not in existing.subjects)
+        return []
+    closing: list[PartyAlert] = []
+    for old in list(state.standing.values()):
+        if old.kind is alert.kind and old.party == alert.party and set(old.subjects) & set(alert.subjects):
+            del state.standing[old.alert_id]
+            closing.append(
+                closing_alert(
+                    old.alert_id,
+                    old.party,
+                    old.title,
+                    f"a newer alert replaces it ({alert.title})",
+                    now,
+                    mbl=state.mbl,
+                    hbl=old.hbl,
+                    superseded_by=alert.alert_id,
+                )
+            )
+    state.standing[alert.alert_id] = alert
+    return closing
+
+
+def _standing_reason(state: EnsState, alert: StandingAlert) -> str | None:
+    """Why a standing alert no longer stands, or None while it does."""
+    subjects = [state.filings.get(key) for key in alert.subjects]
+    if all(s is None or s.dropped for s in subjects):
+        return "the filing is no longer in the plan"
+    live = [s for s in subjects if s is not None and not s.dropped]
+    if all(s.state is FilingState.INVALIDATED for s in live):
+        return "the filing was invalidated"
+    if alert.kind is StandingKind.BLOCKED:
+        return None  # closed by the filing of a fixed version (``_filing_progress``), registered or not
+    if all(s.lodged for s in live):
+        return "customs registered the filing" + (f" (MRN {live[0].mrn})" if len(live) == 1 and live[0].mrn else "")
+    return None
+
+
+def _settle(state: EnsState, now: datetime) -> list[PartyAlert]:
+    """Close every alert whose subject changed: a ``RESOLVED`` record to its party, once."""
+    closing: list[PartyAlert] = []
+    for alert in list(state.standing.values()):
+        reason = _standing_reason(state, alert)
+        if reason is not None:
+            del state.standing[alert.alert_id]
+            closing.append(
+                closing_alert(alert.alert_id, alert.party, alert.title, reason, now, mbl=state.mbl, hbl=alert.hbl)
+            )
+    for alert in state.open_alerts.values():
+        if alert.closed or alert.hbl not in state.houses or state.condition_holds(alert):
+            continue  # an alert about no known HBL has no condition to see lifted
+        alert.closed = True
+        lifted = "customs lifted the Do Not Load" if alert.kind is NaggingKind.DO_NOT_LOAD else "the referral is closed"
+        for closed_id in (alert.alert_id, *alert.escalations):
+            closing.append(
+                closing_alert(closed_id, alert.party, alert.title, lifted, now, mbl=state.mbl, hbl=alert.hbl)
+            )
+    if closing:
+        _log(state, now, f"{len(closing)} alerts closed: their subject changed")
+    return closing
+
+
+def _level(now: datetime, deadline: datetime, margins: Sequence[timedelta]) -> int:
+    """How many margins before ``deadline`` have been reached at ``now``."""
+    return sum(1 for m in margins if now >= deadline - m)
+
+
+def _notification(
+    state: EnsState,
+    event: Mapping[str, Any],
+    now: datetime,
+    margins: Sequence[timedelta],
+    response_times: Mapping[str, timedelta],
+) -> Transition:
     notification_id = event["notification_id"]
     if notification_id in state.seen:
         return Transition(state, duplicate=True)
@@ -465,18 +665,26 @@ def _notification(state: EnsState, event: Mapping[str, Any], now: datetime) -> T
     hbls = notification.hbls or ((record.hbl,) if record.hbl else ())
     houses = [state.houses.setdefault(h, HouseStatus(h, list(record.hbl_chain))) for h in hbls]
     kind = notification.kind
+    deadline = answer_deadline(notification, now, response_times)
+    refused_filing = kind in REFUSAL_KINDS and notification.refuses_a_filing
     if status is not None:
         if kind is NotificationKind.REGISTERED:
             status.state, status.mrn = FilingState.REGISTERED, notification.mrn or status.mrn
-        elif kind in (NotificationKind.REJECTED, NotificationKind.LIFECYCLE_ERROR):
-            if _refuses_a_request(notification, record, status):
-                status.state = FilingState.REGISTERED if status.state in INACTIVE else status.state
-            else:
-                status.state = FilingState.REJECTED
+        elif kind in REFUSAL_KINDS and _refuses_a_request(notification, record, status):
+            status.state = FilingState.REGISTERED if status.state in INACTIVE else status.state
+            _log(state, now, f"{notification.message_type} refused a request about {key}: the filing stands")
+        elif refused_filing and status.lodged:
+            _log(state, now, f"{notification.message_type} for registered {key}: the registration stands")
+        elif refused_filing:
+            status.state = FilingState.REJECTED
         elif kind is NotificationKind.INVALIDATION_ACCEPTED:
             status.state = FilingState.INVALIDATED
         elif kind is NotificationKind.AMENDMENT_ACCEPTED:
             status.state, status.mrn = FilingState.AMENDED, notification.mrn or status.mrn
+    if kind in REFUSAL_KINDS and notification.rejected_message in REFERRAL_ANSWERS:
+        _reopen(state, notification, now)
+    if kind is NotificationKind.ASSESSMENT_COMPLETE:
+        _complete(state, set(hbls), now)
     for house in houses:
         if kind in (NotificationKind.NOT_COMPLETE, NotificationKind.PENDING):
             house.incomplete = True
@@ -486,15 +694,20 @@ def _notification(state: EnsState, event: Mapping[str, Any], now: datetime) -> T
         elif kind is NotificationKind.DO_NOT_LOAD:
             house.do_not_load = True
         elif kind in (NotificationKind.RFI, NotificationKind.RFS) and notification.referral_reference:
-            deadline = notification.deadline
-            house.open_referrals[notification.referral_reference] = deadline and format_datetime(deadline)
+            house.open_referrals[notification.referral_reference] = deadline and format_datetime(deadline.latest)
         elif kind in (NotificationKind.CONTROL, NotificationKind.CONTROL_AEO):
             house.controlled = True
-    _log(state, now, f"{notification.message_type} ({kind.value}) for {record.hbl or record.mbl}")
-    alerts = alerts_for(notification, record, notification_id, now)
+    _log(state, now, f"{notification.message_type} ({kind.value}) for {', '.join(hbls) or record.mbl}")
+    alerts = _alerts_per_house(state, notification, record, notification_id, now, deadline)
+    closing: list[PartyAlert] = []
+    if refused_filing and status is not None and status.state is FilingState.REJECTED:
+        for alert in alerts:
+            standing = StandingAlert(alert.alert_id, StandingKind.REJECTED, alert.party, [key], alert.title, alert.hbl)
+            closing += _stand(state, standing, now)
     nagging = NAGGING.get(kind)
     if nagging is not None:
         for alert in alerts:
+            due = alert.deadline or (parse_datetime(state.deadline) if state.deadline else None)
             state.open_alerts.setdefault(
                 alert.alert_id,
                 OpenAlert(
@@ -506,9 +719,52 @@ def _notification(state: EnsState, event: Mapping[str, Any], now: datetime) -> T
                     deadline=alert.deadline and format_datetime(alert.deadline),
                     raised_at=format_datetime(now),
                     title=alert.title,
+                    escalation_level=0 if due is None else _level(now, due, margins),
                 ),
             )
-    return Transition(state, alerts)
+    return Transition(state, (*alerts, *closing))
+
+
+def _alerts_per_house(
+    state: EnsState,
+    notification: Notification,
+    record: FilingRecord,
+    notification_id: str,
+    now: datetime,
+    deadline: AnswerDeadline | None,
+) -> tuple[PartyAlert, ...]:
+    """The notification's alerts; one set per HBL when it puts several HBLs at fault (a DNL of a container), each
+    routed to the issuer of that HBL, with an id of its own."""
+    hbls = notification.hbls
+    if notification.kind not in FAULT_KINDS or len(hbls) < 2:
+        return alerts_for(notification, record, notification_id, now, deadline)
+    alerts: list[PartyAlert] = []
+    for hbl in hbls:
+        house = state.houses.get(hbl)
+        chain = tuple(house.chain) if house is not None else ()
+        one = replace(notification, hbl=hbl, hbls=(hbl,))
+        alerts += alerts_for(one, replace(record, hbl=hbl, hbl_chain=chain), f"{notification_id}|{hbl}", now, deadline)
+    return tuple(alerts)
+
+
+def _complete(state: EnsState, hbls: set[str], now: datetime) -> None:
+    """Customs assesses only a complete ENS: the filings of an assessed HBL and the master level are registered,
+    also those of other filers whose IE3R01 went to them, not to us (so the watchdog stops chasing them)."""
+    for status in state.filings.values():
+        if (status.hbl is None or status.hbl in hbls) and status.state in (FilingState.EXPECTED, FilingState.SENT):
+            status.state = FilingState.REGISTERED
+            _log(state, now, f"{status.key} registered: customs assessed the complete ENS")
+
+
+def _reopen(state: EnsState, notification: Notification, now: datetime) -> None:
+    """Customs refused the answer to a referral: its alerts, stopped by the answer, escalate again."""
+    references = {r for r in (notification.referral_reference, *notification.referral_references) if r}
+    if not references:
+        return
+    for alert in state.open_alerts.values():
+        if alert.referral_reference in references and alert.acknowledged:
+            alert.acknowledged_by = alert.acknowledged_at = None
+    _log(state, now, f"answer to referral {notification.referral_reference} refused: its alerts are open again")
 
 
 def _refuses_a_request(notification: Notification, record: FilingRecord, status: FilingStatus) -> bool:
@@ -565,7 +821,7 @@ def _escalate_nagging(state: EnsState, now: datetime, margins: Sequence[timedelt
         deadline = state.alert_deadline(alert)
         if deadline is None:
             continue
-        level = sum(1 for m in margins if now >= deadline - m)
+        level = _level(now, deadline, margins)
         if level <= alert.escalation_level:
             continue
         alert.escalation_level = level
@@ -600,12 +856,13 @@ def _escalate_nagging(state: EnsState, now: datetime, margins: Sequence[timedelt
 
 
 def _escalate_missing(state: EnsState, now: datetime, margins: Sequence[timedelta]) -> list[PartyAlert]:
-    """Escalate missing filings as the lodging deadline nears: one alert per margin crossed, never twice."""
+    """Escalate missing filings as the lodging deadline nears: one alert per margin crossed, never twice; each
+    supersedes the previous margin's alert about the same filing to the same party."""
     if state.deadline is None:
         return []
     missing = state.missing_filings()
     deadline = parse_datetime(state.deadline)
-    level = sum(1 for m in margins if now >= deadline - m)
+    level = _level(now, deadline, margins)
     if not missing or level <= state.escalation_level:
         return []
     state.escalation_level = level
@@ -617,29 +874,30 @@ def _escalate_missing(state: EnsState, now: datetime, margins: Sequence[timedelt
             source = f"deadline|{state.mbl}|{status.key}|{level}"
             left = deadline - now
             when = "passed" if left <= timedelta(0) else f"in {_hours(left)}"
-            alerts.append(
-                PartyAlert(
-                    alert_id=alert_id(source, party),
-                    party=party,
-                    urgency=urgency,
-                    action=Action.FILE_MISSING_FILING if party == status.filer else Action.CHASE_MISSING_FILER,
-                    title=f"{status.filing} for {status.hbl or state.mbl} not lodged: deadline {when}",
-                    message=(
-                        f"{status.filer} has not lodged {status.filing} for {status.hbl or state.mbl} "
-                        f"(state {status.state.value}); the ENS must be complete by {state.deadline}."
-                    ),
-                    mbl=state.mbl,
-                    hbl=status.hbl,
-                    hbl_chain=tuple(state.houses[status.hbl].chain) if status.hbl in state.houses else (),
-                    party_at_fault=status.filer,
-                    lrn=status.lrn,
-                    mrn=status.mrn,
-                    referral_reference=None,
-                    deadline=deadline,
-                    message_type="DEADLINE",
-                    created_at=now,
-                )
+            alert = PartyAlert(
+                alert_id=alert_id(source, party),
+                party=party,
+                urgency=urgency,
+                action=Action.FILE_MISSING_FILING if party == status.filer else Action.CHASE_MISSING_FILER,
+                title=f"{status.filing} for {status.hbl or state.mbl} not lodged: deadline {when}",
+                message=(
+                    f"{status.filer} has not lodged {status.filing} for {status.hbl or state.mbl} "
+                    f"(state {status.state.value}); the ENS must be complete by {state.deadline}."
+                ),
+                mbl=state.mbl,
+                hbl=status.hbl,
+                hbl_chain=tuple(state.houses[status.hbl].chain) if status.hbl in state.houses else (),
+                party_at_fault=status.filer,
+                lrn=status.lrn,
+                mrn=status.mrn,
+                referral_reference=None,
+                deadline=deadline,
+                message_type="DEADLINE",
+                created_at=now,
             )
+            alerts.append(alert)
+            standing = StandingAlert(alert.alert_id, StandingKind.MISSING, party, [status.key], alert.title, status.hbl)
+            alerts += _stand(state, standing, now)
     _log(state, now, f"deadline escalation level {level}: {len(missing)} filings missing")
     return alerts
 

@@ -41,16 +41,35 @@ class Role(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Address:
+    """A structured address as ICS2's AddressType carries it; rule R3002 wants a street and number, or a P.O. box."""
+
     street: str
     city: str
     postcode: str | None
     country: str
+    number: str | None = None
+    """House number, kept apart from the street as ICS2 files it."""
+    po_box: str | None = None
+    sub_division: str | None = None
+    """Region, state or prefecture."""
 
 
 @dataclass(frozen=True, slots=True)
 class Contact:
     email: str | None = None
     phone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Representative:
+    """A service provider that files in its own name for a party (the ``representative`` of an ICS2 filing)."""
+
+    name: str
+    eori: str
+    status: str
+    """CL094 representative status: 2 direct, 3 indirect representation."""
+    address: Address
+    contact: Contact | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +84,8 @@ class Party:
     address: Address
     automated_filer: bool = False
     contact: Contact | None = None
+    representative: Representative | None = None
+    """The service provider that files this party's filings for it, if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +150,8 @@ class HouseBill:
     goods: tuple[GoodsItem, ...] = ()
     f15_requested: bool = False
     """The issuer asks the master loader to file F15 for this HBL instead of F14 + F16."""
+    freight_payment: str | None = None
+    """CL116 method of payment of the transport charges (A cash ... Y account holder with carrier, Z not pre-paid)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +406,7 @@ class _Reader:
             place_of_delivery=self._str(h, "place_of_delivery", p, required=False),
             goods=goods,
             f15_requested=bool(self._get(h, "f15_requested", p, bool, required=False)),
+            freight_payment=self._str(h, "freight_payment", p, required=False),
         )
 
     def _goods(self, g: Mapping[str, Any], p: str) -> GoodsItem:
@@ -407,29 +431,51 @@ class _Reader:
             parsed_role = Role(role)
         except ValueError as exc:
             raise BookingError(f"{p}.role: {role!r} is not a known role") from exc
-        a = self._object(d, "address", p)
-        ap = f"{p}.address"
-        contact = self._object(d, "contact", p, required=False)
         type_of_person = self._get(d, "type_of_person", p, int, required=False)
+        representative = self._object(d, "representative", p, required=False)
         return Party(
             id=self._str(d, "id", p),
             name=self._str(d, "name", p),
             eori=self._str(d, "eori", p, required=False),
             role=parsed_role,
             type_of_person=2 if type_of_person is None else type_of_person,
-            address=Address(
-                street=self._str(a, "street", ap),
-                city=self._str(a, "city", ap),
-                postcode=self._str(a, "postcode", ap, required=False),
-                country=self._str(a, "country", ap),
-            ),
+            address=self._address(d, p),
             automated_filer=bool(self._get(d, "automated_filer", p, bool, required=False)),
-            contact=None
-            if contact is None
-            else Contact(
-                email=self._str(contact, "email", f"{p}.contact", required=False),
-                phone=self._str(contact, "phone", f"{p}.contact", required=False),
-            ),
+            contact=self._contact(d, p),
+            representative=None
+            if representative is None
+            else self._representative(representative, f"{p}.representative"),
+        )
+
+    def _address(self, obj: Mapping[str, Any], p: str) -> Address:
+        a = self._object(obj, "address", p)
+        ap = f"{p}.address"
+        return Address(
+            street=self._str(a, "street", ap),
+            city=self._str(a, "city", ap),
+            postcode=self._str(a, "postcode", ap, required=False),
+            country=self._str(a, "country", ap),
+            number=self._str(a, "number", ap, required=False),
+            po_box=self._str(a, "po_box", ap, required=False),
+            sub_division=self._str(a, "sub_division", ap, required=False),
+        )
+
+    def _contact(self, obj: Mapping[str, Any], p: str) -> Contact | None:
+        contact = self._object(obj, "contact", p, required=False)
+        if contact is None:
+            return None
+        return Contact(
+            email=self._str(contact, "email", f"{p}.contact", required=False),
+            phone=self._str(contact, "phone", f"{p}.contact", required=False),
+        )
+
+    def _representative(self, r: Mapping[str, Any], p: str) -> Representative:
+        return Representative(
+            name=self._str(r, "name", p),
+            eori=self._str(r, "eori", p),
+            status=self._str(r, "status", p),
+            address=self._address(r, p),
+            contact=self._contact(r, p),
         )
 
 
@@ -478,6 +524,7 @@ def _to_json(c: Consolidation) -> dict[str, Any]:
                 "place_of_acceptance": h.place_of_acceptance,
                 "place_of_delivery": h.place_of_delivery,
                 "f15_requested": h.f15_requested,
+                "freight_payment": h.freight_payment,
                 "goods": [
                     {
                         "description": g.description,
@@ -499,15 +546,37 @@ def _to_json(c: Consolidation) -> dict[str, Any]:
                 "eori": p.eori,
                 "role": p.role.value,
                 "type_of_person": p.type_of_person,
-                "address": {
-                    "street": p.address.street,
-                    "city": p.address.city,
-                    "postcode": p.address.postcode,
-                    "country": p.address.country,
-                },
+                "address": _address_json(p.address),
                 "automated_filer": p.automated_filer,
-                "contact": None if p.contact is None else {"email": p.contact.email, "phone": p.contact.phone},
+                "contact": _contact_json(p.contact),
+                "representative": None if p.representative is None else _representative_json(p.representative),
             }
             for p in c.parties.values()
         ],
+    }
+
+
+def _address_json(a: Address) -> dict[str, Any]:
+    return {
+        "street": a.street,
+        "number": a.number,
+        "po_box": a.po_box,
+        "postcode": a.postcode,
+        "city": a.city,
+        "sub_division": a.sub_division,
+        "country": a.country,
+    }
+
+
+def _contact_json(contact: Contact | None) -> dict[str, Any] | None:
+    return None if contact is None else {"email": contact.email, "phone": contact.phone}
+
+
+def _representative_json(r: Representative) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "eori": r.eori,
+        "status": r.status,
+        "address": _address_json(r.address),
+        "contact": _contact_json(r.contact),
     }

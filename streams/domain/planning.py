@@ -189,6 +189,13 @@ def diff_plans(old: FilingPlan, new: FilingPlan) -> PlanDiff:
     return PlanDiff(added=added, removed=removed, changed=changed)
 
 
+def house_filers(consolidation: Consolidation) -> tuple[str, ...]:
+    """The parties that file the house level (an F15 or an F14), in plan order: the F12 names them so that customs
+    expects their filings. F16 filers are not among them: the F14 names those."""
+    lead = (FilingType.F15, FilingType.F14)
+    return tuple(dict.fromkeys(f.filer for f in plan(consolidation).filings if f.filing in lead))
+
+
 def plan(consolidation: Consolidation) -> FilingPlan:
     """Who files what for every lowest HBL of the consolidation (the seed's rules); reports, never raises."""
     return _Planner(consolidation).plan()
@@ -316,20 +323,29 @@ class _Planner:
         return ()
 
     def _master_loader(self) -> str | None:
-        """The issuer of the top-level HBLs; the planning party when it is a master loader."""
+        """The issuer of the top-level HBLs; the planning party when it is a master loader.
+
+        The seed's chain rule: a co-loader hands its cargo to a master loader and files at most the F16 under the
+        master loader's F14 (an automated co-loader never files an F15). A top-level HBL issued by a co-loader has no
+        master loader above it: that chain is inconsistent, a plan error for the co-loader and the lowest HBLs below
+        it, which get no filings until the booking names their master loader.
+        """
         c = self.c
         roots = [h for h in c.house_bills if h.parent is None]
         planner = c.party(c.planning_party)
         if planner is not None and planner.role is Role.MASTER_LOADER:
             master_loader = c.planning_party
         elif roots:
-            master_loader = roots[0].issuer
+            loaders = [h.issuer for h in roots if self._role(h.issuer) is Role.MASTER_LOADER]
+            master_loader = loaders[0] if loaders else roots[0].issuer
         else:
             if c.house_bills:
                 self._error("PLAN-NO-ROOT", None, "no house B/L is at the top of the tree", c.planning_party)
             return None
         for root in roots:
-            if root.issuer != master_loader:
+            if self._role(root.issuer) is Role.CO_LOADER:
+                self._no_master_loader(root)
+            elif root.issuer != master_loader:
                 self._error(
                     "PLAN-ROOT-ISSUER",
                     root.hbl_number,
@@ -338,17 +354,43 @@ class _Planner:
                     c.planning_party,
                 )
                 self.blocked.add(root.hbl_number)
-        party = c.party(master_loader)
-        if party is not None and party.role is not Role.MASTER_LOADER:
+        role = self._role(master_loader)
+        if role is Role.CO_LOADER:
+            return None
+        if role is not None and role is not Role.MASTER_LOADER:
             self.warnings.append(
                 PlanWarning(
                     "PLAN-MASTER-LOADER-ROLE",
                     None,
-                    f"{master_loader} issues the top-level house B/Ls but its role is {party.role.value}, "
-                    "not master_loader",
+                    f"{master_loader} issues the top-level house B/Ls but its role is {role.value}, not master_loader",
                 )
             )
         return master_loader
+
+    def _role(self, party_id: str) -> Role | None:
+        party = self.c.party(party_id)
+        return None if party is None else party.role
+
+    def _no_master_loader(self, root: HouseBill) -> None:
+        """One error per lowest HBL below a top-level HBL that a co-loader issued: no master loader files its F14."""
+        self.blocked.add(root.hbl_number)
+        below = [h for h in self.c.lowest_hbls() if root in self._chain_or_empty(h)]
+        for hbl in below or [root]:
+            self._error(
+                "PLAN-NO-MASTER-LOADER",
+                hbl.hbl_number,
+                f"house B/L {hbl.hbl_number} sits below {root.hbl_number}, which the co-loader {root.issuer} issued "
+                "with no master loader above it: a co-loader files only the F16 under a master loader's F14, never "
+                "an F15; name the master loader's house B/L as the parent of "
+                f"{root.hbl_number}",
+                root.issuer,
+            )
+
+    def _chain_or_empty(self, hbl: HouseBill) -> tuple[HouseBill, ...]:
+        try:
+            return self.c.chain(hbl)
+        except BookingError:
+            return ()
 
     def _automated(self, party_id: str) -> bool:
         party: Party | None = self.c.party(party_id)

@@ -4,6 +4,10 @@ The facts per message (kind, action, urgency, actors) are the ``MESSAGE_SPECS`` 
 ``streams.messages.notifications``; this module turns actors into parties of the consolidation, adds the party
 whose HBL is at fault for co-loaded cargo, and words the alert. Alert ids are derived from the notification's
 identity and the recipient, so a redelivered notification yields the same alert id and can be deduplicated.
+
+An alert whose subject has since changed is closed by a further record to the same party (``closing_alert``):
+``RESOLVED`` when the cause is gone, ``SUPERSEDED`` when a newer alert replaces it. Its id follows the same scheme
+(derived from the closed alert's id), and ``closes_alert_id`` names the alert it closes.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from streams.domain.deadlines import AnswerDeadline
 from streams.domain.ledger import FilingRecord
 from streams.domain.model import format_datetime
 from streams.messages.notifications import Action, Actor, Notification, NotificationKind, Urgency
@@ -32,6 +38,9 @@ FAULT_KINDS = frozenset(
         NotificationKind.ARRIVAL_REJECTED,
     }
 )
+
+#: Kinds that refuse a message: a refused answer or amendment leaves the filing as it was.
+REFUSAL_KINDS = frozenset({NotificationKind.REJECTED, NotificationKind.LIFECYCLE_ERROR})
 
 #: Title per kind; ``{filing}``, ``{hbl}`` and ``{mbl}`` are filled in.
 TITLES: Mapping[NotificationKind, str] = MappingProxyType(
@@ -77,6 +86,8 @@ class PartyAlert:
     deadline: datetime | None
     message_type: str
     created_at: datetime
+    closes_alert_id: str | None = None
+    """On a ``RESOLVED`` or ``SUPERSEDED`` record: the id of the alert it closes."""
 
     def to_record(self) -> dict[str, Any]:
         """The Avro record (``schemas/avro/PartyAlert.avsc``)."""
@@ -98,6 +109,7 @@ class PartyAlert:
             "notification_message_type": self.message_type,
             "created_at": format_datetime(self.created_at),
             "acknowledged": False,
+            "closes_alert_id": self.closes_alert_id,
         }
 
 
@@ -126,9 +138,11 @@ def recipients(notification: Notification, record: FilingRecord) -> tuple[str, .
     return tuple(dict.fromkeys(parties))
 
 
-def describe(notification: Notification, record: FilingRecord) -> str:
+def describe(notification: Notification, record: FilingRecord, deadline: AnswerDeadline | None = None) -> str:
     """The alert's text: what happened, where in the HBL chain, and what to do."""
     parts: list[str] = []
+    if notification.rejected_message and not notification.refuses_a_filing:
+        parts.append(f"Customs refused the {notification.rejected_message} sent; the filing itself stands.")
     if record.hbl_chain:
         chain = " > ".join(f"{h} ({issuer})" for h, issuer in record.hbl_chain)
         parts.append(f"HBL chain: {chain}; the data at fault is on the HBL of {record.party_at_fault}.")
@@ -143,8 +157,11 @@ def describe(notification: Notification, record: FilingRecord) -> str:
     missing = [record.party_for_eori(e) or e for e in notification.missing_filers]
     if missing:
         parts.append(f"Not filed yet by: {', '.join(missing)}.")
-    if notification.deadline is not None:
-        parts.append(f"Answer due by {format_datetime(notification.deadline)}.")
+    if notification.containers:
+        parts.append(f"Containers named by customs: {', '.join(notification.containers)}.")
+    if deadline is not None:
+        note = f" ({deadline.note})" if deadline.note else ""
+        parts.append(f"Answer due by {format_datetime(deadline.latest)}{note}.")
     if notification.kind is NotificationKind.DO_NOT_LOAD:
         parts.append(
             "The goods must not be loaded. Contact the customs office of first entry; no reply message exists."
@@ -159,14 +176,20 @@ def _error_text(code: str, pointer: str | None, description: str | None) -> str:
 
 
 def alerts_for(
-    notification: Notification, record: FilingRecord, notification_id: str, now: datetime
+    notification: Notification,
+    record: FilingRecord,
+    notification_id: str,
+    now: datetime,
+    deadline: AnswerDeadline | None = None,
 ) -> tuple[PartyAlert, ...]:
-    """One alert per recipient for a correlated notification."""
+    """One alert per recipient for a correlated notification; ``deadline`` is when an answer is due, if asked."""
     hbl = notification.hbl or record.hbl
     title = TITLES[notification.kind].format(
         filing=record.filing.value, hbl=hbl or record.mbl, mbl=notification.mbl or record.mbl
     )
-    message = describe(notification, record)
+    if notification.kind in REFUSAL_KINDS and not notification.refuses_a_filing:
+        title = f"{notification.rejected_message} for {hbl or record.mbl} refused by customs: fix and send again"
+    message = describe(notification, record, deadline)
     at_fault = record.party_at_fault if notification.kind in FAULT_KINDS else None
     return tuple(
         PartyAlert(
@@ -183,9 +206,56 @@ def alerts_for(
             lrn=notification.lrn or record.lrn,
             mrn=notification.mrn or record.mrn,
             referral_reference=notification.referral_reference,
-            deadline=notification.deadline,
+            deadline=None if deadline is None else deadline.latest,
             message_type=notification.message_type,
             created_at=now,
         )
         for party in recipients(notification, record)
+    )
+
+
+class Closing(StrEnum):
+    """Why an alert no longer stands: the record's ``notification_message_type``."""
+
+    RESOLVED = "RESOLVED"
+    SUPERSEDED = "SUPERSEDED"
+
+
+def closing_alert(
+    closed_id: str,
+    party: str,
+    title: str,
+    reason: str,
+    now: datetime,
+    *,
+    mbl: str,
+    hbl: str | None = None,
+    superseded_by: str | None = None,
+) -> PartyAlert:
+    """The record that tells ``party`` its alert ``closed_id`` no longer stands, and why.
+
+    Its id derives from the closed alert's (and, when superseded, the newer alert's) id, so a replay gives the
+    same record.
+    """
+    closing = Closing.RESOLVED if superseded_by is None else Closing.SUPERSEDED
+    source = f"{closing.value.lower()}|{closed_id}" + (f"|{superseded_by}" if superseded_by else "")
+    newer = f" Superseded by alert {superseded_by}." if superseded_by else ""
+    return PartyAlert(
+        alert_id=alert_id(source, party),
+        party=party,
+        urgency=Urgency.INFO,
+        action=Action.NONE,
+        title=f"{closing.value.capitalize()}: {title}",
+        message=f"Alert {closed_id} no longer stands: {reason}.{newer}",
+        mbl=mbl,
+        hbl=hbl,
+        hbl_chain=(),
+        party_at_fault=None,
+        lrn=None,
+        mrn=None,
+        referral_reference=None,
+        deadline=None,
+        message_type=closing.value,
+        created_at=now,
+        closes_alert_id=closed_id,
     )

@@ -266,6 +266,79 @@ _RULES: tuple[Rule, ...] = (
         "Countries are ISO 3166-1 alpha-2 codes.",
     ),
     Rule(
+        "ENS-ADDRESS-R3002",
+        Severity.ERROR,
+        "the address of {subject} has {problem}: customs wants a street with its house number, or a P.O. box",
+        Responsible.PARTY_ITSELF,
+        ErrorCode.MISSING,
+        "HTI rule R3002 on every address group: street and number, or P.O. box.",
+    ),
+    Rule(
+        "ENS-TEXT",
+        Severity.ERROR,
+        "{field} {value!r} is not valid: {problem}",
+        Responsible.PARTY_ITSELF,
+        ErrorCode.INCORRECT_VALUE,
+        "Names and address parts have the lengths of the HTI (name an..70, city an..35, street an..70, ...).",
+    ),
+    Rule(
+        "ENS-FILER-EU-EORI",
+        Severity.ERROR,
+        "{subject} files the {filing} for {target} with EORI {value!r}, which is not an EU EORI: {problem}",
+        Responsible.PARTY_ITSELF,
+        ErrorCode.INCORRECT_VALUE,
+        "A filer (declarant, representative, supplementary declarant) is identified by an EORI of the EU "
+        "(XI for Northern Ireland), HTI rule R3005.",
+    ),
+    Rule(
+        "ENS-FILER-CONTACT",
+        Severity.ERROR,
+        "{subject} files the {filing} for {target} but the booking gives it no e-mail or phone",
+        Responsible.PARTY_ITSELF,
+        ErrorCode.MISSING,
+        "The declarant and the representative of a filing name 1 to 9 ways to reach them (communication 1..9).",
+    ),
+    Rule(
+        "ENS-F12-HOUSE-FILERS",
+        Severity.ERROR,
+        "the F12 for {value} cannot name its house filers: {problem}",
+        Responsible.PLANNING_PARTY,
+        ErrorCode.MISSING,
+        "The carrier's F12 names every house filer (F15 or F14) as supplementary declarant, CL745 code 1.",
+    ),
+    Rule(
+        "ENS-CODE-LIST",
+        Severity.ERROR,
+        "{field} {value!r} is not a code of {code_list}: {problem}",
+        Responsible.HBL_ISSUER,
+        ErrorCode.INCORRECT_VALUE,
+        "Coded values come from their ICS2 code list (CL116, CL094, CL729, ...).",
+    ),
+    Rule(
+        "ENS-FREIGHT-PAYMENT",
+        Severity.ERROR,
+        "house B/L {hbl} gives no method of payment of the transport charges (CL116: {codes})",
+        Responsible.HBL_ISSUER,
+        ErrorCode.MISSING,
+        "Every house consignment carries transportCharges/methodOfPayment (F14, F15).",
+    ),
+    Rule(
+        "ENS-HOUSE-DATA",
+        Severity.ERROR,
+        "house B/L {hbl} cannot be filed: {problem}",
+        Responsible.HBL_ISSUER,
+        ErrorCode.MISSING,
+        "A lowest HBL names its place of acceptance and of delivery, and its route passes two countries at least.",
+    ),
+    Rule(
+        "ENS-MASTER-DATA",
+        Severity.ERROR,
+        "the master B/L {value} cannot be filed: {problem}",
+        Responsible.PLANNING_PARTY,
+        ErrorCode.MISSING,
+        "What the F12 and every equipment block need: IMO number, office of first entry, container details.",
+    ),
+    Rule(
         "ENS-PLAN",
         Severity.ERROR,
         "the filing plan cannot be made: {problem}",
@@ -435,8 +508,62 @@ ISO_COUNTRIES: frozenset[str] = _words(
     """
 )
 
+#: Unicode blocks whose characters ICS2 text may hold (Latin, Greek, Cyrillic with their marks, punctuation, currency
+#: and letter-like symbols such as №): the same blocks as the ``Text`` type of ``schemas/xsd/ics2-types.xsd``.
+TEXT_BLOCKS: tuple[tuple[int, int], ...] = (
+    (0x0000, 0x024F),
+    (0x0300, 0x036F),
+    (0x0370, 0x03FF),
+    (0x0400, 0x04FF),
+    (0x1E00, 0x1EFF),
+    (0x1F00, 0x1FFF),
+    (0x2000, 0x206F),
+    (0x20A0, 0x20CF),
+    (0x2100, 0x214F),
+)
+
 #: Country prefixes an EORI may carry besides ISO codes: XI is Northern Ireland's.
 EORI_EXTRA_PREFIXES: frozenset[str] = frozenset({"XI"})
 
 #: Transport document type of the ocean carrier's master B/L (CL754).
 MASTER_BL_TYPE = "N704"
+
+#: CL116, method of payment of the transport charges.
+PAYMENT_METHODS: Mapping[str, str] = MappingProxyType(
+    {
+        "A": "payment in cash",
+        "B": "payment by credit card",
+        "C": "payment by cheque",
+        "D": "other (e.g. direct debit to cash account)",
+        "H": "electronic funds transfer",
+        "Y": "account holder with carrier",
+        "Z": "not pre-paid",
+    }
+)
+
+#: CL094, status of a representative (1, the declarant itself, is never a representative's).
+REPRESENTATIVE_STATUSES: Mapping[str, str] = MappingProxyType(
+    {"2": "representative, direct representation", "3": "representative, indirect representation"}
+)
+
+#: CL729, type of person.
+TYPES_OF_PERSON: Mapping[int, str] = MappingProxyType(
+    {1: "natural person", 2: "legal person", 3: "association of persons"}
+)
+
+#: CL745, supplementary filing type: how a filer named as supplementary declarant files.
+SUPPLEMENTARY_FILING_TYPES: Mapping[str, str] = MappingProxyType(
+    {"1": "house level filing (named on the F12)", "2": "sub-house level filing (named on the F14)"}
+)
+
+#: Country prefixes of EORIs that may file in ICS2: the EU member states and XI (Northern Ireland).
+EU_EORI_PREFIXES: frozenset[str] = _words(
+    """
+    AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK XI
+    """
+)
+
+#: HTI lengths of the free-text parts of a party (an..N).
+PARTY_TEXT_LENGTHS: Mapping[str, int] = MappingProxyType(
+    {"name": 70, "street": 70, "number": 35, "po_box": 70, "postcode": 17, "city": 35, "sub_division": 35}
+)

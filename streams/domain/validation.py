@@ -16,20 +16,46 @@ Decisions without a source:
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from streams.domain import formats
 from streams.domain.deadlines import DEFAULT_MARGIN, DeadlineStatus, lodging_deadline
-from streams.domain.model import Consolidation, GoodsItem, HouseBill, Mode, Role, format_datetime
+from streams.domain.model import (
+    Address,
+    Consolidation,
+    Contact,
+    GoodsItem,
+    HouseBill,
+    Mode,
+    Party,
+    Representative,
+    Role,
+    format_datetime,
+)
 from streams.domain.planning import FilingPlan, FilingType, PlannedFiling
 from streams.domain.planning import plan as make_plan
-from streams.domain.rules import MASTER_BL_TYPE, Responsible, Severity, rule
+from streams.domain.rules import (
+    MASTER_BL_TYPE,
+    PARTY_TEXT_LENGTHS,
+    PAYMENT_METHODS,
+    REPRESENTATIVE_STATUSES,
+    TYPES_OF_PERSON,
+    Responsible,
+    Severity,
+    rule,
+)
 
 _FILING_ROLES = frozenset({Role.CARRIER, Role.MASTER_LOADER, Role.CO_LOADER})
+_HOUSE_LEAD = (FilingType.F15, FilingType.F14)
+_CONTAINER_CODE = re.compile(r"[A-Z0-9]{1,10}")
+_SHORT_CODE = re.compile(r"[A-Za-z0-9]{1,3}")
+_OFFICE = re.compile(r"[A-Z]{2}[A-Z0-9]{6}")
+_CONTACT_LENGTH = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +211,7 @@ class _Validator:
     def run(self, now: datetime | None, margin: timedelta, arrival_at: datetime | None) -> ValidationReport:
         self._parties()
         self._master()
+        self._master_data()
         self._house_bills()
         self._plan()
         if now is not None:
@@ -237,25 +264,68 @@ class _Validator:
                         subject=party.id,
                         problem=problem.message,
                     )
-            texts = (
-                ("name", f"name of {party.id}", party.name),
-                ("address.street", f"street of {party.id}", party.address.street),
-                ("address.city", f"city of {party.id}", party.address.city),
-            )
-            for field, label, value in texts:
-                problem = formats.check_script(value)
-                if problem:
-                    self._emit("ENS-SCRIPT", f"{p}.{field}", owner, field=label, value=value, problem=problem.message)
-            problem = formats.check_country(party.address.country)
-            if problem:
+            if party.type_of_person not in TYPES_OF_PERSON:
                 self._emit(
-                    "ENS-COUNTRY",
-                    f"{p}.address.country",
+                    "ENS-CODE-LIST",
+                    f"{p}.type_of_person",
                     owner,
-                    value=party.address.country,
-                    subject=party.id,
-                    problem=problem.message,
+                    field=f"type of person of {party.id}",
+                    value=party.type_of_person,
+                    code_list="CL729",
+                    problem=_codes(TYPES_OF_PERSON),
                 )
+            self._party_data(party.id, party.name, party.address, party.contact, p, owner)
+            if party.representative is not None:
+                self._representative(party, party.representative, f"{p}.representative", owner)
+
+    def _party_data(
+        self, subject: str, name: str, address: Address, contact: Contact | None, p: str, owner: str
+    ) -> None:
+        """Name, address and contact of a party or representative: R3002, lengths, scripts and the country."""
+        problem = formats.check_address_r3002(address.street, address.number, address.po_box)
+        if problem:
+            self._emit("ENS-ADDRESS-R3002", f"{p}.address", owner, subject=subject, problem=problem.message)
+        texts = (
+            ("name", "name", name),
+            ("address.street", "street", address.street),
+            ("address.number", "number", address.number),
+            ("address.po_box", "po_box", address.po_box),
+            ("address.postcode", "postcode", address.postcode),
+            ("address.city", "city", address.city),
+            ("address.sub_division", "sub_division", address.sub_division),
+        )
+        for field, kind, value in texts:
+            if value is None or (value == "" and kind in ("street", "po_box")):
+                continue
+            label = f"{kind.replace('_', ' ')} of {subject}"
+            problem = formats.check_text(value, PARTY_TEXT_LENGTHS[kind])
+            if problem:
+                self._emit("ENS-TEXT", f"{p}.{field}", owner, field=label, value=value, problem=problem.message)
+            problem = formats.check_script(value)
+            if problem:
+                self._emit("ENS-SCRIPT", f"{p}.{field}", owner, field=label, value=value, problem=problem.message)
+        for kind, value in (("email", contact.email), ("phone", contact.phone)) if contact else ():
+            if value is None:
+                continue
+            problem = formats.check_text(value, _CONTACT_LENGTH) or formats.check_script(value)
+            if problem:
+                label = f"{kind} of {subject}"
+                self._emit("ENS-TEXT", f"{p}.contact.{kind}", owner, field=label, value=value, problem=problem.message)
+        problem = formats.check_country(address.country)
+        if problem:
+            self._emit(
+                "ENS-COUNTRY",
+                f"{p}.address.country",
+                owner,
+                value=address.country,
+                subject=subject,
+                problem=problem.message,
+            )
+
+    def _representative(self, party: Party, agent: Representative, p: str, owner: str) -> None:
+        """The service provider filing for ``party``: its name, address and contact (its EORI, CL094 status and
+        reachability are checked with the filings it files, so that only those wait)."""
+        self._party_data(f"the representative of {party.id}", agent.name, agent.address, agent.contact, p, owner)
 
     def _master(self) -> None:
         c = self.c
@@ -310,6 +380,62 @@ class _Validator:
                     self._emit(
                         "ENS-SEAL", f"$.master.containers[{i}].seals[{j}]", loader, value=seal, problem=problem.message
                     )
+
+    def _master_data(self) -> None:
+        """What the F12 and every equipment block need from the master B/L beyond its formats."""
+        m = self.c.master
+        planner = self.c.planning_party
+        if not _OFFICE.fullmatch(m.customs_office_of_first_entry):
+            self._emit(
+                "ENS-MASTER-DATA",
+                "$.master.customs_office_of_first_entry",
+                planner,
+                value=m.mbl_number,
+                problem=f"the customs office of first entry {m.customs_office_of_first_entry!r} is not a reference "
+                "number of 8 characters like NL000396",
+            )
+        loader = self._responsible(Responsible.MASTER_LOADER)
+        for i, container in enumerate(m.containers):
+            for field, value, pattern in (
+                ("size_type", container.size_type, _CONTAINER_CODE),
+                ("packed_status", container.packed_status, _SHORT_CODE),
+                ("supplier_type", container.supplier_type, _SHORT_CODE),
+            ):
+                if value is None or not pattern.fullmatch(value):
+                    problem = "is missing" if value is None else f"{value!r} is not a code of the container lists"
+                    self._emit(
+                        "ENS-MASTER-DATA",
+                        f"$.master.containers[{i}].{field}",
+                        loader,
+                        value=m.mbl_number,
+                        problem=f"the {field.replace('_', ' ')} of container {container.id} {problem}",
+                    )
+        if self._f12_planned():
+            f12 = {"filing": FilingType.F12}
+            if not m.vessel_imo:
+                self._emit(
+                    "ENS-MASTER-DATA",
+                    "$.master.vessel_imo",
+                    planner,
+                    value=m.mbl_number,
+                    problem="the F12 names the vessel by its IMO number, which the booking does not give",
+                    **f12,
+                )
+            if len({p[:2] for p in (m.port_of_loading, *m.transhipment_ports, m.port_of_discharge)}) < 2:
+                self._emit(
+                    "ENS-MASTER-DATA",
+                    "$.master.port_of_discharge",
+                    planner,
+                    value=m.mbl_number,
+                    problem="the voyage passes only one country; the F12 routes the vessel through two at least",
+                    **f12,
+                )
+
+    def _f12_planned(self) -> bool:
+        """Our F12 is rendered when the carrier plans; the carrier's own F12 needs the same data."""
+        return FilingType.F12 in self.plan.expected_from_carrier or any(
+            f.filing is FilingType.F12 for f in self.plan.filings
+        )
 
     def _house_bills(self) -> None:
         c = self.c
@@ -374,13 +500,63 @@ class _Validator:
                 self._emit(
                     "ENS-HOUSE-PARTIES", f"{p}.consignee", hbl.issuer, hbl=number, role="consignee", problem=problem
                 )
+        if hbl.notify_party is not None:
+            problem = self._party_problem(hbl.notify_party)
+            if problem:
+                self._emit(
+                    "ENS-HOUSE-PARTIES",
+                    f"{p}.notify_party",
+                    hbl.issuer,
+                    hbl=number,
+                    role="notify party",
+                    problem=problem,
+                )
         for field in ("place_of_acceptance", "place_of_delivery"):
             value = getattr(hbl, field)
             problem = None if value is None else formats.check_unlocode(value)
             if problem:
                 self._emit("ENS-LOCODE", f"{p}.{field}", hbl.issuer, hbl=number, value=value, problem=problem.message)
+            elif value is None:
+                place = field.replace("_", " ")
+                self._emit("ENS-HOUSE-DATA", f"{p}.{field}", hbl.issuer, hbl=number, problem=f"it names no {place}")
+        m = self.c.master
+        stops = (hbl.place_of_acceptance, m.port_of_loading, *m.transhipment_ports, m.port_of_discharge)
+        countries = {stop[:2] for stop in (*stops, hbl.place_of_delivery) if stop}
+        if hbl.place_of_acceptance and hbl.place_of_delivery and len(countries) < 2:
+            self._emit(
+                "ENS-HOUSE-DATA",
+                f"{p}.place_of_delivery",
+                hbl.issuer,
+                hbl=number,
+                problem=f"its route passes only {', '.join(sorted(countries))}; an ENS routes the consignment "
+                "through two countries at least",
+            )
+        self._freight_payment(hbl, p)
         for j, goods in enumerate(hbl.goods):
             self._goods(hbl, goods, f"{p}.goods[{j}]")
+
+    def _freight_payment(self, hbl: HouseBill, p: str) -> None:
+        """Every house consignment (F14, F15) carries a CL116 method of payment of its transport charges."""
+        code = hbl.freight_payment
+        if code is None:
+            self._emit(
+                "ENS-FREIGHT-PAYMENT",
+                f"{p}.freight_payment",
+                hbl.issuer,
+                hbl=hbl.hbl_number,
+                codes=_codes(PAYMENT_METHODS),
+            )
+        elif code not in PAYMENT_METHODS:
+            self._emit(
+                "ENS-CODE-LIST",
+                f"{p}.freight_payment",
+                hbl.issuer,
+                hbl=hbl.hbl_number,
+                field="method of payment",
+                value=code,
+                code_list="CL116",
+                problem=_codes(PAYMENT_METHODS),
+            )
 
     def _party_problem(self, party_id: str | None) -> str | None:
         if party_id is None:
@@ -466,6 +642,8 @@ class _Validator:
                 problem=f"{warning.message} [{warning.code}]",
             )
         self._filer_eoris(plan.filings)
+        self._filers(plan)
+        self._f12_house_filers(plan)
         for f14 in (f for f in plan.filings if f.filing is FilingType.F14):
             self._supplementary_declarant(f14, plan.for_hbl(f14.hbl or ""))
         carrier_f12 = FilingType.F12 in plan.expected_from_carrier or any(
@@ -501,6 +679,75 @@ class _Validator:
                 subject=f.filer,
             )
 
+    def _filing_parties(self, plan: FilingPlan) -> list[tuple[str, FilingType, str | None]]:
+        """(filer, filing, hbl) of every filing of the plan, and the carrier's F12 when it is expected."""
+        found = [(f.filer, f.filing, f.hbl) for f in plan.filings]
+        if FilingType.F12 in plan.expected_from_carrier:
+            found.insert(0, (self.c.master.carrier, FilingType.F12, None))
+        return found
+
+    def _filers(self, plan: FilingPlan) -> None:
+        """Every filer files with an EU EORI and can be reached: customs refuses a GB or JP declarant (R3005), and
+        the declarant block needs an e-mail or phone. One finding per filing, so that exactly that filing waits."""
+        for filer, filing, hbl in self._filing_parties(plan):
+            party = self.c.party(filer)
+            if party is None:
+                continue
+            target = f"house B/L {hbl}" if hbl else f"master B/L {self.c.mbl}"
+            where = {"hbl": hbl, "filing": filing, "subject": filer, "target": target}
+            if party.eori and formats.check_eori(party.eori) is None:
+                problem = formats.check_eu_eori(party.eori)
+                if problem:
+                    path = self._party_path(filer, "eori")
+                    self._emit("ENS-FILER-EU-EORI", path, filer, value=party.eori, problem=problem.message, **where)
+            if not _reachable(party.contact):
+                self._emit("ENS-FILER-CONTACT", self._party_path(filer, "contact"), filer, **where)
+            if party.representative is not None:
+                self._representative_files(filer, party.representative, where)
+
+    def _representative_files(self, filer: str, agent: Representative, where: dict[str, Any]) -> None:
+        """A representative files with an EU EORI, a CL094 status and a way to reach it."""
+        subject = f"the representative of {filer}"
+        where = {**where, "subject": subject}
+        problem = formats.check_eu_eori(agent.eori)
+        if problem:
+            path = self._party_path(filer, "representative.eori")
+            self._emit("ENS-FILER-EU-EORI", path, filer, value=agent.eori, problem=problem.message, **where)
+        if agent.status not in REPRESENTATIVE_STATUSES:
+            self._emit(
+                "ENS-CODE-LIST",
+                self._party_path(filer, "representative.status"),
+                filer,
+                hbl=where["hbl"],
+                filing=where["filing"],
+                field=f"status of {subject}",
+                value=agent.status,
+                code_list="CL094",
+                problem=_codes(REPRESENTATIVE_STATUSES),
+            )
+        if not _reachable(agent.contact):
+            self._emit("ENS-FILER-CONTACT", self._party_path(filer, "representative.contact"), filer, **where)
+
+    def _f12_house_filers(self, plan: FilingPlan) -> None:
+        """The F12 names every house filer (F15 or F14) by its EU EORI; without one it cannot be filed."""
+        if not self._f12_planned():
+            return
+        filers = list(dict.fromkeys(f.filer for f in plan.filings if f.filing in _HOUSE_LEAD))
+        mbl = self.c.mbl
+        f12 = {"filing": FilingType.F12, "value": mbl}
+        if not filers:
+            problem = "the plan has no house filer (F15 or F14) for the F12 to name"
+            self._emit("ENS-F12-HOUSE-FILERS", "$.house_bills", self.c.planning_party, problem=problem, **f12)
+            return
+        for filer in filers:
+            party = self.c.party(filer)
+            eori = party.eori if party else None
+            eu = formats.check_eu_eori(eori) if eori else None
+            problem = "the booking gives it no EORI" if eori is None else eu.message if eu else None
+            if problem:
+                path = self._party_path(filer, "eori")
+                self._emit("ENS-F12-HOUSE-FILERS", path, filer, problem=f"house filer {filer}: {problem}", **f12)
+
     def _supplementary_declarant(self, f14: PlannedFiling, same_hbl: tuple[PlannedFiling, ...]) -> None:
         declarant = f14.supplementary_declarant
         f16_filers = [f.filer for f in same_hbl if f.filing is FilingType.F16]
@@ -527,6 +774,17 @@ class _Validator:
                 problem=f"the F16 is filed by {', '.join(f16_filers)}, who must be named instead",
             )
         party = self.c.party(declarant)
+        eu = None if party is None or not party.eori else formats.check_eu_eori(party.eori)
+        if eu is not None:
+            self._emit(
+                "ENS-F14-SUPP-DECL",
+                self._party_path(declarant, "eori"),
+                declarant,
+                hbl=f14.hbl,
+                filing=FilingType.F14,
+                value=declarant,
+                problem=f"its EORI {party.eori} cannot be named: {eu.message}",
+            )
         if party is None or not party.eori:
             self._emit(
                 "ENS-F14-SUPP-DECL",
@@ -552,6 +810,16 @@ class _Validator:
             self._emit("ENS-DEADLINE", "$.master.loading_at", self.c.planning_party, **fields)
         elif status is DeadlineStatus.APPROACHING:
             self._emit("ENS-DEADLINE-NEAR", "$.master.loading_at", self.c.planning_party, **fields)
+
+
+def _reachable(contact: Contact | None) -> bool:
+    """An e-mail or a phone: what a declarant or representative block needs (communication 1..9)."""
+    return contact is not None and bool(contact.email or contact.phone)
+
+
+def _codes(code_list: Mapping[Any, str]) -> str:
+    """The codes of a list with their meaning, for a message a forwarder can act on."""
+    return ", ".join(f"{code} {meaning}" for code, meaning in code_list.items())
 
 
 def _duration(delta: timedelta) -> str:

@@ -4,9 +4,13 @@ Customs builds these in reality; the project builds them for its simulator and i
 the pipeline are exercised with messages that validate against ``schemas/xsd/notifications/``. Every builder
 validates what it returns: a simulator that emits invalid XML would hide parser bugs.
 
-Decisions without a public source: the LRN of a rejected filing travels in
-IE3N99's ``functionalReference``; an RFI's answer deadline travels as an ``additionalInformation`` whose code is
-``ANSWER-DEADLINE`` and whose text is the UTC date-time; request types are ``RFI``/``RFS``.
+What real customs sends, per the HTI v2.02 tables: every transport document carries its CL754 type (``N704``
+master B/L, ``N705`` straight B/L, ``N714`` house B/L), and the type says what it is, not the element name; an
+IE3N99's ``functionalReference`` names the refused message (a filing's LRN, the referral reference of a refused
+IE3R02/IE3R03, the MRN of a refused IE3Q04); an IE3Q02 carries no answer deadline (its table has no such element);
+a Do Not Load may name whole containers rather than house documents.
+
+Decision without a public source: request types are ``RFI``/``RFS``.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from streams.messages.notifications import NotificationError
 from streams.messages.schemas import validate
 
 MASTER_BL = "N704"
+STRAIGHT_BL = "N705"
 HOUSE_BL = "N714"
-DEADLINE_CODE = "ANSWER-DEADLINE"
 RFI_REQUEST_TYPE = "RFI"
 RFS_REQUEST_TYPE = "RFS"
 DEFAULT_SCREENING_METHODS = ("XRY", "ETD")
@@ -123,14 +127,23 @@ def build_ie3n99(
     declarant: str | None = None,
     office: str | None = None,
     member_state: str | None = None,
+    functional_reference: str | None = None,
+    hbl: str | None = None,
+    master_type: str = MASTER_BL,
 ) -> bytes:
-    """Rejection of a filing; the rejected filing's LRN goes in ``functionalReference``."""
+    """Rejection of a trader message. ``functionalReference`` names it: the LRN of a filing (``lrn``), else
+    ``functional_reference`` (the referral reference of an answer, the MRN of an invalidation request). The one
+    transport document is the house B/L (``hbl``, N714) when given, else the master document (``mbl``)."""
     root = _root("IE3N99")
-    if lrn is not None:
-        _add(root, "functionalReference", lrn)
+    reference = lrn if lrn is not None else functional_reference
+    if reference is not None:
+        _add(root, "functionalReference", reference)
     _date(root, "notificationDate", notified_at)
     _country(root, "addressedMemberState", member_state)
-    _document(root, "transportDocument", mbl, MASTER_BL)
+    if hbl is not None:
+        _document(root, "transportDocument", hbl, HOUSE_BL)
+    else:
+        _document(root, "transportDocument", mbl, master_type)
     _party(root, "declarant", declarant)
     _office(root, "customsOfficeOfFirstEntry", office)
     for error in errors:
@@ -315,9 +328,9 @@ def _information_request(
     referral_reference: str,
     hbl: str | None,
     mbl: str | None,
-    deadline: datetime | None,
     question: str | None,
 ) -> None:
+    """The IE3Q02/IE3N04 ``referralRequestDetails``: no answer deadline, as the message table has none."""
     details = _add(root, "referralRequestDetails")
     _add(details, "referralRequestReference", referral_reference)
     _add(details, "requestType", RFI_REQUEST_TYPE)
@@ -325,10 +338,6 @@ def _information_request(
     _document(details, "transportDocumentMaster", mbl, MASTER_BL)
     if question is not None:
         _add(_add(details, "additionalInformation"), "text", question)
-    if deadline is not None:
-        info = _add(details, "additionalInformation")
-        _add(info, "code", DEADLINE_CODE)
-        _add(info, "text", format_datetime(deadline))
 
 
 def build_ie3q02(
@@ -340,7 +349,6 @@ def build_ie3q02(
     referral_reference: str,
     hbl: str | None = None,
     mbl: str | None = None,
-    deadline: datetime | None = None,
     question: str | None = None,
 ) -> bytes:
     """Request for information to the filer; answered with IE3R02 quoting ``referral_reference``."""
@@ -349,9 +357,7 @@ def build_ie3q02(
     _add(root, "MRN", mrn)
     _country(root, "responsibleMemberState", member_state)
     _party(root, "declarant", declarant)
-    _information_request(
-        root, referral_reference=referral_reference, hbl=hbl, mbl=mbl, deadline=deadline, question=question
-    )
+    _information_request(root, referral_reference=referral_reference, hbl=hbl, mbl=mbl, question=question)
     return _finish(root)
 
 
@@ -364,7 +370,6 @@ def build_ie3n04(
     referral_reference: str,
     hbl: str | None = None,
     mbl: str | None = None,
-    deadline: datetime | None = None,
     question: str | None = None,
 ) -> bytes:
     """Notice to the carrier that an RFI is open on a house filing naming it."""
@@ -373,9 +378,7 @@ def build_ie3n04(
     _add(root, "MRN", mrn)
     _country(root, "responsibleMemberState", member_state)
     _party(root, "carrier", carrier)
-    _information_request(
-        root, referral_reference=referral_reference, hbl=hbl, mbl=mbl, deadline=deadline, question=question
-    )
+    _information_request(root, referral_reference=referral_reference, hbl=hbl, mbl=mbl, question=question)
     return _finish(root)
 
 

@@ -78,6 +78,9 @@ class MessageSpec:
     actors: tuple[Actor, ...] = ()
 
 
+#: Answers whose refusal quotes the referral request reference they answered.
+REFERRAL_ANSWERS = frozenset({"IE3R02", "IE3R03"})
+
 _F, _C, _S = Actor.FILER, Actor.CARRIER, Actor.SUPPLEMENTARY_DECLARANT
 
 #: Message code -> its facts. IE3N09, IE3R04 and IE3N07 have no public HTI digest; they follow IE3N08, IE3R01, IE3N01.
@@ -134,6 +137,18 @@ class Notification:
     hbls: tuple[str, ...] = ()
     """Every house document the message names (an IE3N03 can clear several); ``hbl`` is the first."""
     referral_references: tuple[str, ...] = ()
+    containers: tuple[str, ...] = ()
+    """Containers the message names (a Do Not Load, an assessment or a control of whole containers); the
+    correlation turns them into the HBLs stuffed in them."""
+    functional_reference: str | None = None
+    """IE3N99's ``functionalReference`` as sent; ``lrn``, ``mrn`` or ``referral_reference`` says what it named."""
+    rejected_message: str | None = None
+    """The message an IE3N99/IE3N01 refuses (root of its error pointers, e.g. ``IE3F15``, ``IE3R02``), if known."""
+
+    @property
+    def refuses_a_filing(self) -> bool:
+        """Whether a rejection is about a filing (IE3F..), rather than an answer, amendment or request."""
+        return self.rejected_message is None or self.rejected_message.startswith("IE3F")
 
     @property
     def spec(self) -> MessageSpec:

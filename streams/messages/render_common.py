@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from lxml import etree
 
-from streams.domain.model import Address, Consolidation, HouseBill, Party, format_datetime
+from streams.domain.model import Address, Consolidation, Contact, HouseBill, Party, format_datetime
 from streams.domain.planning import FilingDraft
 from streams.errors import RenderError
 from streams.messages import NS
@@ -29,10 +29,10 @@ HOUSE_BILL_TYPE = "N714"
 MODE_MARITIME = "1"
 #: CL750: the vessel is identified by its IMO ship identification number.
 IMO_IDENTIFICATION = "10"
-#: CL116 method of payment of the transport charges. Bookings do not carry it; "Z" (not pre-paid) is assumed.
-DEFAULT_METHOD_OF_PAYMENT = "Z"
-#: CL745 supplementary filing type given with the supplementary declarant of an F14 (the F16 at house level).
-SUPPLEMENTARY_FILING_TYPE = "1"
+#: CL745 supplementary filing type of the house filers an F12 names (they file the house level: F15 or F14).
+HOUSE_LEVEL_FILING = "1"
+#: CL745 supplementary filing type of the declarant an F14 names (it files the lowest HBL's F16: sub-house level).
+SUB_HOUSE_LEVEL_FILING = "2"
 #: CL707 communication types.
 EMAIL = "EM"
 PHONE = "TE"
@@ -124,20 +124,30 @@ class Render:
 
 
 def address_block(parent: etree._Element, name: str, address: Address) -> etree._Element:
+    """The address in the order of ICS2's AddressType: city, country, sub-division, street, post code, number, box."""
     block = sub(parent, name)
     sub(block, "city", address.city)
     sub(block, "country", address.country)
-    if address.street:
-        sub(block, "street", address.street)
-    if address.postcode:
-        sub(block, "postCode", address.postcode)
+    for element, value in (
+        ("subDivision", address.sub_division),
+        ("street", address.street),
+        ("postCode", address.postcode),
+        ("number", address.number),
+        ("poBox", address.po_box),
+    ):
+        if value:
+            sub(block, element, value)
     return block
 
 
 def communications(parent: etree._Element, party: Party) -> int:
     """The party's e-mail and phone as ``communication`` blocks; returns how many were written."""
+    return contact_blocks(parent, party.contact)
+
+
+def contact_blocks(parent: etree._Element, contact: Contact | None) -> int:
+    """E-mail and phone as ``communication`` blocks; returns how many were written."""
     written = 0
-    contact = party.contact
     for identifier, kind in ((contact.email, EMAIL), (contact.phone, PHONE)) if contact else ():
         if identifier:
             block = sub(parent, "communication")
@@ -186,7 +196,8 @@ def routing_block(parent: etree._Element, name: str, countries: list[str]) -> No
 
 
 def filing_header(root: etree._Element, ctx: Render) -> None:
-    """LRN, issue date, the filing type as specific circumstance indicator, the member state of first entry."""
+    """LRN, issue date, the filing type as specific circumstance indicator, the member state of first entry, and
+    the filer's representative when a service provider files for it."""
     draft = ctx.draft
     sub(root, "LRN", ctx.need(draft.lrn, "LRN", "the draft has no LRN"))
     sub(root, "documentIssueDate", format_datetime(draft.issued_at))
@@ -197,6 +208,16 @@ def filing_header(root: etree._Element, ctx: Render) -> None:
         "the booking names no customs office of first entry",
     )
     sub(sub(root, "addressedMemberState"), "country", country_of(office))
+    filer = ctx.party(draft.planned.filer, "declarant")
+    representative = filer.representative
+    if representative is not None:
+        block = sub(root, "representative")
+        sub(block, "name", representative.name)
+        sub(block, "identificationNumber", representative.eori)
+        sub(block, "status", representative.status)
+        address_block(block, "address", representative.address)
+        if not contact_blocks(block, representative.contact):
+            raise ctx.fail("representative/communication", f"the representative of {filer.id} has no e-mail or phone")
 
 
 def declarant_block(root: etree._Element, ctx: Render) -> None:

@@ -13,11 +13,10 @@ from lxml import etree
 from streams.domain.model import GoodsItem, HouseBill
 from streams.domain.planning import FilingType
 from streams.messages.render_common import (
-    DEFAULT_METHOD_OF_PAYMENT,
     HOUSE_BILL_TYPE,
     MASTER_BILL_TYPE,
     MODE_MARITIME,
-    SUPPLEMENTARY_FILING_TYPE,
+    SUB_HOUSE_LEVEL_FILING,
     Render,
     decimal_text,
     declarant_block,
@@ -77,7 +76,8 @@ def _house_level(house: etree._Element, ctx: Render, hbl: HouseBill, filing: Fil
     for number, item in enumerate(goods, start=1):
         _goods_item(house, ctx, number, item)
     party_block(house, "consignor", ctx.party(hbl.shipper, "consignor"))
-    sub(sub(house, "transportCharges"), "methodOfPayment", DEFAULT_METHOD_OF_PAYMENT)
+    payment = ctx.need(hbl.freight_payment, "transportCharges/methodOfPayment", "the HBL has no freight payment method")
+    sub(sub(house, "transportCharges"), "methodOfPayment", payment)
     delivery = ctx.need(hbl.place_of_delivery, "placeOfDelivery/UNLOCODE", "the HBL has no place of delivery")
     place(house, "placeOfDelivery", delivery)
     if filing is FilingType.F15:
@@ -95,7 +95,7 @@ def _house_level(house: etree._Element, ctx: Render, hbl: HouseBill, filing: Fil
         declarant = ctx.party(ctx.draft.planned.supplementary_declarant, "supplementaryDeclarant")
         block = sub(house, "supplementaryDeclarant")
         sub(block, "identificationNumber", ctx.eori(declarant, "supplementaryDeclarant/identificationNumber"))
-        sub(block, "supplementaryFilingType", SUPPLEMENTARY_FILING_TYPE)
+        sub(block, "supplementaryFilingType", SUB_HOUSE_LEVEL_FILING)
 
 
 def _goods_shipment(house: etree._Element, ctx: Render, hbl: HouseBill) -> None:

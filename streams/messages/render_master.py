@@ -1,4 +1,5 @@
-"""IE3F12, the carrier's master level: vessel and voyage, ports, containers with seals, office of first entry.
+"""IE3F12, the carrier's master level: vessel and voyage, ports, containers with seals, office of first entry, and
+the house filers (supplementary declarants) so that customs expects their F15 or F14 filings.
 
 The project files it only when it acts for the carrier (or to show the carrier what its house filings link to); goods
 items are left to the house filings, so the master level names the MBL, the carrier and the equipment.
@@ -11,7 +12,9 @@ from decimal import Decimal
 from lxml import etree
 
 from streams.domain.model import format_datetime
+from streams.domain.planning import house_filers
 from streams.messages.render_common import (
+    HOUSE_LEVEL_FILING,
     IMO_IDENTIFICATION,
     MASTER_BILL_TYPE,
     MODE_MARITIME,
@@ -51,6 +54,12 @@ def render_master_filing(ctx: Render) -> etree._Element:
     address_block(block, "address", carrier.address)
     communications(block, carrier)
     place(consignment, "placeOfLoading", master.port_of_loading)
+    filers = ctx.need(house_filers(ctx.consolidation), "supplementaryDeclarant", "the plan names no house filer")
+    for filer_id in filers:
+        filer = ctx.party(filer_id, "supplementaryDeclarant")
+        block = sub(consignment, "supplementaryDeclarant")
+        sub(block, "identificationNumber", ctx.eori(filer, "supplementaryDeclarant/identificationNumber"))
+        sub(block, "supplementaryFilingType", HOUSE_LEVEL_FILING)
     if master.document_type != MASTER_BILL_TYPE:
         raise ctx.fail("transportDocumentMasterLevel/type", f"{master.document_type} is not a master B/L")
     transport_document(consignment, "transportDocumentMasterLevel", master.mbl_number, MASTER_BILL_TYPE)

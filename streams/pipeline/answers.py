@@ -216,7 +216,15 @@ def _screening(data: Mapping[str, Any], reference: str, hbl: str | None) -> Scre
         attachments=tuple(_attachment(a) for a in _list(data, "attachments")),
         facility=None
         if facility is None
-        else Address(facility["street"], facility["city"], facility.get("postcode"), facility["country"]),
+        else Address(
+            facility["street"],
+            facility["city"],
+            facility.get("postcode"),
+            facility["country"],
+            number=facility.get("number"),
+            po_box=facility.get("po_box"),
+            sub_division=facility.get("sub_division"),
+        ),
     )
 
 

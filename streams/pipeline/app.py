@@ -170,7 +170,7 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
         ),
         "track-ens": (
             catalogue.ens_events,
-            LifecycleTracker(schemas, catalogue, clock, tables["ens-state"], settings.margins),
+            LifecycleTracker(schemas, catalogue, clock, tables["ens-state"], settings.margins, settings.response_times),
         ),
     }
     stages.update(audit_stages(schemas, catalogue, clock, tables["audit-chain"], producer.send_all))

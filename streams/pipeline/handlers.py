@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from streams.contracts.avro import SchemaCatalogue
-from streams.domain.deadlines import lodging_deadline
+from streams.domain.deadlines import DEFAULT_RESPONSE_TIMES, lodging_deadline
 from streams.domain.ledger import (
     FilingRecord,
     correlation_keys,
@@ -53,6 +53,9 @@ from streams.topics import Catalogue
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+
+#: How the title of a "Filing blocked" alert begins.
+BLOCKED_TITLE = "Filing blocked for"
 
 
 def source_of(incoming: Incoming) -> str:
@@ -155,6 +158,7 @@ class BookingStage(_Stage):
             for f in (*outcome.plan.filings, *carrier_filings)
         ]
         deadline = lodging_deadline(c.master)
+        alerts = self._booking_alerts(outcome, now)
         emits = [
             self.event_emit(
                 c.mbl,
@@ -177,7 +181,11 @@ class BookingStage(_Stage):
                 self.emit(self.catalogue.filing_drafts.name, c.mbl, "FilingDraft", draft_record(d, now), incoming, *ids)
             )
             if d.blocked:
-                emits.append(self.event_emit(c.mbl, "filing_blocked", {"record": record.to_json()}, incoming))
+                # The lifecycle closes the "Filing blocked" alerts about this filing once a fixed version is filed.
+                told = {f.party or c.planning_party for f in d.blocking}
+                blocked = [[a.alert_id, a.party, a.title] for a in alerts if a.party in told and _blocks(a)]
+                payload = {"record": record.to_json(), "alerts": blocked}
+                emits.append(self.event_emit(c.mbl, "filing_blocked", payload, incoming))
                 continue
             if not d.send:
                 if d.xml is not None:
@@ -192,7 +200,7 @@ class BookingStage(_Stage):
             emits.extend(self._ledger(key, record, incoming) for key in ledger_keys(record, c))
             emits.append(self.event_emit(c.mbl, "filing_sent", {"record": record.to_json()}, incoming))
         emits.extend(self._change_emits(outcome, incoming, now))
-        emits.extend(self.alert_emits(self._booking_alerts(outcome, now), incoming))
+        emits.extend(self.alert_emits(alerts, incoming))
         return emits
 
     def _change_emits(self, outcome: BookingOutcome, incoming: Incoming, now: datetime) -> list[Emit]:
@@ -236,7 +244,7 @@ class BookingStage(_Stage):
                     party,
                     Urgency.HIGH,
                     Action.FIX_AND_REFILE,
-                    f"Filing blocked for {', '.join(hbls) or c.mbl}: fix the booking data",
+                    f"{BLOCKED_TITLE} {', '.join(hbls) or c.mbl}: fix the booking data",
                     f"Not sent to customs until fixed (booking version {c.version}): {text}",
                     now,
                     hbl=hbls[0] if len(hbls) == 1 else None,
@@ -318,6 +326,11 @@ class BookingStage(_Stage):
             hbl_chain=(), party_at_fault=party if action is Action.FIX_AND_REFILE else None, lrn=None, mrn=None,
             referral_reference=None, deadline=None, message_type="BOOKING", created_at=now,
         )  # fmt: skip
+
+
+def _blocks(alert: PartyAlert) -> bool:
+    """Whether a booking alert is a "Filing blocked" one (``BookingStage._booking_alerts``)."""
+    return alert.message_type == "BOOKING" and alert.title.startswith(BLOCKED_TITLE)
 
 
 class NotificationParser(_Stage):
@@ -420,6 +433,8 @@ class Correlator(_Stage):
             if reference:
                 emits.append(self._publish(referral_key(reference), record, incoming))
         with structlog.contextvars.bound_contextvars(mbl=record.mbl, hbl=record.hbl, lrn=record.lrn, mrn=parsed.mrn):
+            if parsed.containers:
+                notification = self._fan_out(notification, parsed.hbls, parsed.containers, record)
             log.info("notification_correlated", message_type=parsed.message_type)
         payload = {
             "notification_id": notification["message_id"],
@@ -428,6 +443,20 @@ class Correlator(_Stage):
         }
         emits.append(self.event_emit(record.mbl, "notification", payload, incoming))
         return emits
+
+    @staticmethod
+    def _fan_out(
+        notification: dict[str, Any], named: tuple[str, ...], containers: tuple[str, ...], record: FilingRecord
+    ) -> dict[str, Any]:
+        """A notification naming containers concerns every HBL stuffed in them (the booking's container map)."""
+        unknown = [c for c in containers if c not in record.containers]
+        if unknown:
+            log.warning("containers_not_in_booking", containers=unknown)
+        hbls = tuple(dict.fromkeys((*named, *record.hbls_in(containers))))
+        if hbls == named:
+            return notification
+        log.info("containers_fanned_out", containers=list(containers), hbls=list(hbls))
+        return {**notification, "hbls": list(hbls), "hbl": hbls[0]}
 
     def _publish(self, key: str, record: FilingRecord, incoming: Incoming) -> Emit:
         return self.emit(
@@ -466,10 +495,12 @@ class LifecycleTracker(_Stage):
         clock: Clock,
         states: MutableMapping[str, bytes],
         margins: Sequence[timedelta] = DEFAULT_MARGINS,
+        response_times: Mapping[str, timedelta] = DEFAULT_RESPONSE_TIMES,
     ) -> None:
         super().__init__(schemas, catalogue, clock)
         self.states = states
         self.margins = tuple(margins)
+        self.response_times = dict(response_times)
 
     def __call__(self, incoming: Incoming) -> list[Emit]:
         record = self.schemas.decode(incoming.value, reader="EnsEvent").record
@@ -484,7 +515,7 @@ class LifecycleTracker(_Stage):
                 log.warning("ack_for_unknown_ens", alert_id=event["alert_id"])
                 return []
             state = None if stored is None else EnsState.from_json(json.loads(stored))
-            transition = apply(state, event, self.clock(), self.margins)
+            transition = apply(state, event, self.clock(), self.margins, self.response_times)
             self.states[record["mbl"]] = json.dumps(transition.state.to_json()).encode()
             if transition.duplicate:
                 log.info("duplicate_suppressed", event_id=record["event_id"])

@@ -82,6 +82,7 @@ def ledger_record(key: str, record: FilingRecord) -> dict[str, Any]:
         "supplementary_declarant": data["supplementary_declarant"],
         "hbl_chain": [{"hbl": h, "issuer": i} for h, i in record.hbl_chain],
         "eoris": dict(record.eoris),
+        "containers": {k: list(v) for k, v in record.containers.items()},
     }
 
 
@@ -113,6 +114,9 @@ def notification_record(notification: Notification, raw: bytes) -> dict[str, Any
         "action": notification.action.value,
         "urgency": notification.urgency.value,
         "raw_sha256": sha256(raw),
+        "containers": list(notification.containers),
+        "functional_reference": notification.functional_reference,
+        "rejected_message": notification.rejected_message,
     }
 
 
@@ -136,6 +140,9 @@ def notification_from_record(data: Mapping[str, Any]) -> Notification:
         deadline=parse_datetime(data["deadline"]) if data.get("deadline") else None,
         hbls=tuple(data.get("hbls", [])),
         referral_references=tuple(data.get("referral_references", [])),
+        containers=tuple(data.get("containers", [])),
+        functional_reference=data.get("functional_reference"),
+        rejected_message=data.get("rejected_message"),
     )
 
 

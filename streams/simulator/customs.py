@@ -25,6 +25,7 @@ from streams.errors import InputError, XMLRejected
 from streams.messages import build
 from streams.messages.notifications import NotificationError, mrn_check_character
 from streams.simulator import amendments, arrival
+from streams.simulator.checks import customs_grade_errors
 from streams.simulator.filing import AMENDMENTS, ANSWERS, FILINGS, FilingFacts, read_filing
 from streams.simulator.risk import HouseFacts, Outcome, RiskScript
 
@@ -141,6 +142,8 @@ class CustomsSimulator:
             out = [self._rejection(facts, [error], now)]
         elif facts.message_type in ANSWERS:
             out = self._answer(facts, now)
+        elif facts.message_type in (*FILINGS, *AMENDMENTS) and (rejected := customs_grade_errors(filing_xml)):
+            out = [self._rejection(facts, rejected, now)]
         elif facts.message_type in AMENDMENTS:
             out = amendments.amend(self, facts, now)
         elif facts.message_type == "IE3Q04":
@@ -385,8 +388,7 @@ class CustomsSimulator:
         house.referral = reference
         self._referrals[reference] = Referral(kind=outcome.value, link=key, hbl=hbl)
         if outcome is Outcome.RFI:
-            deadline = now + self.script.rfi_window
-            request = {"referral_reference": reference, "hbl": hbl, "mbl": link.mbl, "deadline": deadline}
+            request = {"referral_reference": reference, "hbl": hbl, "mbl": link.mbl}
             return [
                 Outbound(
                     lead.declarant,

@@ -86,15 +86,14 @@ class RiskScript:
     """Scripted risk outcomes and the simulator's timing.
 
     ``rates`` gives, per non-default outcome, the share of houses (0..1) that the seed sends that way when no rule
-    matches. ``grace`` is how long an F14 waits for its F16 before IE3N02/IE3N11; ``rfi_window`` is the time
-    given to answer an RFI. ``office`` is the customs office of first entry used when a filing names none.
+    matches. ``grace`` is how long an F14 waits for its F16 before IE3N02/IE3N11 (an RFI carries no answer
+    deadline: real IE3Q02s cannot). ``office`` is the customs office of first entry used when a filing names none.
     """
 
     rules: tuple[RiskRule, ...] = ()
     rates: Mapping[Outcome, float] = field(default_factory=dict)
     rejections: tuple[ScriptedRejection, ...] = ()
     grace: timedelta = timedelta(hours=2)
-    rfi_window: timedelta = timedelta(hours=24)
     office: str = "NL000396"
 
     def __post_init__(self) -> None:
@@ -125,7 +124,6 @@ class RiskScript:
             "rates": {o.value: r for o, r in self.rates.items()},
             "rejections": [r.to_json() for r in self.rejections],
             "grace_seconds": self.grace.total_seconds(),
-            "rfi_window_seconds": self.rfi_window.total_seconds(),
             "office": self.office,
         }
 
@@ -147,7 +145,6 @@ class RiskScript:
                 rates={Outcome(o): float(r) for o, r in data.get("rates", {}).items()},
                 rejections=tuple(ScriptedRejection(**r) for r in data.get("rejections", ())),
                 grace=timedelta(seconds=float(data.get("grace_seconds", 7200))),
-                rfi_window=timedelta(seconds=float(data.get("rfi_window_seconds", 86400))),
                 office=data.get("office", "NL000396"),
             )
         except (KeyError, TypeError, ValueError) as exc:

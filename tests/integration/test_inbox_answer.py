@@ -107,11 +107,13 @@ def ens_house(service: Service, hbl: str) -> dict[str, Any] | None:
 
 class TestInbox:
     async def test_rfi_reaches_the_filer_with_reference_and_deadline(self, referred: Referred):
-        """ML-TYO's inbox holds the RFI on SHIPPER-4's HBL, high, with its reference and a deadline ahead."""
+        """ML-TYO's inbox holds the RFI on SHIPPER-4's HBL, high, with its reference and a deadline ahead: the
+        configured 48 h, since a real IE3Q02 gives none, and the alert says so."""
         rfi = referred.rfi
         assert (rfi["party_id"], rfi["hbl"], rfi["urgency"], rfi["action"]) == ("ML-TYO", RFI_HBL, "high", "answer_rfi")
         assert rfi["referral_reference"]
         assert parse_datetime(rfi["deadline"]) > datetime.now(UTC)
+        assert "no deadline given: 48 h assumed" in rfi["message"]
 
     async def test_inbox_is_newest_first_without_repeats(self, referred: Referred):
         """The JSON inbox lists each alert once, newest first."""
@@ -125,7 +127,7 @@ class TestInbox:
         """The terminal table of high alerts names the RFI and when it is due."""
         done = await asyncio.to_thread(referred.ics2, "inbox", "ML-TYO", "--urgency", "high")
         assert done.returncode == 0, done.stderr
-        assert "Request for information" in done.stdout and "in 23 h" in done.stdout
+        assert "Request for information" in done.stdout and "in 47 h" in done.stdout
 
     async def test_follow_prints_new_alerts_until_interrupted(self, referred: Referred):
         """--json --follow prints an alert raised after it started, and Ctrl-C ends it cleanly."""

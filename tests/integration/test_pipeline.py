@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.admin import apply_topics
 from streams.client import produce, publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.dead_letter import DeadLetter
@@ -174,6 +175,62 @@ class TestCorrelation:
         alerts = dnl_alerts(await read_topic(settings, catalogue.alerts.name, timeout=10))
         assert sorted(a["party_id"] for a in alerts) == ["CARRIER-A", "ML-TYO"]
         assert all(a["urgency"] == "critical" and a["hbl"] == "SKC26TYO0001" for a in alerts)
+
+
+class TestAlertsFollowTheState:
+    """A party's queue on the real broker says when an alert no longer stands."""
+
+    @pytest.fixture
+    async def watching_worker(self, settings: Settings, tmp_path: Path) -> AsyncIterator[Service]:
+        """A worker whose widest margin (a year) puts the seed's deadline in reach: every missing filing is chased."""
+        service = worker(settings, tmp_path, ICS2_WATCHDOG_INTERVAL_S="1", ICS2_DEADLINE_MARGINS="9000h,0h").start()
+        await asyncio.to_thread(service.wait_healthy)
+        yield service
+        service.stop()
+
+    async def test_blocked_and_missing_alerts_are_resolved_on_the_party_queues(
+        self, settings, catalogue, watching_worker
+    ):
+        """Version 1 is blocked on COLOADER-A's HS code and the watchdog chases ML-TYO's F15; version 2 fixes
+        the code and customs registers the F15: each party's queue gets a RESOLVED record naming its alert."""
+        await apply_topics(settings, catalogue, ["ML-TYO", "COLOADER-A"])
+        ml_tyo, coloader = (catalogue.party_queue(p).name for p in ("ML-TYO", "COLOADER-A"))
+        first = seed()
+        first["house_bills"][4]["goods"][0]["hs_code"] = "52"
+        await publish_bookings(settings, [first])
+
+        blocked = (await queue_alerts(settings, coloader, lambda a: a["title"].startswith("Filing blocked")))[0]
+        chased = (
+            await queue_alerts(
+                settings, ml_tyo, lambda a: a["notification_message_type"] == "DEADLINE" and a["hbl"] == "SKC26TYO0001"
+            )
+        )[0]
+        assert chased["title"].startswith("F15 for SKC26TYO0001 not lodged")
+
+        await publish_bookings(settings, [{**seed(), "version": 2}])
+        resolved = await queue_alerts(settings, coloader, lambda a: a["closes_alert_id"] == blocked["alert_id"])
+        assert [a["notification_message_type"] for a in resolved] == ["RESOLVED"]
+        assert "fixed version was filed" in resolved[0]["message"]
+
+        lrn = make_lrn(MBL, "SKC26TYO0001", "F15", "ML-TYO", 1)
+        registered_at = datetime(2026, 11, 20, 9, 5, tzinfo=UTC)
+        r01 = build_ie3r01(lrn=lrn, mrn=mrn(3), registered_at=registered_at, circumstance="F15")
+        await produce(settings, catalogue.notifications_inbound.name, [(b"NL812345678000", r01)])
+        closed = await queue_alerts(settings, ml_tyo, lambda a: a["closes_alert_id"] == chased["alert_id"])
+        assert closed[0]["notification_message_type"] == "RESOLVED" and mrn(3) in closed[0]["message"]
+
+
+async def queue_alerts(settings: Settings, topic: str, wanted, timeout: float = 60.0) -> list[dict]:
+    """The alerts on a party queue that ``wanted`` accepts, once there is at least one."""
+
+    def matching(records: list) -> list[dict]:
+        decoded = [SCHEMAS.decode(r.value, reader="PartyAlert").record for r in records]
+        return [a for a in decoded if wanted(a)]
+
+    records = await read_topic(settings, topic, until=lambda rs: bool(matching(rs)), timeout=timeout)
+    found = matching(records)
+    assert found, f"{topic}: no matching alert among {len(records)} records"
+    return found
 
 
 async def eventually(check, timeout: float = 30.0, interval: float = 0.5) -> None:

@@ -125,6 +125,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "action": "correct and re-file",
         "urgency": "high",
         "raw_sha256": SHA,
+        "containers": ["MSKU1234565"],
+        "functional_reference": "MLTYO-26-000124",
+        "rejected_message": "IE3F15",
     },
     "LedgerEntry": {
         "key": "lrn:F14V1CQVAYKVEQCG2NVGC6",
@@ -143,6 +146,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
             {"hbl": "DAI26NGO0077", "issuer": "COLOADER-D"},
         ],
         "eoris": {"DE993311220000": "COLOADER-A", "FR40303265045": "COLOADER-D"},
+        "containers": {"MSKU1234565": ["DAI26NGO0077", "SKC26TYO0001"]},
     },
     "EnsEvent": {
         "event_id": "5d41402abc4b2a76b9719d911017c592",
@@ -173,6 +177,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "notification_message_type": "IE3Q01",
         "created_at": "2026-11-20T10:00:00Z",
         "acknowledged": False,
+        "closes_alert_id": None,
     },
     "DeadLetter": {
         "stage": "decode",
@@ -337,13 +342,18 @@ class TestSeedRoundTrip:
             house_bill.setdefault("place_of_acceptance", None)
             house_bill.setdefault("place_of_delivery", None)
             house_bill.setdefault("goods", [])
+            house_bill.setdefault("freight_payment", None)
             for goods in house_bill["goods"]:
                 goods.setdefault("un_number", None)
         for party in expected["parties"]:
             party.setdefault("automated_filer", False)
             party.setdefault("contact", None)
+            party.setdefault("representative", None)
+            for part in ("number", "po_box", "sub_division", "postcode"):
+                party["address"].setdefault(part, None)
             if party["contact"] is not None:
                 party["contact"].setdefault("phone", None)
+                party["contact"].setdefault("email", None)
         assert catalogue.decode(catalogue.encode("BookingEvent", seed())).record == expected
 
     def test_model_json_with_every_optional_field_round_trips(self, catalogue: SchemaCatalogue):

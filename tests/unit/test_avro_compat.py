@@ -307,6 +307,17 @@ def _strip_defaults(schema: Any) -> Any:
     return out
 
 
+def _written_before_v3(booking: dict[str, Any]) -> dict[str, Any]:
+    """The booking as a writer before BookingEvent v3 sends it: no address parts, representative, freight payment."""
+    for party in booking["parties"]:
+        party.pop("representative", None)
+        for part in ("number", "po_box", "sub_division"):
+            party["address"].pop(part, None)
+    for house_bill in booking["house_bills"]:
+        house_bill.pop("freight_payment", None)
+    return booking
+
+
 @pytest.fixture
 def old_deployment(tmp_path: Path) -> SchemaCatalogue:
     """A catalogue as a worker built before BookingEvent v2 would have it: v1 is its current schema."""
@@ -316,12 +327,15 @@ def old_deployment(tmp_path: Path) -> SchemaCatalogue:
 
 class TestEvolutionThroughCodec:
     def test_new_reader_reads_old_writer(self, old_deployment: SchemaCatalogue):
-        """A v1 message read with the current schema gets version 1 and f15_requested false from the defaults."""
-        data = old_deployment.encode("BookingEvent", seed())
+        """A v1 message read with the current schema gets version 1, f15_requested false and the v3 fields null."""
+        data = old_deployment.encode("BookingEvent", _written_before_v3(seed()))
         current = SchemaCatalogue.load(SCHEMAS)
         decoded = current.decode(data, reader="BookingEvent")
         assert decoded.record["version"] == 1
         assert {h["f15_requested"] for h in decoded.record["house_bills"]} == {False}
+        assert {h["freight_payment"] for h in decoded.record["house_bills"]} == {None}
+        assert {p["address"]["number"] for p in decoded.record["parties"]} == {None}
+        assert {p["representative"] for p in decoded.record["parties"]} == {None}
         assert "version" not in current.decode(data).record
 
     def test_old_reader_reads_new_writer(self, old_deployment: SchemaCatalogue):

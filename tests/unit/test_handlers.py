@@ -15,9 +15,12 @@ import pytest
 
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.model import Consolidation
+from streams.messages import build
+from streams.messages.notifications import NotificationError
 from streams.pipeline.handlers import BookingStage, Correlator, LifecycleTracker, NotificationParser
 from streams.pipeline.stage import Emit, Incoming, StageFailure
 from streams.simulator import CustomsSimulator, Outcome, RiskRule, RiskScript
+from streams.simulator.customs import Outbound
 from streams.topics import Catalogue
 from tests.data import SEED_PATH
 
@@ -220,6 +223,74 @@ class TestBookingToAlerts:
         pump.book(data)  # version 1 again: stale
         pump.run()
         assert any(a["title"].startswith("Booking version 1") for a in pump.alerts("ML-TYO"))
+
+
+class TestAlertsFollowTheState:
+    def test_fixed_version_resolves_the_blocked_alert(self):
+        """Version 1 blocked on a bad HS code; version 2 fixes it and files: COLOADER-A's alert is resolved."""
+        pump = Pump()
+        data = seed_json()
+        data["house_bills"][4]["goods"][0]["hs_code"] = "52"
+        pump.book(data)
+        pump.run()
+        (blocked,) = [a for a in pump.alerts("COLOADER-A") if a["title"].startswith("Filing blocked")]
+        fixed = seed_json()
+        fixed["version"] = 2
+        pump.book(fixed)
+        pump.run()
+        resolved = [a for a in pump.alerts("COLOADER-A") if a["closes_alert_id"] == blocked["alert_id"]]
+        assert [a["notification_message_type"] for a in resolved] == ["RESOLVED"]
+        assert "fixed version was filed" in resolved[0]["message"]
+        assert pump.tables["ens"] and all(
+            f["state"] != "blocked" for f in pump.ens("OCLU26TYO7781234")["filings"] if f["hbl"] == "AOB26OSA1001"
+        )
+
+    def test_refused_resend_keeps_the_filing_registered(self):
+        """Customs answers "already filed" (IE3N01) to a re-send of a registered F15: the F15 stays registered, and
+        a changed version 2 is then filed as an amendment that customs accepts."""
+        pump = Pump()
+        data = seed_json()
+        pump.book(data)
+        pump.run()
+        (f15,) = [f for f in pump.ens("OCLU26TYO7781234")["filings"] if f["hbl"] == "SKC26TYO0001"]
+        error = NotificationError("26", "/IE3F15/LRN", "LRN already registered")
+        xml = build.build_ie3n01(
+            errors=[error], notified_at=NOW, declarant="NL812345678000", lrn=f15["lrn"], mbl="OCLU26TYO7781234"
+        )
+        pump.answer(Outbound("NL812345678000", "IE3N01", xml))
+        pump.run()
+        assert any(a["notification_message_type"] == "IE3N01" for a in pump.alerts("ML-TYO"))
+        (f15,) = [f for f in pump.ens("OCLU26TYO7781234")["filings"] if f["hbl"] == "SKC26TYO0001"]
+        assert (f15["state"], bool(f15["mrn"])) == ("registered", True)
+        v2 = json.loads(json.dumps(data))
+        v2["version"] = 2
+        v2["house_bills"][0]["goods"][0]["description"] = "Notebook computers"
+        pump.book(v2)
+        pump.run()
+        (f15,) = [f for f in pump.ens("OCLU26TYO7781234")["filings"] if f["hbl"] == "SKC26TYO0001"]
+        assert (f15["state"], bool(f15["mrn"])) == ("amended", True)
+
+    def test_dnl_of_a_container_reaches_every_hbl_in_it(self):
+        """A DNL naming only the seed's container is fanned out to its five HBLs, each issuer told."""
+        pump = Pump()
+        pump.book(seed_json())
+        pump.run()
+        (f15,) = [f for f in pump.ens("OCLU26TYO7781234")["filings"] if f["hbl"] == "SKC26TYO0001"]
+        xml = build.build_ie3q01(
+            mrn=f15["mrn"], issued_at=NOW, member_state="NL", mbl="OCLU26TYO7781234", containers=["TCNU1234565"]
+        )
+        pump.answer(Outbound("NL812345678000", "IE3Q01", xml))
+        pump.run()
+        houses = {h["hbl"]: h for h in pump.ens("OCLU26TYO7781234")["houses"]}
+        assert all(h["do_not_load"] for h in houses.values()) and len(houses) == 5
+        dnl = [a for a in pump.alerts() if a["notification_message_type"] == "IE3Q01"]
+        assert {(a["hbl"], a["party_at_fault"]) for a in dnl} == {
+            ("SKC26TYO0001", "ML-TYO"),
+            ("SKC26TYO0003", "ML-TYO"),
+            ("AOB26OSA1001", "COLOADER-A"),
+            ("CHY26YOK0501", "COLOADER-C"),
+            ("DAI26NGO0077", "COLOADER-D"),
+        }
 
 
 class TestBadInput:

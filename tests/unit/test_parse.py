@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -87,9 +87,9 @@ class TestParseFixtures:
         wrapped = parse_notification((FIXTURES / "IE3N11-official.xml").read_bytes())
         assert wrapped.notification_date == datetime(2027, 6, 13, 10, tzinfo=UTC)
 
-    def test_rfi_deadline(self):
-        """An RFI's answer deadline is read from its ANSWER-DEADLINE information."""
-        assert parse_notification((FIXTURES / "IE3Q02.xml").read_bytes()).deadline == NOW + timedelta(days=1)
+    def test_rfi_has_no_deadline(self):
+        """The IE3Q02 table has no deadline element: a real RFI parses without one (the lifecycle assumes one)."""
+        assert parse_notification((FIXTURES / "IE3Q02.xml").read_bytes()).deadline is None
 
     def test_rfs_has_no_deadline(self):
         """An RFS carries no deadline, so none is invented."""
@@ -325,12 +325,9 @@ class TestRoundTrip:
         mbl=documents,
         hbl=documents,
         reference=ids,
-        deadline=st.datetimes(
-            min_value=datetime(2024, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(UTC)
-        ).map(lambda d: d.replace(microsecond=0)),
     )
-    def test_referral_round_trip(self, lrn, mrn, mbl, hbl, reference, deadline):
-        """Build -> parse keeps MRN, MBL, HBL, referral reference and deadline of an RFI and its carrier notice."""
+    def test_referral_round_trip(self, lrn, mrn, mbl, hbl, reference):
+        """Build -> parse keeps MRN, MBL, HBL and referral reference of an RFI and its carrier notice."""
         assert is_well_formed_mrn(mrn)
         for builder, party in ((build.build_ie3q02, "declarant"), (build.build_ie3n04, "carrier")):
             data = builder(
@@ -340,7 +337,6 @@ class TestRoundTrip:
                 referral_reference=reference,
                 hbl=hbl,
                 mbl=mbl,
-                deadline=deadline,
                 **{party: ML_TYO},
             )
             parsed = parse_notification(data)
@@ -349,7 +345,7 @@ class TestRoundTrip:
                 mbl,
                 hbl,
                 reference,
-                deadline,
+                None,
             )
 
     @settings(max_examples=150, deadline=None)

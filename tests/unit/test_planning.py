@@ -16,6 +16,7 @@ from streams.domain import formats
 from streams.domain.drafts import drafts_for, make_lrn
 from streams.domain.model import Consolidation, HouseBill
 from streams.domain.planning import FilingPlan, FilingType, PlannedFiling, diff_plans, plan
+from streams.domain.validation import validate
 from streams.errors import InputError
 from tests.data import SEED_PATH, SEED_PLAN_PATH
 
@@ -193,6 +194,49 @@ class TestPlanErrors:
         p = plan(dataclasses.replace(seed, house_bills=()))
         assert [e.code for e in p.errors] == ["PLAN-NO-HBL"]
         assert p.filings == ()
+
+
+class TestChainRules:
+    def test_coloader_without_master_loader_above_is_an_error_not_an_f15(self, seed):
+        """CHY26YOK0501 moved to the top of the tree (COLOADER-C issues it with no master loader above): no F15 by
+        the co-loader, a plan error for COLOADER-C and that HBL; the rest of the consolidation is still planned."""
+        c = replace_hbl(seed, "CHY26YOK0501", parent=None)
+        c = dataclasses.replace(c, house_bills=tuple(h for h in c.house_bills if h.hbl_number != "SKC26TYO0004"))
+        p = plan(c)
+        assert [(e.code, e.hbl, e.party) for e in p.errors] == [("PLAN-NO-MASTER-LOADER", "CHY26YOK0501", "COLOADER-C")]
+        assert p.for_hbl("CHY26YOK0501") == ()
+        assert not any(f.filer == "COLOADER-C" for f in p.filings)
+        assert {f.hbl for f in p.filings} == {"SKC26TYO0001", "SKC26TYO0003", "AOB26OSA1001", "DAI26NGO0077"}
+
+    def test_consolidation_built_by_a_coloader_alone_gets_no_filings(self, seed):
+        """When the carrier plans and only a co-loader issues top-level HBLs, nobody may file the F15s it would
+        have been planned: every lowest HBL below it is a plan error naming that co-loader."""
+        c = replace_hbl(seed, "AOB26OSA1001", parent=None)
+        c = dataclasses.replace(
+            c,
+            planning_party="CARRIER-A",
+            house_bills=tuple(h for h in c.house_bills if h.hbl_number == "AOB26OSA1001"),
+        )
+        p = plan(c)
+        assert [(e.code, e.hbl, e.party) for e in p.errors] == [("PLAN-NO-MASTER-LOADER", "AOB26OSA1001", "COLOADER-A")]
+        assert [f.filing for f in p.filings] == [FilingType.F12]
+
+    def test_automated_coloader_never_files_an_f15(self):
+        """In every scenario of the seed guide, F15s are filed by the master loader only."""
+        for path in sorted(SCENARIOS.glob("*.json")):
+            if path.name.endswith(".plan.json"):
+                continue
+            c = load(path)
+            f15_filers = {f.filer for f in plan(c).filings if f.filing is FilingType.F15}
+            assert all(c.parties[f].role.value == "master_loader" for f in f15_filers), path.name
+
+    def test_chain_error_becomes_a_validation_finding_for_the_coloader(self, seed):
+        """The validator turns the chain error into an ENS-PLAN finding at that HBL, for COLOADER-C to fix."""
+        c = replace_hbl(seed, "CHY26YOK0501", parent=None)
+        c = dataclasses.replace(c, house_bills=tuple(h for h in c.house_bills if h.hbl_number != "SKC26TYO0004"))
+        findings = validate(c).by_rule("ENS-PLAN")
+        assert [(f.hbl, f.party) for f in findings] == [("CHY26YOK0501", "COLOADER-C")]
+        assert "PLAN-NO-MASTER-LOADER" in findings[0].message
 
 
 class TestDiffPlans:

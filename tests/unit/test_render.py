@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from streams.domain.model import Consolidation, Contact, GoodsItem, Packages
+from streams.domain.model import Address, Consolidation, Contact, GoodsItem, Packages, Representative
 from streams.domain.planning import FilingDraft, FilingType, PlannedFiling
 from streams.errors import RenderError
 from streams.messages import NS
@@ -60,7 +60,7 @@ def texts(root: etree._Element, path: str) -> list[str]:
 
 
 def with_carrier_contact(consolidation: Consolidation) -> Consolidation:
-    """The seed's carrier has no contact; an F12 declarant needs one."""
+    """The carrier with another contact (the seed's carrier has one since the seed became customs-grade)."""
     parties = dict(consolidation.parties)
     carrier = parties["CARRIER-A"]
     parties["CARRIER-A"] = dataclasses.replace(carrier, contact=Contact(email="ens@oceanic.example"))
@@ -259,9 +259,68 @@ class TestCarrierMasterLevel:
         assert text(root, f"{equipment}/i:numberOfSeals") == "1"
 
     def test_f12_without_a_carrier_contact_is_refused(self) -> None:
-        """The seed's carrier has no e-mail or phone, which the declarant block needs."""
+        """A carrier without e-mail or phone cannot be the declarant: the declarant block needs one."""
         with pytest.raises(RenderError, match=r"declarant/communication.*CARRIER-A"):
-            self.render(SEED)
+            self.render(with_party(SEED, "CARRIER-A", contact=None))
+
+    def test_f12_names_the_house_filers_as_house_level_supplementary_declarants(self) -> None:
+        """The F12 names every F15/F14 filer of the plan (ML-TYO, and COLOADER-A for DAI26NGO0077), CL745 code 1."""
+        root = self.render(SEED)
+        declarants = "i:consignmentMasterLevel/i:supplementaryDeclarant"
+        assert texts(root, f"{declarants}/i:identificationNumber") == ["NL812345678000", "DE993311220000"]
+        assert set(texts(root, f"{declarants}/i:supplementaryFilingType")) == {"1"}
+
+
+class TestCustomsGradeData:
+    def test_address_carries_street_number_post_code_and_sub_division_in_xsd_order(self) -> None:
+        """The declarant's address is split as ICS2's AddressType wants it, in its order."""
+        address = Address("Hamamatsucho", "Minato-ku", "105-0013", "JP", number="2-4-1", sub_division="Tokyo")
+        consolidation = with_party(SEED, "ML-TYO", address=address)
+        root = parse(render_filing(draft_for(consolidation, PLAN[0], "L1")))
+        names = [etree.QName(e).localname for e in root.xpath("i:declarant/i:address/*", namespaces=NSMAP)]
+        assert names == ["city", "country", "subDivision", "street", "postCode", "number"]
+        assert text(root, "i:declarant/i:address/i:number") == "2-4-1"
+
+    def test_po_box_is_rendered(self) -> None:
+        """An address given by P.O. box carries it."""
+        address = Address("", "Osaka", "530-8691", "JP", po_box="PO Box 1234")
+        consolidation = with_party(SEED, "SHIPPER-1", address=address)
+        root = parse(render_filing(draft_for(consolidation, PLAN[0], "L1")))
+        assert text(root, f"{HOUSE}/i:consignor/i:address/i:poBox") == "PO Box 1234"
+
+    def test_freight_payment_method_comes_from_the_booking(self) -> None:
+        """transportCharges/methodOfPayment is the HBL's CL116 code, not an assumed one."""
+        root = parse(render_filing(draft_for(with_hbl(SEED, "SKC26TYO0001", freight_payment="H"), PLAN[0], "L1")))
+        assert text(root, f"{HOUSE}/i:transportCharges/i:methodOfPayment") == "H"
+
+    def test_missing_freight_payment_method_is_refused(self) -> None:
+        """An HBL without a method of payment cannot be filed."""
+        with pytest.raises(RenderError, match=r"HBL SKC26TYO0001.*transportCharges/methodOfPayment"):
+            render_filing(draft_for(with_hbl(SEED, "SKC26TYO0001", freight_payment=None), PLAN[0], "L1"))
+
+    def test_unknown_freight_payment_code_breaks_the_schema(self) -> None:
+        """A code outside CL116 never leaves the renderer."""
+        with pytest.raises(RenderError, match="schema"):
+            render_filing(draft_for(with_hbl(SEED, "SKC26TYO0001", freight_payment="Q"), PLAN[0], "L1"))
+
+    def test_f14_names_its_supplementary_declarant_at_sub_house_level(self) -> None:
+        """The F16 filer an F14 names files the lowest HBL below the house level: CL745 code 2."""
+        root = parse(render_filing(draft_for(SEED, PLAN[2], "L1")))
+        assert text(root, f"{HOUSE}/i:supplementaryDeclarant/i:supplementaryFilingType") == "2"
+
+    def test_representative_of_the_filer_is_rendered_with_its_status(self) -> None:
+        """A service provider filing for ML-TYO appears as representative with its CL094 status."""
+        agent = Representative(
+            "Rotterdam Filing Services B.V.",
+            "NL009988776",
+            "2",
+            Address("Wilhelminakade", "Rotterdam", "3072AP", "NL", number="909"),
+            Contact(email="ics2@rfs.example"),
+        )
+        root = parse(render_filing(draft_for(with_party(SEED, "ML-TYO", representative=agent), PLAN[0], "L1")))
+        assert text(root, "i:representative/i:identificationNumber") == "NL009988776"
+        assert text(root, "i:representative/i:status") == "2"
+        assert text(root, "i:representative/i:address/i:number") == "909"
 
 
 class TestRenderErrors:

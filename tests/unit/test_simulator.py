@@ -210,14 +210,14 @@ class TestRiskScript:
 
     def test_rfi_then_answer_clears(self, filings):
         """An RFI goes to the filer with a notice to the carrier; the IE3R02 answer brings assessment complete."""
-        script = RiskScript(rules=(RiskRule(Outcome.RFI, hs_prefix="8471"),), rfi_window=timedelta(hours=12))
+        script = RiskScript(rules=(RiskRule(Outcome.RFI, hs_prefix="8471"),))
         sim = CustomsSimulator(script, seed=1)
         sim.submit(filings["F12"], NOW)
         out = sim.submit(filings["F15"], NOW)
         assert kinds(out)[2:] == [(ML_TYO, "IE3Q02"), (CARRIER_A, "IE3N04")]
         rfi, notice = parse_notification(out[2].xml), parse_notification(out[3].xml)
         assert rfi.referral_reference and rfi.referral_reference == notice.referral_reference
-        assert rfi.deadline == notice.deadline == NOW + timedelta(hours=12)
+        assert rfi.deadline is None and notice.deadline is None, "an IE3Q02/IE3N04 has no deadline element"
         assert (rfi.hbl, notice.carrier_eori) == (OWN_HBL, CARRIER_A)
         answered = sim.submit(rfi_answer(rfi.mrn, rfi.referral_reference), NOW + timedelta(hours=2))
         assert kinds(answered) == [(ML_TYO, "IE3N03"), (CARRIER_A, "IE3N03")]
