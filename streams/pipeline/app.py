@@ -9,6 +9,7 @@ Topology (every topic, table and changelog named in ``streams.topics``)::
     notifications.parsed ──correlate (tables: ledger, parked)──▶ ens-events, notifications.parsed (mrn:/ref: keys)
     ens-events ──track-ens (table: ens-state)──▶ alerts, party queues
     timer watchdog ──▶ ens-events (tick) for ENS whose deadline nears with filings missing
+    timer parked-changes ──▶ notifications.parsed (FilingChange, ics2-expiry) for changes waiting too long
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -27,6 +28,7 @@ from yarl import URL
 from streams.audit.signing import key_path, signer_for
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.lifecycle import EnsState
+from streams.pipeline import changes
 from streams.pipeline.audit_stages import audit_stages
 from streams.pipeline.dead_letters import DeadLetterSink
 from streams.pipeline.handlers import (
@@ -205,6 +207,15 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
             emits.append(Emit(catalogue.ens_events.name, mbl.encode(), schemas.encode("EnsEvent", record)))
         if await skip_when_broker_away("deadline-watchdog", lambda: producer.send_all(emits)):
             log.info("watchdog_ticks", count=len(emits))
+
+    @app.timer(settings.watchdog_interval_s, name="parked-changes")
+    async def parked_changes() -> None:
+        """Sends booking changes parked too long back to the correlate stage, which expires them."""
+        wait = timedelta(seconds=settings.change_wait_s)
+        topic = catalogue.notifications_parsed.name
+        emits = changes.expired(tables["parked"].items(), clock(), wait, schemas, topic)
+        if emits and await skip_when_broker_away("parked-changes", lambda: producer.send_all(emits)):
+            log.info("parked_changes_expiring", count=len(emits))
 
     ens_states = tables["ens-state"]
 
