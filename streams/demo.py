@@ -274,7 +274,8 @@ def tell_story(settings: Settings, console: Console, timeout: float, workdir: Pa
         wait_for(lambda: _settled(web_port), 20, f"the ENS states (see {worker.log})")
         states = {mbl: get_json(web_port, f"/ens/{mbl}")[1] or {} for mbl in (SEED_MBL, SECOND_MBL)}
         audit = workdir / "state" / "audit-report.html"
-        replayed = report_when_caught_up(settings, states, audit)
+        # The worker's state folder holds the key that signed the trail; the replay verifies with its public half.
+        replayed = report_when_caught_up(settings.with_(state_dir=workdir / "state"), states, audit)
         console.print(f"[dim]Audit trail replayed from Kafka: {'intact' if replayed.intact else 'BROKEN'}[/]")
     return DemoResult(alerts, states, settings.topic_prefix, 0.0, workdir, audit)
 

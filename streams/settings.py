@@ -55,6 +55,8 @@ class Settings:
     topic_prefix: str = ""
     app_id: str = "ics2-streams"
     state_dir: Path = PROJECT_ROOT / ".state"
+    audit_key: Path | None = None
+    """The audit chain stage's Ed25519 private key (PEM); ``<state_dir>/audit/signing-key.pem`` when not set."""
     processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.AT_LEAST_ONCE
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -63,6 +65,9 @@ class Settings:
     default_partitions: int = 4
     watchdog_interval_s: float = 30.0
     """How often the deadline watchdog looks at the ENS states."""
+    change_wait_s: float = 2 * 3600.0
+    """How long a booking change (amendment, invalidation) waits for customs to register or reject the filing it
+    concerns; then it goes to the dead-letter topic and its filer is alerted. Customs answers within minutes."""
     deadline_margins: str = "48h,24h,6h,0h"
     """Escalation margins before the lodging deadline, e.g. ``48h,24h,6h,0h`` (hours or ``m`` for minutes)."""
     operators_file: Path | None = None
@@ -97,9 +102,10 @@ class Settings:
             for name in ("web_port", "default_partitions"):
                 if name in values:
                     values[name] = int(values[name])
-            if "watchdog_interval_s" in values:
-                values["watchdog_interval_s"] = float(values["watchdog_interval_s"])
-            for name in ("state_dir", "operators_file"):
+            for name in ("watchdog_interval_s", "change_wait_s"):
+                if name in values:
+                    values[name] = float(values[name])
+            for name in ("state_dir", "audit_key", "operators_file"):
                 if name in values:
                     values[name] = Path(values[name])
         except ValueError as exc:

@@ -2,7 +2,9 @@
 
 Each ``ics2 archive`` run writes ``audit-<run>.avro`` (deflate, the ``AuditRecord`` schema) with the records read
 since the run before, and ``audit-<run>.manifest.json``: the offsets it covers per partition, the SHA-256 of the file
-and the head of every chain after it, so that a replay from the archive also sees a chain cut short.
+and the head of every chain after it, so that a replay from the archive also sees a chain cut short. Each head keeps
+the signature of the record it names (the audit stage's Ed25519 signature), so a head rewritten to match a cut or
+forged file does not verify.
 """
 
 from __future__ import annotations
@@ -48,7 +50,12 @@ class Manifest:
             "records": self.records,
             "offsets": {str(p): {"from": a, "next": b} for p, (a, b) in sorted(self.offsets.items())},
             "heads": {
-                mbl: {"next_sequence": h.next_sequence, "last_hash": h.last_hash}
+                mbl: {
+                    "next_sequence": h.next_sequence,
+                    "last_hash": h.last_hash,
+                    "key_id": h.key_id,
+                    "signature": h.signature,
+                }
                 for mbl, h in sorted(self.heads.items())
             },
         }
@@ -63,7 +70,8 @@ class Manifest:
             records=int(data["records"]),
             offsets={int(p): (int(r["from"]), int(r["next"])) for p, r in data["offsets"].items()},
             heads={
-                mbl: ChainHead(mbl, int(h["next_sequence"]), h.get("last_hash")) for mbl, h in data["heads"].items()
+                mbl: ChainHead(mbl, int(h["next_sequence"]), h.get("last_hash"), h.get("key_id"), h.get("signature"))
+                for mbl, h in data["heads"].items()
             },
         )
 
@@ -109,13 +117,16 @@ def write_archive(
     offsets: Mapping[int, tuple[int, int]],
     schemas: SchemaCatalogue,
 ) -> Manifest:
-    """Write one run's file and manifest; the chain heads carry on from the previous run's."""
+    """Write one run's file and manifest; the chain heads carry on from the previous run's (a record stored twice
+    after a crash never moves a head back)."""
     directory.mkdir(parents=True, exist_ok=True)
     earlier = manifests(directory)
     run = (earlier[-1].run + 1) if earlier else 1
     heads = dict(earlier[-1].heads) if earlier else {}
     for record in records:
-        heads[record["mbl"]] = head_after(record)
+        after = head_after(record)
+        if after.next_sequence > heads.get(after.mbl, ChainHead(after.mbl)).next_sequence:
+            heads[after.mbl] = after
     path = directory / f"audit-{run:06d}.avro"
     metadata = {"ics2.topic": topic, "ics2.run": str(run)}
     try:

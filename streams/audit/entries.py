@@ -102,7 +102,8 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _kafka_time(record: SourceRecord) -> str:
+def kafka_time(record: SourceRecord) -> str:
+    """The record's Kafka timestamp as ISO 8601 UTC, empty when it has none."""
     if not record.timestamp_ms:
         return ""
     return datetime.fromtimestamp(record.timestamp_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -150,7 +151,7 @@ class EntryDeriver:
     ) -> AuditEntry | Skipped:
         if not isinstance(mbl, str) or not mbl:
             return Skipped("no_mbl", source_id(record))
-        occurred_at = at if isinstance(at, str) and at else _kafka_time(record)
+        occurred_at = at if isinstance(at, str) and at else kafka_time(record)
         return AuditEntry(mbl, kind, jsonable(data), source_id(record), occurred_at)
 
     def _decode(self, record: SourceRecord, name: str) -> dict[str, Any]:
@@ -160,7 +161,7 @@ class EntryDeriver:
         """Dated when Kafka received it; the booking system's own ``occurred_at`` stays in the record."""
         data = self._decode(record, "BookingEvent")
         return self._entry(
-            record, data["master"]["mbl_number"], "booking", data, _kafka_time(record) or data["occurred_at"]
+            record, data["master"]["mbl_number"], "booking", data, kafka_time(record) or data["occurred_at"]
         )
 
     def _draft(self, record: SourceRecord) -> AuditEntry | Skipped:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from streams.audit.trail import ChainHead, verify
+from streams.audit.signing import Keyring
+from streams.audit.trail import ChainHead, examine
 from streams.domain.lifecycle import EnsState, apply
 from streams.domain.model import format_datetime, parse_datetime
 from streams.errors import InputError
@@ -287,13 +288,20 @@ def build_report(
     records: Iterable[Mapping[str, Any]],
     filters: ReplayFilter | None = None,
     heads: Mapping[str, ChainHead] | None = None,
+    keys: Keyring | None = None,
+    accept_unsigned: bool = False,
 ) -> dict[str, Any]:
-    """The whole replay: the integrity of every chain read, then each selected consolidation's history."""
+    """The whole replay: the integrity of every chain read, then each selected consolidation's history.
+
+    Records stored twice byte for byte (chained again after a crash) are counted as duplicates and replayed once.
+    With ``keys`` every record must be signed by one of them (``streams.audit.trail.examine``); without, signatures
+    are not checked and the report says so.
+    """
     filters = filters or ReplayFilter()
     stored = list(records)
-    breaks = verify(stored, heads)
+    found = examine(stored, heads, keys, accept_unsigned)
     chains: dict[str, list[Mapping[str, Any]]] = {}
-    for record in stored:
+    for record in found.unique:
         chains.setdefault(record["mbl"], []).append(record)
     consolidations = []
     for mbl in sorted(chains):
@@ -306,10 +314,16 @@ def build_report(
         "format": REPORT_FORMAT,
         "filters": filters.to_json(),
         "integrity": {
-            "intact": not breaks,
+            "intact": not found.breaks,
             "records": len(stored),
             "chains": len(chains),
-            "breaks": [b.to_json() for b in breaks],
+            "breaks": [b.to_json() for b in found.breaks],
+            "duplicates": [d.to_json() for d in found.duplicates],
+            "signatures": {
+                "checked": keys is not None,
+                "trusted_keys": sorted(keys.keys) if keys is not None else [],
+                "unsigned_accepted": found.unsigned_accepted,
+            },
         },
         "consolidations": consolidations,
     }

@@ -240,15 +240,32 @@ def time_ordered(items: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return sorted(items, key=key)
 
 
+def _signatures(integrity: Mapping[str, Any]) -> str:
+    """How the records' signatures were checked, and records stored twice, in one line under the verdict."""
+    signatures = integrity.get("signatures") or {}
+    if signatures.get("checked"):
+        text = f"Signatures verified with {', '.join(signatures['trusted_keys']) or 'no key'}"
+        if signatures.get("unsigned_accepted"):
+            text += f"; {signatures['unsigned_accepted']} unsigned record(s) from before signing accepted"
+    else:
+        text = "Signatures not checked (no public key given)"
+    duplicates = len(integrity.get("duplicates") or [])
+    if duplicates:
+        text += f"; {duplicates} record(s) stored twice byte for byte (chained again after a crash), shown once"
+    return f'<p class="muted">{_e(text)}.</p>'
+
+
 def _verdict(integrity: Mapping[str, Any]) -> str:
     if integrity["intact"]:
         text = f"Trail intact: {integrity['records']} records in {integrity['chains']} chain(s) verified."
-        return f'<p class="verdict intact">{_e(text)}</p>'
+        return f'<p class="verdict intact">{_e(text)}</p>' + _signatures(integrity)
     breaks = integrity["breaks"]
     text = f"Trail BROKEN: {len(breaks)} breaks in {integrity['records']} records."
     rows = [(b["mbl"], b["sequence"], b["position"], b["kind"], b["detail"]) for b in breaks]
-    return f'<p class="verdict broken">{_e(text)}</p>' + _table(
-        ("MBL", "sequence", "position", "break", "detail"), rows
+    return (
+        f'<p class="verdict broken">{_e(text)}</p>'
+        + _signatures(integrity)
+        + _table(("MBL", "sequence", "position", "break", "detail"), rows)
     )
 
 

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "consult": "streams.cli.consult:consult",
     "replay": "streams.cli.replay:replay_command",
     "archive": "streams.cli.archive:archive",
+    "audit": "streams.cli.audit:audit",
     "ack": "streams.cli.ack:ack",
     "deploy": "streams.cli.deploy:deploy",
     "parties": "streams.cli.parties:parties",

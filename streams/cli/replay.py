@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from streams.audit.archive import read_archives
 from streams.audit.replay import ReplayFilter, build_report, comparable_state, report_json
 from streams.audit.report import render_html
+from streams.audit.signing import Keyring, key_path, load_public_key
 from streams.audit.trail import ChainHead
 from streams.cli.options import connection_options, json_option, settings_from
 from streams.cli.output import quiet_kafka_client
@@ -134,13 +135,31 @@ class Replay:
         return self.report["integrity"]["intact"] and not self.problems
 
 
+def trusted_keys(settings: Settings, public_keys: Sequence[Path] = (), key_ids: Sequence[str] = ()) -> Keyring | None:
+    """The keys a replay verifies signatures with: the public key files given, else the public half of this
+    installation's signing key if there is one; ``key_ids`` keeps only those. None when there is no key at all."""
+    if public_keys:
+        keys = Keyring.of(load_public_key(p) for p in public_keys)
+    elif key_path(settings).exists():
+        keys = Keyring.of([load_public_key(key_path(settings))])
+    else:
+        keys = Keyring()
+    keys = keys.only(key_ids) if key_ids else keys
+    return keys if keys.keys else None
+
+
 def replay(
     settings: Settings,
     filters: ReplayFilter | None = None,
     archives: Sequence[Path] = (),
     progress: bool = False,
+    keys: Keyring | None = None,
+    accept_unsigned: bool = False,
 ) -> Replay:
-    """Replay from archives when given, else from the Kafka audit topic; the demo and the tests call this too."""
+    """Replay from archives when given, else from the Kafka audit topic; the demo and the tests call this too.
+
+    Without ``keys`` signatures cannot be checked, which is a problem of the replay: it is not intact.
+    """
     heads: dict[str, ChainHead] = {}
     if archives:
         content = read_archives(archives)
@@ -154,7 +173,9 @@ def replay(
         else:
             read = asyncio.run(read_trail(settings))
         records, problems = read.records, read.problems
-    report = build_report(records, filters, heads)
+    if keys is None:
+        problems = [*problems, "no public key to verify the records' signatures with: give --public-key"]
+    report = build_report(records, filters, heads, keys, accept_unsigned)
     log.info("replayed", records=len(records), consolidations=len(report["consolidations"]), problems=len(problems))
     return Replay(report, problems)
 
@@ -199,6 +220,20 @@ def _when(value: str | None) -> datetime | None:
     help="Write the JSON report to this file",
 )
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the HTML report")
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Verify signatures with this Ed25519 public key (PEM, from ics2 audit public-key); repeat for a rotated "
+    "key. Default: the public half of this installation's signing key (ICS2_AUDIT_KEY or the state folder)",
+)
+@click.option("--key-id", "key_ids", multiple=True, help="Trust only the key with this id (ed25519:...); repeatable")
+@click.option(
+    "--accept-unsigned",
+    is_flag=True,
+    help="Accept unsigned records at the start of a chain (trails written before signing existed); counted",
+)
 @json_option
 @connection_options
 def replay_command(
@@ -210,11 +245,18 @@ def replay_command(
     archives: tuple[Path, ...],
     json_path: Path | None,
     html_path: Path | None,
+    public_keys: tuple[Path, ...],
+    key_ids: tuple[str, ...],
+    accept_unsigned: bool,
     as_json: bool,
     bootstrap_servers: str | None,
     topic_prefix: str | None,
 ) -> None:
     """Rebuild the filings' history from the audit trail and verify it; exit 1 when the trail is broken.
+
+    Every record must be signed by a trusted key: a record signed by no such key, or not signed, is named as a
+    break, and a replay without any public key is not intact. Records stored twice byte for byte (chained again
+    after a crash) are duplicates, counted and shown once.
 
     The JSON report goes to standard output with --json, or when neither --out nor --html is given.
     """
@@ -224,7 +266,9 @@ def replay_command(
         if not path.exists():
             raise InputError(f"{path} does not exist", hint="give an archive folder or .avro file of ics2 archive")
     filters = ReplayFilter(mbl=mbl, hbl=hbl, party=party, since=_when(since), until=_when(until))
-    result = replay(settings_from(bootstrap_servers, topic_prefix), filters, archives, progress=True)
+    settings = settings_from(bootstrap_servers, topic_prefix)
+    keys = trusted_keys(settings, public_keys, key_ids)
+    result = replay(settings, filters, archives, progress=True, keys=keys, accept_unsigned=accept_unsigned)
     if as_json or (json_path is None and html_path is None):
         click.echo(report_json(result.report), nl=False)
     write_outputs(result.report, json_path, html_path)
@@ -239,9 +283,11 @@ def replay_command(
             highlight=False,
         )
     verdict = "intact" if result.intact else "BROKEN"
+    signatures = integrity["signatures"]
+    signed = f"signed by {', '.join(signatures['trusted_keys'])}" if signatures["checked"] else "signatures unchecked"
     err.print(
-        f"{integrity['records']} records, {integrity['chains']} chains, "
-        f"{len(result.report['consolidations'])} consolidations: trail {verdict}",
+        f"{integrity['records']} records ({len(integrity['duplicates'])} duplicates), {integrity['chains']} chains, "
+        f"{len(result.report['consolidations'])} consolidations, {signed}: trail {verdict}",
         highlight=False,
     )
     for path in (json_path, html_path):
@@ -259,8 +305,9 @@ def report_when_caught_up(
     The demo calls this while its worker still runs, so the report shows the story up to its last answer.
     """
     deadline = time.monotonic() + timeout
+    keys = trusted_keys(settings)
     while True:
-        result = replay(settings)
+        result = replay(settings, keys=keys)
         rebuilt = {c["mbl"]: comparable_state(c["ens_state"]) for c in result.report["consolidations"]}
         if all(rebuilt.get(m) == comparable_state(s) for m, s in live.items()) or time.monotonic() > deadline:
             break

@@ -215,7 +215,10 @@ class SchemaCatalogue:
         if not isinstance(record, Mapping):
             raise SchemaViolation(f"a {entry.name} record is a mapping, not {type(record).__name__}")
         try:
-            validate(record, entry.parsed, raise_errors=True)
+            # Checked without raising first: with raise_errors fastavro builds a ValidationError for every union
+            # branch a value does not take (each optional field), a cost paid by every valid record.
+            if not validate(record, entry.parsed, raise_errors=False):
+                validate(record, entry.parsed, raise_errors=True)
             body = io.BytesIO()
             body.write(MARKER)
             body.write(entry.fingerprint)

@@ -10,6 +10,11 @@ invalidated (IE3Q04); one whose identity changed (a particular an amendment cann
 ``streams.simulator.amendments``), or whose house consignment another of our filings takes over, is invalidated and
 the new filing follows it (``ChangeKind.REPLACE``). Only customs' MRN can complete these requests, so they leave as
 ``FilingChangeRequest``s that the correlate stage completes once the ledger knows the MRN.
+
+The memory keeps, per filing, the LRN of its latest request: an amendment's own LRN once amended. The correlate stage
+gives that LRN's ledger entry the MRN the amendment was sent against, or, when customs had rejected the filing and
+the amendment's content was filed anew under that LRN, the MRN of the re-filed filing. Either way the next version
+amends (or withdraws) the filing customs holds now, never the rejected one.
 """
 
 from __future__ import annotations
@@ -303,7 +308,9 @@ def process_booking(consolidation: Consolidation, previous: PlanMemory | None, n
             outcomes.append(outcome)
             reason = f"booking version {consolidation.version} changes its content"
             changes.append(FilingChangeRequest(ChangeKind.AMEND, draft.planned, before.lrn, reason, amendment=outcome))
-            sent[key] = SentFiling(before.lrn, print_, consolidation.version, ident)
+            # The next version's requests go under the amendment's LRN: its ledger entry learns the registered
+            # filing's MRN, or, customs having rejected the filing, it is the LRN the filing was re-filed under.
+            sent[key] = SentFiling(draft.lrn, print_, consolidation.version, ident)
     changes += _withdrawals(diff, base_sent, outcomes, consolidation.version)
     withdrawn = tuple(f for f in diff.removed if not f.ours) if diff is not None else ()
     memory = PlanMemory(consolidation.version, filing_plan.filings, sent, base_version, base_filings, base_sent)

@@ -9,13 +9,14 @@ Topology (every topic, table and changelog named in ``streams.topics``)::
     notifications.parsed ──correlate (tables: ledger, parked)──▶ ens-events, notifications.parsed (mrn:/ref: keys)
     ens-events ──track-ens (table: ens-state)──▶ alerts, party queues
     timer watchdog ──▶ ens-events (tick) for ENS whose deadline nears with filings missing
+    timer parked-changes ──▶ notifications.parsed (FilingChange, ics2-expiry) for changes waiting too long
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -23,7 +24,9 @@ import structlog
 from faust.serializers import codecs
 from yarl import URL
 
+from streams.audit.signing import key_path, signer_for
 from streams.contracts.avro import SchemaCatalogue
+from streams.pipeline import changes
 from streams.pipeline.audit_stages import audit_stages
 from streams.pipeline.dead_letters import DeadLetterSink
 from streams.pipeline.handlers import (
@@ -169,7 +172,9 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
             LifecycleTracker(schemas, catalogue, clock, tables["ens-state"], settings.margins, settings.response_times),
         ),
     }
-    stages.update(audit_stages(schemas, catalogue, clock, tables["audit-chain"], producer.send_all))
+    signer = signer_for(key_path(settings))
+    log.info("audit_signing_key", key_id=signer.key_id, path=str(key_path(settings)))
+    stages.update(audit_stages(schemas, catalogue, clock, tables["audit-chain"], batched=True, signer=signer))
     for name, (source, handler) in stages.items():
         pipeline.runners[name] = add_stage(
             app,
@@ -200,6 +205,15 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
             emits.append(Emit(catalogue.ens_events.name, mbl.encode(), schemas.encode("EnsEvent", record)))
         if await skip_when_broker_away("deadline-watchdog", lambda: producer.send_all(emits)):
             log.info("watchdog_ticks", count=len(emits))
+
+    @app.timer(settings.watchdog_interval_s, name="parked-changes")
+    async def parked_changes() -> None:
+        """Sends booking changes parked too long back to the correlate stage, which expires them."""
+        wait = timedelta(seconds=settings.change_wait_s)
+        topic = catalogue.notifications_parsed.name
+        emits = changes.expired(tables["parked"].items(), clock(), wait, schemas, topic)
+        if emits and await skip_when_broker_away("parked-changes", lambda: producer.send_all(emits)):
+            log.info("parked_changes_expiring", count=len(emits))
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

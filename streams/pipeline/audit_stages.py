@@ -4,20 +4,26 @@
 it to ``ics2.audit-entries`` keyed by MBL, so that every entry of an MBL meets in one partition. ``audit-chain``
 keeps per MBL the next sequence, the last hash and, per source partition, the highest source offset chained: an
 entry redelivered after a restart is recognised and never chained twice.
+
+A crash after a record is written but before the chain's head is stored makes the entry chained again from the
+older head. The record is a pure function of the entry (its content and Kafka time) and that head, and its Ed25519
+signature is deterministic, so the record written again is byte-identical and the replay sees a duplicate, not a
+fork. ``recorded_at`` is therefore the Kafka time of the entry, never the stage's clock.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import structlog
 
-from streams.audit.entries import AuditEntry, EntryDeriver, source_id, split_source
+from streams.audit.entries import AuditEntry, EntryDeriver, kafka_time, source_id, split_source
+from streams.audit.signing import Signer
 from streams.audit.trail import ChainHead, chain
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.model import format_datetime
@@ -73,20 +79,35 @@ class ChainState:
 
 
 class AuditChainer:
-    """``audit_entries`` -> ``AuditRecord``s on the audit topic, each linked to the MBL's previous record."""
+    """``audit_entries`` -> ``AuditRecord``s on the audit topic, each linked to the MBL's previous record and signed
+    with ``signer`` when given (the worker always gives one)."""
 
     def __init__(
-        self, schemas: SchemaCatalogue, catalogue: Catalogue, clock: Clock, chains: MutableMapping[str, bytes]
+        self,
+        schemas: SchemaCatalogue,
+        catalogue: Catalogue,
+        clock: Clock,
+        chains: MutableMapping[str, bytes],
+        signer: Signer | None = None,
     ) -> None:
         self.schemas = schemas
         self.catalogue = catalogue
         self.clock = clock
         self.chains = chains
+        self.signer = signer
 
-    def prepare(self, incoming: Incoming) -> tuple[str, ChainState, Emit] | None:
+    def recorded_at(self, incoming: Incoming) -> str:
+        """The Kafka time of the entry, so that chaining it again gives the same record; the clock only for a
+        record built in process without one."""
+        return kafka_time(incoming) or format_datetime(self.clock())
+
+    def prepare(
+        self, incoming: Incoming, pending: Mapping[str, ChainState] | None = None
+    ) -> tuple[str, ChainState, Emit] | None:
         """The MBL, its chain state once the entry is chained, and the record to emit; None for a redelivery.
 
-        Nothing is stored here: the caller stores the state only once the record is safely written.
+        Nothing is stored here: the caller stores the state only once the record is safely written. ``pending``
+        holds states chained but not stored yet (the batch in flight); they are taken before the table's.
         """
         entry = self.schemas.decode(incoming.value, reader="AuditEntry").record
         mbl = entry["mbl"]
@@ -95,8 +116,7 @@ class AuditChainer:
         except ValueError as exc:
             reason = f"audit entry source {entry['source']!r} is not topic:partition:offset"
             raise StageFailure("decode", reason) from exc
-        stored = self.chains.get(mbl)
-        state = ChainState() if stored is None else ChainState.from_json(json.loads(stored))
+        state = (pending or {}).get(mbl) or self._stored(mbl)
         where = f"{topic}:{partition}"
         if offset <= state.offsets.get(where, -1):
             log.info("audit_entry_already_chained", mbl=mbl, source=entry["source"])
@@ -105,7 +125,8 @@ class AuditChainer:
             ChainHead(mbl, state.next_sequence, state.last_hash),
             entry["kind"],
             entry["payload"],
-            format_datetime(self.clock()),
+            self.recorded_at(incoming),
+            self.signer,
         )
         state.next_sequence, state.last_hash = record["sequence"] + 1, record["hash"]
         state.offsets[where] = offset
@@ -115,6 +136,10 @@ class AuditChainer:
         )
         value = self.schemas.encode("AuditRecord", record)
         return mbl, state, Emit(self.catalogue.audit.name, mbl.encode(), value, headers)
+
+    def _stored(self, mbl: str) -> ChainState:
+        stored = self.chains.get(mbl)
+        return ChainState() if stored is None else ChainState.from_json(json.loads(stored))
 
     def store(self, mbl: str, state: ChainState) -> None:
         self.chains[mbl] = json.dumps(state.to_json(), sort_keys=True).encode()
@@ -132,8 +157,9 @@ class AuditChainer:
 class SendFirstChainer:
     """The chain stage as the worker runs it: the record is acknowledged by the broker before the state is stored.
 
-    A crash between the two makes the redelivered entry chained again under the same sequence, a fork that
-    ``verify`` reports; the other order would lose the entry silently (state stored, record never written).
+    A crash between the two makes the redelivered entry chained again under the same sequence: the same bytes, which
+    the replay counts as a duplicate; the other order would lose the entry silently (state stored, record never
+    written).
     """
 
     def __init__(self, chainer: AuditChainer, send: Send) -> None:
@@ -150,19 +176,57 @@ class SendFirstChainer:
         return []
 
 
+class BatchChainer:
+    """The chain stage as the worker runs it: a batch's records are chained in memory, and each MBL's state is
+    stored once, after the broker acknowledged every record of the batch (``StageRunner.flush`` calls
+    ``acknowledged``); a batch that fails is forgotten (``abandoned``) and chained again when it is redelivered.
+
+    Same order as ``SendFirstChainer`` (record written, then state stored), one table write per MBL per batch.
+    """
+
+    def __init__(self, chainer: AuditChainer) -> None:
+        self.chainer = chainer
+        self.pending: dict[str, ChainState] = {}
+
+    def __call__(self, incoming: Incoming) -> list[Emit]:
+        prepared = self.chainer.prepare(incoming, self.pending)
+        if prepared is None:
+            return []
+        mbl, state, emit = prepared
+        self.pending[mbl] = state
+        return [emit]
+
+    def acknowledged(self) -> None:
+        for mbl, state in self.pending.items():
+            self.chainer.store(mbl, state)
+        self.pending.clear()
+
+    def abandoned(self) -> None:
+        self.pending.clear()
+
+
 def audit_stages(
     schemas: SchemaCatalogue,
     catalogue: Catalogue,
     clock: Clock,
     chains: MutableMapping[str, bytes],
     send: Send | None = None,
-) -> dict[str, tuple[TopicSpec, AuditCollector | AuditChainer | SendFirstChainer]]:
+    *,
+    batched: bool = False,
+    signer: Signer | None = None,
+) -> dict[str, tuple[TopicSpec, AuditCollector | AuditChainer | SendFirstChainer | BatchChainer]]:
     """Stage name -> (source topic, handler), named explicitly so that no rename moves a consumer group's offsets.
 
-    Given ``send`` (the worker's producer), the chain stage writes each record before it stores the chain's state.
+    Given ``send`` (the worker's producer), the chain stage writes each record before it stores the chain's state;
+    ``batched`` (the worker's batching runner) does the same per batch. ``signer`` signs every record.
     """
     collector = AuditCollector(schemas, catalogue)
-    chainer = AuditChainer(schemas, catalogue, clock, chains)
+    base = AuditChainer(schemas, catalogue, clock, chains, signer)
+    chainer: AuditChainer | SendFirstChainer | BatchChainer = base
+    if batched:
+        chainer = BatchChainer(base)
+    elif send is not None:
+        chainer = SendFirstChainer(base, send)
     return {
         "audit-collect-bookings": (catalogue.bookings, collector),
         "audit-collect-drafts": (catalogue.filing_drafts, collector),
@@ -170,5 +234,5 @@ def audit_stages(
         "audit-collect-ens-events": (catalogue.ens_events, collector),
         "audit-collect-alerts": (catalogue.alerts, collector),
         "audit-collect-dead-letters": (catalogue.dead_letters, collector),
-        "audit-chain": (catalogue.audit_entries, chainer if send is None else SendFirstChainer(chainer, send)),
+        "audit-chain": (catalogue.audit_entries, chainer),
     }

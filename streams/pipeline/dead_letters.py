@@ -51,9 +51,10 @@ class DeadLetterSink:
         self.topic = topic
         self.schemas = schemas
 
-    async def send(
+    def emits(
         self, *, stage: str, phase: str, reason: str, exc: BaseException, incoming: Incoming, party: str | None
-    ) -> None:
+    ) -> list[Emit]:
+        """The dead letter and, when a party is named, its alerts: the outputs of an input that failed."""
         emit = dead_letter_emit(
             self.topic, self.schemas, stage=stage, phase=phase, reason=reason, exc=exc, incoming=incoming, party=party
         )
@@ -61,6 +62,12 @@ class DeadLetterSink:
         if party:
             alert = rejection_alert(party, stage=stage, reason=reason, incoming=incoming, now=datetime.now(UTC))
             emits.extend(rejection_emits(alert, self.producer.catalogue, self.schemas, incoming))
+        return emits
+
+    async def send(
+        self, *, stage: str, phase: str, reason: str, exc: BaseException, incoming: Incoming, party: str | None
+    ) -> None:
+        emits = self.emits(stage=stage, phase=phase, reason=reason, exc=exc, incoming=incoming, party=party)
         await self.producer.send_all(emits)
 
 

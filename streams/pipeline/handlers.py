@@ -381,6 +381,7 @@ class Correlator(_Stage):
         decoded = self.schemas.decode(incoming.value)
         key = (incoming.key or b"").decode()
         if decoded.name.endswith("LedgerEntry"):
+            decoded = replace(decoded, record=_keeping_known(decoded.record, self.ledger.get(key)))
             self.ledger[key] = json.dumps(decoded.record).encode()
             waiting = json.loads(self.parked.pop(key, b"[]") or b"[]")
             if waiting:
@@ -389,7 +390,7 @@ class Correlator(_Stage):
                     log.info("parked_released", key=key, count=len(waiting))
             released = answers.release_answers(self, key, decoded.record, self.parked, incoming)
             record = filing_record_from_ledger(decoded.record)
-            released += changes.release_changes(self, key, record, False, self.parked, incoming)
+            released += changes.release_changes(self, key, record, False, self.parked, incoming, self.ledger)
             return [e for record in waiting for e in self._correlate(record, decoded.record, incoming)] + released
         if decoded.name.endswith("CustomsNotification"):
             entry = self.ledger.get(key)
@@ -415,9 +416,19 @@ class Correlator(_Stage):
             if record.lrn:
                 # The LRN's entry learns the MRN too: requests about the filing wait for it there.
                 emits.append(self._publish(lrn_key(record.lrn), record, incoming))
-        elif record.mrn is None and record.lrn and parsed.kind in _REFUSALS:
+        elif (
+            record.mrn is None
+            and record.lrn
+            and parsed.kind in _REFUSALS
+            and incoming.key == lrn_key(record.lrn).encode()
+        ):
+            # Only under the LRN's own key: the table's changelog partition is the input's.
             key = lrn_key(record.lrn)
-            emits += changes.release_changes(self, key, record, True, self.parked, incoming)
+            emits += changes.release_changes(self, key, record, True, self.parked, incoming, self.ledger)
+        accepted = parsed.kind is NotificationKind.INVALIDATION_ACCEPTED and parsed.mrn
+        if accepted and incoming.key == mrn_key(parsed.mrn or "").encode():
+            # The filings replacing the withdrawn one wait under its MRN (``changes.release_followers``).
+            emits += changes.release_followers(self, mrn_key(parsed.mrn or ""), self.ledger, self.parked, incoming)
         for reference in dict.fromkeys((parsed.referral_reference, *parsed.referral_references)):
             if reference:
                 emits.append(self._publish(referral_key(reference), record, incoming))
@@ -451,6 +462,18 @@ class Correlator(_Stage):
         return self.emit(
             self.catalogue.notifications_parsed.name, key, "LedgerEntry", ledger_record(key, record), incoming
         )
+
+
+def _keeping_known(entry: dict[str, Any], stored: bytes | None) -> dict[str, Any]:
+    """A redelivered booking re-sends its ledger entries without what customs said since: the MRN it gave, its
+    rejection or accepted invalidation stay known, or the requests about the filing (amendments, invalidations)
+    would wait for ever."""
+    if stored is None:
+        return entry
+    known = json.loads(stored)
+    facts = ("mrn", changes.REJECTED_AT, changes.INVALIDATED_AT)
+    kept = {k: known[k] for k in facts if entry.get(k) is None and known.get(k) is not None}
+    return {**entry, **kept} if kept else entry
 
 
 #: Answers that leave a filing unregistered: requests about it send its filings anew.

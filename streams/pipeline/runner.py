@@ -1,9 +1,10 @@
 """Runs a stage inside a Faust agent: feed it records, emit what it returns, dead-letter what it cannot handle.
 
-Processing guarantee: at-least-once. A record's outputs (and its dead letter, if any) are acknowledged by the
-broker before the record itself is acknowledged, and agents run with concurrency 1 so that Faust never commits an
-offset past a record that is still in flight (faust-streaming issue 606). Replays after a crash can repeat outputs;
-every output carries a deterministic message id so that consumers deduplicate (see ``streams.pipeline.dedup``).
+Processing guarantee: at-least-once. Records are handled one by one and their outputs collected per batch (what one
+poll brought, within bounds); a batch's outputs (and dead letters) are sent together and every one is acknowledged
+by the broker before any record of the batch is acknowledged, in order. Agents run with concurrency 1 so that
+Faust never commits an offset past a record that is still in flight (faust-streaming issue 606). Replays after a
+crash can repeat outputs; every output carries a deterministic message id so that consumers deduplicate.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 import structlog
@@ -37,6 +38,11 @@ QUEUE_REFRESH_S = 10.0
 PRODUCE_RETRY_S = 120.0
 #: Waits between two attempts; the last one repeats.
 PRODUCE_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+
+#: A batch is sent once it holds this many records, or this many outputs, or is this old, even with more waiting.
+BATCH_MAX_RECORDS = 500
+BATCH_MAX_EMITS = 5000
+BATCH_MAX_AGE_S = 0.05
 
 AsyncHandler = Callable[[Incoming], Awaitable[Sequence[Emit]]]
 
@@ -97,7 +103,8 @@ class Producer:
                 producer = AIOKafkaProducer(
                     acks="all",
                     enable_idempotence=True,
-                    linger_ms=5,
+                    # A batch's outputs are handed over together, so no record needs to linger for others.
+                    linger_ms=0,
                     max_request_size=DEAD_LETTER_MAX_MESSAGE_BYTES,
                     **self.settings.kafka_client_kwargs(),
                 )
@@ -170,8 +177,76 @@ async def skip_when_broker_away(timer: str, look: Callable[[], Awaitable[object]
     return True
 
 
+class BatchHooks(Protocol):
+    """What a handler that keeps state for the batch in flight may add (``streams.pipeline.audit_stages``)."""
+
+    def acknowledged(self) -> None:
+        """Every output of the records handled so far is acknowledged: state held back may be stored now."""
+
+    def abandoned(self) -> None:
+        """The batch in flight will not be acknowledged: forget state held back for it."""
+
+
+@dataclass
+class BatchPolicy:
+    """When a batch is sent: as soon as no record waits behind it, or when it is full, or when it is old."""
+
+    max_records: int = BATCH_MAX_RECORDS
+    max_emits: int = BATCH_MAX_EMITS
+    max_age_s: float = BATCH_MAX_AGE_S
+
+    def due(self, batch: Batch, waiting: bool, now: float) -> bool:
+        if not batch.tokens:
+            return False
+        return (
+            not waiting
+            or len(batch.tokens) >= self.max_records
+            or batch.emit_count >= self.max_emits
+            or now - batch.opened_at >= self.max_age_s
+        )
+
+
+@dataclass
+class Batch:
+    """Consumed records, in order, with what each must produce before it may be acknowledged.
+
+    ``tokens`` are what the caller acknowledges (Faust events in the worker); ``inputs`` the records as the
+    stage saw them, kept to dead-letter one whose outputs the broker refuses.
+    """
+
+    opened_at: float = 0.0
+    """``time.monotonic()`` when the first record came in."""
+    tokens: list[Any] = field(default_factory=list)
+    inputs: list[Incoming] = field(default_factory=list)
+    outputs: list[list[Emit]] = field(default_factory=list)
+    emit_count: int = 0
+
+    def add(self, token: Any, incoming: Incoming, emits: Sequence[Emit]) -> None:
+        if not self.tokens:
+            self.opened_at = time.monotonic()
+        self.tokens.append(token)
+        self.inputs.append(incoming)
+        self.outputs.append(list(emits))
+        self.emit_count += len(emits)
+
+    def emits(self) -> list[Emit]:
+        """Every output, in the order of the inputs, so that each key's records keep their order."""
+        return [emit for emits in self.outputs for emit in emits]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+Ack = Callable[[Any], Awaitable[object]]
+
+
 class StageRunner:
-    """One stage's error handling and bookkeeping, shared by every agent."""
+    """One stage's error handling and bookkeeping, shared by every agent.
+
+    Records are handled one by one as they arrive (the domain needs each one's table writes before the next) and
+    their outputs collected in a ``Batch``; ``flush`` sends the batch's outputs together, waits for every
+    acknowledgement once, and only then acknowledges the inputs, in order.
+    """
 
     def __init__(
         self,
@@ -188,45 +263,91 @@ class StageRunner:
         self.stats = stats
 
     async def process(self, incoming: Incoming) -> None:
-        """Handle one record; never raises for bad input."""
+        """Handle one record and send its outputs (a batch of one); never raises for bad input."""
+        batch = Batch()
+        batch.add(None, incoming, await self.handle(incoming))
+        await self.flush(batch)
+
+    async def handle(self, incoming: Incoming) -> list[Emit]:
+        """The record's outputs, or its dead letter when it cannot be handled; raises only for retriable errors."""
         self.stats.consumed[self.name] += 1
         with structlog.contextvars.bound_contextvars(
             stage=self.name, topic=incoming.topic, partition=incoming.partition, offset=incoming.offset
         ):
             try:
                 result = self.handler(incoming)
-                emits = await result if inspect.isawaitable(result) else result
+                return list(await result if inspect.isawaitable(result) else result)
             except StageFailure as exc:
-                await self._dead_letter(incoming, exc.phase, exc.reason, exc.cause or exc, exc.party)
-                return
+                return self._dead_letter(incoming, exc.phase, exc.reason, exc.cause or exc, exc.party)
             except InputError as exc:
-                await self._dead_letter(incoming, "decode", str(exc), exc, None)
-                return
+                return self._dead_letter(incoming, "decode", str(exc), exc, None)
             except ICS2StreamsError as exc:
                 if exc.retriable:
                     raise
-                await self._dead_letter(incoming, "process", str(exc), exc, None)
-                return
+                return self._dead_letter(incoming, "process", str(exc), exc, None)
             except Exception as exc:
                 log.exception("stage_bug", error=repr(exc))
-                await self._dead_letter(incoming, "process", f"unexpected error: {exc!r}", exc, None)
-                return
+                return self._dead_letter(incoming, "process", f"unexpected error: {exc!r}", exc, None)
+
+    async def flush(self, batch: Batch, ack: Ack | None = None) -> None:
+        """Send the batch's outputs, wait until the broker acknowledged all of them, then acknowledge the inputs.
+
+        If the batch as a whole fails for good, each record's outputs are sent on their own and a record whose
+        outputs still fail is dead-lettered (phase ``produce``); whatever was acknowledged before is repeated,
+        which consumers deduplicate by id. An error that escapes leaves every input of the batch unacknowledged.
+        """
+        if not batch:
+            return
+        try:
+            try:
+                await self.producer.send_all(batch.emits())
+            except Exception as exc:
+                log.warning("batch_produce_failed", stage=self.name, records=len(batch), error=repr(exc))
+                await self._one_by_one(batch)
+        except BaseException:
+            self._hook("abandoned")
+            raise
+        self._hook("acknowledged")
+        self.stats.emitted[self.name] += batch.emit_count
+        if ack is not None:
+            for token in batch.tokens:
+                await ack(token)
+
+    async def _one_by_one(self, batch: Batch) -> None:
+        for index, (incoming, emits) in enumerate(zip(batch.inputs, batch.outputs, strict=True)):
             try:
                 await self.producer.send_all(emits)
             except Exception as exc:
-                log.exception("produce_failed", error=repr(exc))
-                await self._dead_letter(incoming, "produce", f"could not produce the result: {exc!r}", exc, None)
-                return
-            self.stats.emitted[self.name] += len(emits)
+                with structlog.contextvars.bound_contextvars(
+                    stage=self.name, topic=incoming.topic, partition=incoming.partition, offset=incoming.offset
+                ):
+                    log.exception("produce_failed", error=repr(exc))
+                    letters = self._dead_letter(
+                        incoming, "produce", f"could not produce the result: {exc!r}", exc, None
+                    )
+                await self.producer.send_all(letters)
+                batch.emit_count += len(letters) - len(emits)
+                batch.outputs[index] = letters
 
-    async def _dead_letter(
+    def _hook(self, name: str) -> None:
+        hook = getattr(self.handler, name, None)
+        if callable(hook):
+            hook()
+
+    def _dead_letter(
         self, incoming: Incoming, phase: str, reason: str, exc: BaseException, party: str | None
-    ) -> None:
+    ) -> list[Emit]:
         self.stats.dead_lettered[self.name] += 1
         log.warning("dead_letter", phase=phase, reason=reason, party=party)
-        await self.dead_letters.send(
+        return self.dead_letters.emits(
             stage=self.name, phase=phase, reason=reason, exc=exc, incoming=incoming, party=party
         )
+
+
+def waiting(stream: Any) -> bool:
+    """Whether records already wait in the stream's buffer (the rest of the poll), so that the batch may grow."""
+    queue = getattr(getattr(stream, "channel", None), "queue", None)
+    return queue is not None and not queue.empty()
 
 
 def add_stage(
@@ -238,14 +359,29 @@ def add_stage(
     producer: Producer,
     dead_letters: DeadLetterSink,
     stats: StageStats,
+    policy: BatchPolicy | None = None,
 ) -> StageRunner:
-    """Register an agent called ``name`` that runs ``handler`` on every record of the ``source`` topic."""
+    """Register an agent called ``name`` that runs ``handler`` on every record of the ``source`` topic, in batches."""
     runner = StageRunner(name, handler, producer, dead_letters, stats)
+    policy = policy or BatchPolicy()
     topic = producer.topic(source)
 
     async def agent(stream: faust.StreamT) -> None:
+        # Faust would acknowledge each event when the next one is taken; here a batch's events are acknowledged
+        # only once every output of the batch is (``StageRunner.flush``).
+        stream.enable_acks = False
+        batch = Batch()
         async for event in stream.events():
-            await runner.process(Incoming.from_faust(event.message))
+            incoming = Incoming.from_faust(event.message)
+            try:
+                emits = await runner.handle(incoming)
+            except BaseException:
+                await runner.flush(batch, stream.ack)
+                raise
+            batch.add(event, incoming, emits)
+            if policy.due(batch, waiting(stream), time.monotonic()):
+                await runner.flush(batch, stream.ack)
+                batch = Batch()
 
     agent.__name__ = agent.__qualname__ = name.replace("-", "_")
     app.agent(topic, name=name, concurrency=1)(agent)

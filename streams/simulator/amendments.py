@@ -4,11 +4,12 @@
 Sources: the trader message catalogue (IE3A10-IE3A19 amend a filing by its MRN and are answered by IE3N10, the
 amendment notification; IE3Q04 is answered by IE3R07, invalidation acceptance; IE3Q05 by IE3R08, consultation
 results). When customs refuses: the Union Customs Code, article 129, allows no amendment once customs has told the
-person it will examine the goods or found the particulars incorrect, and invalidation only while the goods have not
-been brought in; the simulator knows of the first as a Do Not Load (it neither controls nor registers arrivals), so
-a DNL freezes the house consignment's filings. Non-amendable particulars (the identity of a filing: its declarant,
-filing type, master and house transport documents, carrier as linking key, and the supplementary declarant an F14
-names) need invalidation and a new filing (customs-declarations.uk, "ICS2 Declaration - Non-Amendable Fields").
+person it will examine the goods, found the particulars incorrect or the goods were presented, and invalidation only
+of goods not brought in. So a Do Not Load (IE3Q01) or an announced control (IE3N08 / IE3N09) freezes the house
+consignment's filings, and a registered arrival (``streams.simulator.arrival``) every filing of the ENS, the F12
+too. Non-amendable particulars (the identity of a filing: its declarant, filing type, master and house transport
+documents, carrier as linking key, and the supplementary declarant an F14 names) need invalidation and a new filing
+(customs-declarations.uk, "ICS2 Declaration - Non-Amendable Fields").
 
 Decisions without a public source: refusals of an amendment are IE3N01 (lifecycle) errors with code 92 (out of
 sequence) for the state and 12 (incorrect value) for a non-amendable particular; refusals of an invalidation are
@@ -60,9 +61,16 @@ def find(sim: CustomsSimulator, mrn: str) -> Registered | None:
 
 
 def _frozen(found: Registered) -> str | None:
-    """Why customs no longer lets the filing change: a Do Not Load or a control on its house consignment."""
-    if found.house is not None and found.house.outcome in FROZEN:
+    """Why customs no longer lets the filing change or be withdrawn: the goods arrived, or its house consignment is
+    under a Do Not Load or an announced control."""
+    if found.link.arrived_at is not None:
+        return f"the goods of master B/L {found.link.mbl} arrived ({found.link.arrived_at})"
+    if found.house is None:
+        return None
+    if found.house.outcome in FROZEN:
         return f"house consignment {found.hbl} is under a Do Not Load"
+    if found.house.control is not None:
+        return f"customs announced a control of house consignment {found.hbl} ({found.house.control})"
     return None
 
 

@@ -24,7 +24,7 @@ from streams.domain.model import format_datetime, parse_datetime
 from streams.errors import InputError, XMLRejected
 from streams.messages import build
 from streams.messages.notifications import NotificationError, mrn_check_character
-from streams.simulator import amendments
+from streams.simulator import amendments, arrival
 from streams.simulator.checks import customs_grade_errors
 from streams.simulator.filing import AMENDMENTS, ANSWERS, FILINGS, FilingFacts, read_filing
 from streams.simulator.risk import HouseFacts, Outcome, RiskScript
@@ -76,6 +76,8 @@ class HouseState:
     outcome: str | None = None
     referral: str | None = None
     chased: bool = False
+    control: str | None = None
+    """The control notification customs sent (IE3N08 / IE3N09): the house consignment's filings are frozen."""
 
     def complete(self, has_master: bool) -> bool:
         """F12 + F15, or F12 + F14 + F16; F12 + F16 alone never is."""
@@ -95,6 +97,8 @@ class LinkState:
     carrier: str
     f12: FilingRecord | None = None
     houses: dict[str, HouseState] = field(default_factory=dict)
+    arrived_at: str | None = None
+    """When the goods' arrival was registered: every filing of the ENS is frozen from then on."""
 
 
 @dataclass(slots=True)
@@ -185,6 +189,14 @@ class CustomsSimulator:
                 )
                 out += [Outbound(f14.declarant, "IE3N02", n02), Outbound(missing, "IE3N11", n11)]
         return out
+
+    def control(self, mbl: str, carrier: str, hbl: str, now: datetime, aeo: bool = False) -> list[Outbound]:
+        """Announce a control of a registered house consignment (IE3N08, IE3N09 for an AEO)."""
+        return arrival.announce_control(self, mbl, carrier, hbl, now, aeo)
+
+    def arrive(self, mbl: str, carrier: str, now: datetime) -> list[Outbound]:
+        """Register the arrival of the goods filed under a linking key, as an IE3N06 would (answered IE3R04)."""
+        return arrival.arrive(self, mbl, carrier, now)
 
     def _filing(self, facts: FilingFacts, now: datetime) -> list[Outbound]:
         errors = self._structural_errors(facts) or self._scripted_errors(facts)
@@ -491,6 +503,7 @@ def _house(data: Mapping[str, Any]) -> HouseState:
         outcome=data["outcome"],
         referral=data["referral"],
         chased=data["chased"],
+        control=data.get("control"),
     )
 
 
@@ -500,6 +513,7 @@ def _link(data: Mapping[str, Any]) -> LinkState:
         carrier=data["carrier"],
         f12=_record(data["f12"]),
         houses={k: _house(v) for k, v in data["houses"].items()},
+        arrived_at=data.get("arrived_at"),
     )
 
 

@@ -203,3 +203,65 @@ async def test_booking_change_amends_invalidates_and_refiles(
     finally:
         live.stop()
         customs.stop()
+
+
+async def test_changes_customs_never_answers_expire_to_dead_letters_and_alerts(
+    kafka_settings: Settings, catalogue: Catalogue, tmp_path: Path
+) -> None:
+    """No gateway: customs answers nothing. Version 2's requests wait ``ICS2_CHANGE_WAIT_S`` for an MRN, then each
+    goes to the dead-letter topic under its own source (count in = count out + dead letters) and ML-TYO is told."""
+    settings = replace(kafka_settings, topic_prefix=catalogue.prefix, app_id=f"{catalogue.prefix}app")
+    from streams.admin import apply_topics
+
+    await apply_topics(settings, catalogue, PARTIES)
+    live = worker(settings, tmp_path, ICS2_CHANGE_WAIT_S="3", ICS2_WATCHDOG_INTERVAL_S="1").start()
+    try:
+        await asyncio.to_thread(live.wait_healthy)
+        v1 = seed_booking()
+        await publish_bookings(settings, [v1])
+        v2 = version_2(v1)
+        v2["event_id"], v2["occurred_at"] = str(uuid.uuid4()), "2026-11-21T09:00:00Z"
+        await publish_bookings(settings, [v2])
+
+        def requests(records: list[Any]) -> set[tuple[int, int]]:
+            return {
+                (r.partition, r.offset)
+                for r in records
+                if r.header("ics2-record") == b"FilingChange" and r.header("ics2-expiry") is None
+            }
+
+        parsed = await read_topic(
+            settings, catalogue.notifications_parsed.name, until=lambda rs: len(requests(rs)) >= 3, timeout=TIMEOUT
+        )
+        asked = requests(parsed)
+        assert len(asked) == 3, "amend, replace and invalidate"
+
+        def expired(records: list[Any]) -> list[Any]:
+            letters = [SCHEMAS.decode(r.value, reader="DeadLetter").record for r in records]
+            return [d for d in letters if d["stage"] == "correlate/expire"]
+
+        letters = expired(
+            await read_topic(
+                settings, catalogue.dead_letters.name, until=lambda rs: len(expired(rs)) >= 3, timeout=TIMEOUT
+            )
+        )
+        topic = catalogue.notifications_parsed.name
+        assert {(d["source_topic"], d["source_partition"], d["source_offset"]) for d in letters} == {
+            (topic, p, o) for p, o in asked
+        }
+        assert {SCHEMAS.decode(d["original_value"], reader="FilingChange").record["kind"] for d in letters} == {
+            "amend",
+            "replace",
+            "invalidate",
+        }
+
+        def told(records: list[Any]) -> list[dict[str, Any]]:
+            alerts = [SCHEMAS.decode(r.value, reader="PartyAlert").record for r in records]
+            return [a for a in alerts if "customs never answered" in a["title"]]
+
+        queue = await read_topic(
+            settings, catalogue.party_queue("ML-TYO").name, until=lambda rs: len(told(rs)) >= 3, timeout=TIMEOUT
+        )
+        assert {a["hbl"] for a in told(queue)} == {AMENDED_HBL, MOVED_HBL, REMOVED_HBL}
+    finally:
+        live.stop()

@@ -1,5 +1,6 @@
-"""Faults on a real broker: the broker restarted mid-stream, the broker unresponsive for a while, and a worker
-that starts with no local state at all.
+"""Faults on a real broker: the broker restarted mid-stream, the broker unresponsive for a while, a worker that
+starts with no local state at all, and a worker killed twice (the second time while it recovers) under the audit
+trail.
 
 These tests stop, freeze and restart a broker, so they run on their OWN one-node broker (module fixture), never on
 the session's broker that every other integration test shares. The worker and the customs simulator (gateway)
@@ -13,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -23,15 +26,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from streams.admin import apply_topics
+from streams.audit.entries import AuditEntry, EntryDeriver
+from streams.audit.replay import build_report
+from streams.audit.trail import examine
 from streams.broker import LocalBroker
-from streams.client import Record, publish_bookings, read_topic
+from streams.cli.replay import read_trail
+from streams.client import Record, publish_bookings, read_topic, start_client, stop_consumer
 from streams.contracts.avro import SchemaCatalogue
 from streams.demo import seed_booking, unique_alerts
 from streams.settings import Settings
 from streams.topics import Catalogue
-from tests.integration.services import BROKER_START_TIMEOUT_S, Service, gateway, start_broker, worker
+from tests.integration.services import (
+    BROKER_START_TIMEOUT_S,
+    ICS2,
+    Service,
+    gateway,
+    service_env,
+    start_broker,
+    worker,
+)
 
 SCHEMAS = SchemaCatalogue.load()
 #: Every party of the seed co-load that gets a queue (shippers do not).
@@ -372,3 +388,134 @@ class TestChangelogRecovery:
         # sends a changed filing anew rather than as an amendment. Here it only matters that the answer comes back.
         answered_lrns = {a["lrn"] for a in alerts_of(answered)}
         assert {r.header("ics2-lrn").decode() for r in new} <= answered_lrns, "customs' answer to it reached the alerts"
+
+
+Moment = Callable[[Service, Settings], Awaitable[None]]
+
+
+def after(seconds: float) -> Moment:
+    async def wait(service: Service, settings: Settings) -> None:
+        await asyncio.sleep(seconds)
+
+    wait.__qualname__ = f"{seconds:g}s after"
+    return wait
+
+
+def consuming(stage: str) -> Moment:
+    """As soon as the worker's stage has taken its first record (the replacement: re-processing the backlog)."""
+
+    async def wait(service: Service, settings: Settings) -> None:
+        def taken() -> bool:
+            assert_alive(service)
+            try:
+                return service.get("/health")[1]["stages"]["consumed"].get(stage, 0) > 0
+            except (OSError, KeyError, ValueError):
+                return False
+
+        assert await poll_until(taken, 150.0, 0.05), f"{stage} never took a record:\n{trouble(service)}"
+
+    wait.__qualname__ = f"{stage} consuming"
+    return wait
+
+
+async def trail_grows(service: Service, settings: Settings) -> None:
+    """As soon as the worker has written an audit record more than the topic held when called, i.e. the moment
+    between a record written and its chain head stored (the changelog is flushed only at the next commit)."""
+    topic = Catalogue.for_prefix(settings.topic_prefix).audit.name
+    consumer = AIOKafkaConsumer(topic, group_id=None, enable_auto_commit=False, **settings.kafka_client_kwargs())
+    await start_client(consumer, settings)
+    try:
+        assert await poll_until(lambda: bool(consumer.assignment()), 15.0), f"no partitions of {topic}"
+        partitions = sorted(consumer.assignment())
+        before = sum((await consumer.end_offsets(partitions)).values())
+        deadline = time.monotonic() + 150.0
+        while sum((await consumer.end_offsets(partitions)).values()) <= before:
+            assert_alive(service)
+            assert time.monotonic() < deadline, f"the worker wrote no audit record:\n{trouble(service)}"
+            await asyncio.sleep(0.02)
+    finally:
+        await stop_consumer(consumer)
+
+
+async def chained_sources(settings: Settings) -> tuple[set[str], list[str], dict[str, Any]]:
+    """The sources the trail must hold (every recorded record, read first), the sources of the trail's distinct
+    records, and the replay's integrity verdict on what was read."""
+    catalogue = Catalogue.for_prefix(settings.topic_prefix)
+    deriver = EntryDeriver(SCHEMAS, catalogue)
+    expected: set[str] = set()
+    for topic in deriver.recorded_topics:
+        for record in await read_topic(settings, topic, timeout=30, idle=0.5):
+            derived = deriver.derive(record)
+            if isinstance(derived, AuditEntry):
+                expected.add(derived.source)
+    records = (await read_trail(settings)).records
+    found = examine(records)
+    return expected, [json.loads(r["payload"])["source"] for r in found.unique], build_report(records)["integrity"]
+
+
+class TestAuditTrailAfterCrashes:
+    @pytest.mark.timeout(600)
+    @pytest.mark.parametrize(
+        ("first_kill", "second_kill"),
+        [
+            (after(1.0), after(6.0)),
+            (trail_grows, trail_grows),
+            (consuming("audit-chain"), consuming("plan-bookings")),
+        ],
+        ids=["1s-then-6s-into-recovery", "chaining-then-rechaining", "chain-stage-then-reprocessing"],
+    )
+    async def test_worker_killed_twice_leaves_an_intact_signed_trail(
+        self, fault_settings: Settings, tmp_path: Path, first_kill: Moment, second_kill: Moment
+    ):
+        """SIGKILL once bookings flow, SIGKILL the replacement while it recovers, a third worker finishes: every
+        recorded record is chained exactly once (records chained again are byte-identical duplicates), and
+        `ics2 replay` verifies the trail, signatures included, as intact."""
+        books = bookings(6)
+        mbls = [mbl_of(b) for b in books]
+        settings = fault_settings
+        async with running(settings, tmp_path) as (first, customs):
+            await publish_bookings(settings, books)
+            await first_kill(first, settings)
+            first.kill()
+            replacement = worker(settings, tmp_path)
+            replacement.log_path = tmp_path / "worker-2.log"
+            replacement.start()
+            try:
+                await second_kill(replacement, settings)
+            finally:
+                replacement.kill()
+            last = worker(settings, tmp_path)
+            last.log_path = tmp_path / "worker-3.log"
+            last.start()
+            try:
+                await asyncio.to_thread(last.wait_healthy, 90.0)
+                outcome = await settle(settings, last, mbls, len(books) * FILINGS_PER_BOOKING, customs)
+                assert_nothing_lost_or_doubled(outcome, books, first, replacement, last, customs)
+                deadline = time.monotonic() + SETTLE_TIMEOUT_S
+                expected, chained, integrity = await chained_sources(settings)
+                while not expected <= set(chained) and time.monotonic() < deadline:
+                    assert_alive(last)
+                    await asyncio.sleep(2)
+                    expected, chained, integrity = await chained_sources(settings)
+            finally:
+                last.stop()
+        assert expected <= set(chained), f"never chained: {sorted(expected - set(chained))[:5]}\n{trouble(last)}"
+        doubled = sorted({s for s in chained if chained.count(s) > 1})
+        assert not doubled, f"sources chained twice as different records: {doubled[:5]}"
+        assert integrity["breaks"] == [], integrity["breaks"][:5]
+        out = tmp_path / "replay.json"
+        env = service_env(settings, tmp_path / "state")
+        replay = subprocess.run(
+            [ICS2, "replay", "--out", str(out)], env=env, capture_output=True, text=True, timeout=180, check=False
+        )
+        assert replay.returncode == 0, replay.stderr
+        assert "trail intact" in replay.stderr
+        report = json.loads(out.read_text())
+        assert (
+            report["integrity"]["signatures"]["checked"] and len(report["integrity"]["signatures"]["trusted_keys"]) == 1
+        )
+        assert {c["mbl"] for c in report["consolidations"]} == set(mbls)
+        print(
+            f"audit trail after two kills: {report['integrity']['records']} records, "
+            f"{len(report['integrity']['duplicates'])} byte-identical duplicates, {len(expected)} sources"
+        )

@@ -7,7 +7,7 @@ import pytest
 from lxml import etree
 
 from streams.domain.planning import FilingDraft, FilingType, PlannedFiling
-from streams.errors import RenderError
+from streams.errors import InputError, RenderError
 from streams.messages import NS
 from streams.messages.notifications import NotificationKind
 from streams.messages.parse import parse_notification
@@ -21,8 +21,18 @@ from streams.messages.render_requests import (
     render_invalidation,
 )
 from streams.messages.safe import read_xml
-from streams.simulator import CustomsSimulator, Outcome, RiskRule, RiskScript
-from tests.unit.test_simulator import COLOADED_HBL, MBL, ML_TYO, NOW, OWN_HBL, consolidation, filings, kinds
+from streams.simulator import CustomsSimulator, Outcome, RiskRule, RiskScript, amendments
+from tests.unit.test_simulator import (
+    CARRIER_A,
+    COLOADED_HBL,
+    MBL,
+    ML_TYO,
+    NOW,
+    OWN_HBL,
+    consolidation,
+    filings,
+    kinds,
+)
 
 __all__ = ["consolidation", "filings"]
 LATER = NOW.replace(hour=10)
@@ -151,6 +161,91 @@ class TestSimulatorInvalidation:
         sim.submit(self.invalidation(mrns["F14"]), LATER)
         again = CustomsSimulator.from_json(sim.to_json()).submit(self.invalidation(mrns["F14"]), LATER)
         assert kinds(again) == [(ML_TYO, "IE3N99")]
+
+
+class TestFrozenByControlOrArrival:
+    """UCC art. 129: no amendment once a control is announced or the goods arrived; no invalidation of goods brought
+    in (arrival) or under an announced control. The filing stays as it was."""
+
+    def amend_f15(self, sim, consolidation, mrns) -> list:
+        return sim.submit(amendment_xml(render_f15(consolidation, "x", mass=999.5), "ML-F15-2", mrns["F15"]), LATER)
+
+    def invalidate(self, sim, mrn: str, lrn: str, hbl: str | None) -> list:
+        reference = invalidation_reference(lrn)
+        return sim.submit(
+            render_invalidation(Invalidation(reference, mrn, ML_TYO, LATER, "not needed", MBL, hbl)), LATER
+        )
+
+    @pytest.mark.parametrize("aeo, message_type", [(False, "IE3N08"), (True, "IE3N09")])
+    def test_control_goes_to_filer_and_carrier(self, filings, aeo, message_type):
+        sim = CustomsSimulator(RiskScript(), seed=1)
+        mrns = registered(sim, filings)
+        out = sim.control(MBL, CARRIER_A, OWN_HBL, LATER, aeo=aeo)
+        assert kinds(out) == [(ML_TYO, message_type), (CARRIER_A, message_type)]
+        notice = parse_notification(out[0].xml)
+        assert (notice.mrn, notice.hbls) == (mrns["F15"], (OWN_HBL,))
+
+    @pytest.mark.parametrize("aeo", [False, True])
+    def test_amendment_after_an_announced_control_is_refused(self, consolidation, filings, aeo):
+        sim = CustomsSimulator(RiskScript(), seed=1)
+        mrns = registered(sim, filings)
+        sim.control(MBL, CARRIER_A, OWN_HBL, LATER, aeo=aeo)
+        out = self.amend_f15(sim, consolidation, mrns)
+        error = parse_notification(out[0].xml).errors[0]
+        assert (out[0].message_type, error.code) == ("IE3N01", "92")
+        assert f"announced a control of house consignment {OWN_HBL}" in error.description
+
+    def test_a_control_freezes_its_house_consignment_only(self, consolidation, filings):
+        sim = CustomsSimulator(RiskScript(), seed=1)
+        mrns = registered(sim, filings)
+        sim.control(MBL, CARRIER_A, COLOADED_HBL, LATER)
+        assert kinds(self.amend_f15(sim, consolidation, mrns)) == [(ML_TYO, "IE3N10")]
+        refused = self.invalidate(sim, mrns["F14"], "ML-F14-1", COLOADED_HBL)
+        error = parse_notification(refused[0].xml).errors[0]
+        assert (refused[0].message_type, error.code) == ("IE3N99", "92")
+        assert "control" in error.description
+
+    def test_arrival_is_answered_ie3r04_to_the_carrier(self, filings):
+        sim = CustomsSimulator(RiskScript(), seed=1)
+        mrns = registered(sim, filings)
+        out = sim.arrive(MBL, CARRIER_A, LATER)
+        assert {o.addressee for o in out} == {CARRIER_A} and {o.message_type for o in out} == {"IE3R04"}
+        notices = [parse_notification(o.xml) for o in out]
+        assert {n.mrn for n in notices} == {mrns["F12"], mrns["F15"], mrns["F14"]}
+        assert {n.kind for n in notices} == {NotificationKind.ARRIVAL_REGISTERED}
+
+    def test_amendment_after_arrival_is_refused_the_f12_too(self, consolidation, filings):
+        sim = CustomsSimulator(RiskScript(), seed=1)
+        mrns = registered(sim, filings)
+        sim.arrive(MBL, CARRIER_A, LATER)
+        out = self.amend_f15(sim, consolidation, mrns)
+        error = parse_notification(out[0].xml).errors[0]
+        assert (out[0].message_type, error.code) == ("IE3N01", "92")
+        assert f"the goods of master B/L {MBL} arrived" in error.description
+        f12 = render_filing(FilingDraft(consolidation, PlannedFiling(FilingType.F12, None, "CARRIER-A"), "x", LATER))
+        master = sim.submit(amendment_xml(f12, "CARRIER-F12-2", mrns["F12"]), LATER)
+        assert [(o.message_type, parse_notification(o.xml).errors[0].code) for o in master] == [("IE3N01", "92")]
+
+    def test_invalidation_after_arrival_is_refused_and_the_filing_stays(self, filings):
+        sim = CustomsSimulator(RiskScript(), seed=1)
+        mrns = registered(sim, filings)
+        sim.arrive(MBL, CARRIER_A, LATER)
+        restored = CustomsSimulator.from_json(sim.to_json())
+        out = self.invalidate(restored, mrns["F14"], "ML-F14-1", COLOADED_HBL)
+        note = parse_notification(out[0].xml)
+        assert (out[0].message_type, note.errors[0].code) == ("IE3N99", "92")
+        assert "arrived" in note.errors[0].description
+        assert note.lrn == invalidation_reference("ML-F14-1"), "the refusal quotes the request, not the filing"
+        consulted = amendments.find(restored, mrns["F14"])
+        assert consulted is not None and consulted.record.status == "registered"
+
+    def test_unknown_linking_key_or_house_is_an_input_error(self, filings):
+        sim = CustomsSimulator(RiskScript(), seed=1)
+        registered(sim, filings)
+        with pytest.raises(InputError, match="nothing is filed"):
+            sim.arrive("NOSUCHMBL", CARRIER_A, LATER)
+        with pytest.raises(InputError, match="no house consignment"):
+            sim.control(MBL, CARRIER_A, "NOSUCHHBL", LATER)
 
 
 class TestSimulatorConsultation:

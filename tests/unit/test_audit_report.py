@@ -17,12 +17,15 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastavro import reader as avro_reader
 from fastavro import writer as avro_writer
 
 from streams.audit.archive import manifests, next_offsets, read_archives, write_archive
 from streams.audit.replay import ReplayFilter, build_report, comparable_state, ens_state, report_json
 from streams.audit.report import WIDTH, duration, plain_title, render_html, text_width, timeline_svg
+from streams.audit.signing import Keyring, Signer, public_pem
 from streams.audit.trail import ChainHead, chain, head_after
 from streams.cli.replay import replay_command
 from streams.contracts.avro import SchemaCatalogue
@@ -40,6 +43,8 @@ NOW = datetime(2027, 6, 1, 9, 0, tzinfo=UTC)
 SEED_MBL = "OCLU26TYO7781234"
 OTHER_MBL = "OCLU26TYO7790001"
 SCHEMAS = SchemaCatalogue.load()
+SIGNER = Signer.of(Ed25519PrivateKey.generate())
+KEYS = Keyring.of([SIGNER.public])
 
 
 def seed_json(mbl: str = SEED_MBL) -> dict[str, Any]:
@@ -70,7 +75,7 @@ class AuditedPump:
             Correlator(SCHEMAS, c, clock, self.tables["ledger"], self.tables["parked"])
         )
         self.consumers[c.ens_events.name].append(LifecycleTracker(SCHEMAS, c, clock, self.tables["ens"]))
-        for source, handler in audit_stages(SCHEMAS, c, clock, self.tables["chain"]).values():
+        for source, handler in audit_stages(SCHEMAS, c, clock, self.tables["chain"], signer=SIGNER).values():
             self.consumers[source.name].append(handler)
         self.simulator = CustomsSimulator(script or RiskScript(), seed=7)
         self.topics: dict[str, list[Emit]] = defaultdict(list)
@@ -459,6 +464,52 @@ class TestArchive:
         assert [(b["mbl"], b["kind"]) for b in breaks] == [(OTHER_MBL, "truncated")]
 
 
+def public_key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "audit-public.pem"
+    path.write_text(public_pem(SIGNER.public))
+    return path
+
+
+class TestSignedArchive:
+    def test_manifest_heads_keep_the_signature(self, story: AuditedPump, tmp_path: Path):
+        """Each head in the manifest names the key id and signature of its chain's last record, and verifies."""
+        records = story.trail()
+        manifest = write_archive(tmp_path, "ics2.audit", records, {0: (0, len(records))}, SCHEMAS)
+        stored = json.loads((tmp_path / "audit-000001.manifest.json").read_text())["heads"]
+        assert {h["key_id"] for h in stored.values()} == {SIGNER.key_id} and all(
+            h["signature"] for h in stored.values()
+        )
+        content = read_archives([tmp_path])
+        assert content.heads == manifest.heads
+        assert build_report(content.records, heads=content.heads, keys=KEYS)["integrity"]["intact"]
+
+    def test_rewritten_manifest_head_does_not_verify(self, story: AuditedPump, tmp_path: Path):
+        """Cutting a chain and rewriting its manifest head to match (no key to sign it) is still found."""
+        records = story.trail()
+        last = max(i for i, r in enumerate(records) if r["mbl"] == OTHER_MBL)
+        cut = records[:last] + records[last + 1 :]
+        write_archive(tmp_path, "ics2.audit", cut, {0: (0, len(cut))}, SCHEMAS)
+        path = tmp_path / "audit-000001.manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest["heads"][OTHER_MBL]["signature"] = records[last]["signature"]
+        path.write_text(json.dumps(manifest))
+        content = read_archives([tmp_path])
+        breaks = build_report(content.records, heads=content.heads, keys=KEYS)["integrity"]["breaks"]
+        assert [(b["mbl"], b["kind"]) for b in breaks] == [(OTHER_MBL, "head_mismatch")]
+
+    def test_duplicates_replay_once_and_keep_the_head(self, story: AuditedPump, tmp_path: Path):
+        """A trail with records stored twice (chained again after a crash) gives the same histories as without."""
+        records = story.trail()
+        doubled = [*records[:10], *copy.deepcopy(records[4:10]), *records[10:]]
+        report = build_report(doubled, keys=KEYS)
+        assert report["integrity"]["intact"] and len(report["integrity"]["duplicates"]) == 6
+        assert f"Signatures verified with {SIGNER.key_id}" in render_html(report)
+        assert "6 record(s) stored twice byte for byte" in render_html(report)
+        assert report["consolidations"] == build_report(records, keys=KEYS)["consolidations"]
+        write_archive(tmp_path, "ics2.audit", doubled, {0: (0, len(doubled))}, SCHEMAS)
+        assert read_archives([tmp_path]).heads == {r["mbl"]: head_after(r) for r in records}
+
+
 class TestReplayCommand:
     def test_replays_an_archive_and_exits_0_when_intact(self, story: AuditedPump, tmp_path: Path):
         """`ics2 replay --archive DIR --out FILE --html FILE` writes both reports and exits 0 on an intact trail."""
@@ -466,6 +517,7 @@ class TestReplayCommand:
         write_archive(tmp_path / "archive", "ics2.audit", records, {0: (0, len(records))}, SCHEMAS)
         out = tmp_path / "out"
         args = ["--archive", str(tmp_path / "archive"), "--out", str(out / "r.json"), "--html", str(out / "r.html")]
+        args += ["--public-key", str(public_key_file(tmp_path))]
         result = CliRunner().invoke(replay_command, [*args, "--party", "COLOADER-D"])
         assert result.exit_code == 0, result.output
         report = json.loads((out / "r.json").read_text())
@@ -479,16 +531,65 @@ class TestReplayCommand:
         kept = records[:index] + records[index + 1 :]
         with (tmp_path / "cut.avro").open("wb") as out:
             avro_writer(out, SCHEMAS.schema("AuditRecord"), kept, codec="deflate")
-        result = CliRunner().invoke(replay_command, ["--archive", str(tmp_path / "cut.avro")])
+        key = str(public_key_file(tmp_path))
+        result = CliRunner().invoke(replay_command, ["--archive", str(tmp_path / "cut.avro"), "--public-key", key])
         assert result.exit_code == 1
         assert f"MBL {OTHER_MBL} sequence 3" in result.output and "gap" in result.output
+
+    def test_forged_extension_is_named_and_exits_1(self, story: AuditedPump, tmp_path: Path):
+        """A record appended to an archive with recomputed hashes but no signature of the stage's key: exit 1,
+        the MBL and sequence named as unsigned; the same file replays intact only without it."""
+        records = story.trail()
+        last = max((r for r in records if r["mbl"] == OTHER_MBL), key=lambda r: r["sequence"])
+        payload = {"mbl": OTHER_MBL, "occurred_at": "2027-06-01T12:00:00Z", "record": {}, "source": "x:0:0"}
+        forged = chain(head_after(last), "note", payload, "2027-06-01T12:00:00Z")
+        with (tmp_path / "forged.avro").open("wb") as out:
+            avro_writer(out, SCHEMAS.schema("AuditRecord"), [*records, forged], codec="deflate")
+        key = str(public_key_file(tmp_path))
+        result = CliRunner().invoke(replay_command, ["--archive", str(tmp_path / "forged.avro"), "--public-key", key])
+        assert result.exit_code == 1
+        assert f"MBL {OTHER_MBL} sequence {forged['sequence']}" in result.output and "unsigned" in result.output
+
+    def test_without_a_public_key_the_replay_is_not_intact(
+        self, story: AuditedPump, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ):
+        """No --public-key and no signing key in the state folder: signatures cannot be checked, exit 1."""
+        monkeypatch.setenv("ICS2_STATE_DIR", str(tmp_path / "state"))
+        records = story.trail()
+        write_archive(tmp_path / "a", "ics2.audit", records, {0: (0, len(records))}, SCHEMAS)
+        result = CliRunner().invoke(
+            replay_command, ["--archive", str(tmp_path / "a"), "--out", str(tmp_path / "r.json")]
+        )
+        assert result.exit_code == 1 and "no public key" in result.output
+        assert json.loads((tmp_path / "r.json").read_text())["integrity"]["signatures"]["checked"] is False
+
+    def test_local_signing_key_is_used_by_default(
+        self, story: AuditedPump, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ):
+        """On the worker's machine the public half of the state folder's key verifies without --public-key."""
+        records = story.trail()
+        write_archive(tmp_path / "a", "ics2.audit", records, {0: (0, len(records))}, SCHEMAS)
+        key = tmp_path / "state" / "audit" / "signing-key.pem"
+        key.parent.mkdir(parents=True)
+        key.write_bytes(
+            SIGNER.key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        monkeypatch.setenv("ICS2_STATE_DIR", str(tmp_path / "state"))
+        result = CliRunner().invoke(
+            replay_command, ["--archive", str(tmp_path / "a"), "--out", str(tmp_path / "r.json")]
+        )
+        assert result.exit_code == 0, result.output
+        signatures = json.loads((tmp_path / "r.json").read_text())["integrity"]["signatures"]
+        assert signatures == {"checked": True, "trusted_keys": [SIGNER.key_id], "unsigned_accepted": 0}
 
     def test_times_without_a_zone_are_utc(self, story: AuditedPump, tmp_path: Path):
         """--since 2027-06-01T10:00 means 10:00 UTC; a time that is not ISO 8601 is refused."""
         records = story.trail()
         write_archive(tmp_path, "ics2.audit", records, {0: (0, len(records))}, SCHEMAS)
         json_path = tmp_path / "r.json"
-        args = ["--archive", str(tmp_path), "--out", str(json_path)]
+        args = ["--archive", str(tmp_path), "--out", str(json_path), "--public-key", str(public_key_file(tmp_path))]
         assert CliRunner().invoke(replay_command, [*args, "--since", "2027-06-01T10:00"]).exit_code == 0
         assert json.loads(json_path.read_text())["filters"]["since"] == "2027-06-01T10:00:00Z"
         refused = CliRunner().invoke(replay_command, [*args, "--since", "yesterday"])

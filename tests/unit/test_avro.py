@@ -234,6 +234,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "previous_hash": None,
         "hash": SHA,
         "recorded_at": "2026-11-20T09:00:02Z",
+        "key_id": "ed25519:0123456789abcdef",
+        "signature": "c2lnbmF0dXJl",
     },
 }
 

@@ -47,7 +47,22 @@ class TestDiff:
         assert change.amendment is not None and change.amendment.draft.lrn != before.draft.lrn
         assert not second.to_send, "nothing is filed as new"
         key = next(k for k in second.memory.sent if AMENDED_HBL in k)
-        assert second.memory.sent[key].lrn == before.draft.lrn, "later amendments name the same registered filing"
+        assert second.memory.sent[key].lrn == change.amendment.draft.lrn, "the next version asks under this LRN"
+
+    def test_third_version_asks_under_the_second_versions_lrn(self, first):
+        """v3 names the LRN v2 amended under: its ledger entry holds the MRN customs holds the filing under now,
+        the amended one's, or the re-filed one's when customs had rejected the first."""
+        data = seed_json()
+        goods = next(h for h in data["house_bills"] if h["hbl_number"] == AMENDED_HBL)["goods"][0]
+        data["version"], goods["gross_mass_kg"] = 2, 845.0
+        second = process_booking(booking(data), first.memory, NOW)
+        data["version"], goods["gross_mass_kg"] = 3, 850.0
+        memory = PlanMemory.from_json(json.loads(json.dumps(second.memory.to_json())))
+        third = process_booking(booking(data), memory, NOW)
+        [v2_change], [v3_change] = second.changes, third.changes
+        assert v3_change.kind is ChangeKind.AMEND and v2_change.amendment is not None
+        assert v3_change.lrn == v2_change.amendment.draft.lrn != v2_change.lrn
+        assert v3_change.amendment is not None and v3_change.amendment.draft.lrn not in (v2_change.lrn, v3_change.lrn)
 
     def test_dropped_hbl_is_invalidated_and_moved_hbl_replaced(self, first):
         second = process_booking(booking(version_2(seed_json())), first.memory, NOW)
