@@ -367,13 +367,15 @@ class TestDashboard:
         wait.until(lambda d: "/login" in d.current_url and d.find_elements(By.ID, "password"))
 
     async def test_audit_report_reads_in_chromium(self, deployment, browser, artifacts):
-        """The replayed report: every timeline label inside its picture, one axis caption, the table in time order."""
+        """The replayed report (verified with the worker's signing key): every timeline label inside its picture, one
+        axis caption, the table in time order."""
         from selenium.webdriver.common.by import By
 
         await asyncio.to_thread(poll, story_arrived(deployment), "the DNL/RFI story", deployment.worker)
         live = {SEED_MBL: get_json(f"{deployment.url}/ens/{SEED_MBL}")}
         path = artifacts / "audit-report.html"
-        replayed = await asyncio.to_thread(report_when_caught_up, deployment.settings, live, path)
+        worker_state = replace(deployment.settings, state_dir=Path(deployment.env["ICS2_STATE_DIR"]))
+        replayed = await asyncio.to_thread(report_when_caught_up, worker_state, live, path)
         assert replayed.intact
         browser.get(path.as_uri())
         pictures = browser.execute_script(SVG_TEXT_BOXES)
