@@ -31,10 +31,9 @@ from typing import Any
 from rich.console import Console
 
 from streams.admin import apply_topics, delete_topics, list_topics
+from streams.audit.reading import report_when_caught_up
 from streams.broker import LocalBroker, free_tcp_port
 from streams.broker.manager import parse_bootstrap
-from streams.cli.replay import report_when_caught_up
-from streams.cli.status import ens_tables
 from streams.client import publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.labels import HOUSE_STATE_LABELS, MESSAGE_LABELS
@@ -44,6 +43,7 @@ from streams.inbox import URGENCY_STYLES, newest_first
 from streams.inbox import table as inbox_table
 from streams.settings import Settings
 from streams.simulator import Outcome, RiskRule, RiskScript, ScriptedRejection
+from streams.tables import ens_tables
 from streams.topics import Catalogue
 
 SEED_MBL = "OCLU26TYO7781234"

@@ -22,9 +22,9 @@ from datetime import datetime
 from lxml import etree
 
 from streams.domain.model import format_datetime
+from streams.domain.notifications import NotificationError
 from streams.errors import RenderError
 from streams.messages import NS
-from streams.messages.notifications import NotificationError
 from streams.messages.schemas import validate
 
 MASTER_BL = "N704"

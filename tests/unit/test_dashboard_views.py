@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.domain.ledger import filing_record
 from streams.domain.lifecycle import EnsState, apply
 from streams.domain.model import Consolidation, format_datetime
+from streams.domain.notifications import Notification
 from streams.domain.planning import plan
-from streams.messages.notifications import Notification
 from streams.pipeline.metrics import (
     LatencyMatcher,
     PipelineMetrics,

@@ -10,9 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from streams.errors import RenderError, XMLRejected
-from streams.messages import NS, build
-from streams.messages.notifications import (
+from streams.domain.notifications import (
     MESSAGE_SPECS,
     Action,
     Actor,
@@ -22,6 +20,8 @@ from streams.messages.notifications import (
     is_well_formed_mrn,
     mrn_check_character,
 )
+from streams.errors import RenderError, XMLRejected
+from streams.messages import NS, build
 from streams.messages.parse import LAYOUTS, parse_notification
 from streams.messages.schemas import SchemaValidationError, schema_for
 from tests.data import OFFICIAL_XSD
