@@ -42,9 +42,9 @@ from streams.broker import BrokerConfig, LocalBroker, free_tcp_port, kafka_versi
 from streams.client import produce, read_topic
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.drafts import make_lrn
+from streams.domain.notifications import mrn_check_character
 from streams.errors import BrokerUnavailable
 from streams.messages.build import build_ie3q01, build_ie3r01
-from streams.messages.notifications import mrn_check_character
 from streams.scenarios import SEED_COLOAD
 from streams.settings import Settings
 from streams.topics import Catalogue

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
 import os
 import secrets
@@ -25,30 +24,27 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from streams.admin import apply_topics, delete_topics, list_topics
+from streams.audit.reading import report_when_caught_up
 from streams.broker import LocalBroker, free_tcp_port
 from streams.broker.manager import parse_bootstrap
-from streams.cli.replay import report_when_caught_up
-from streams.cli.status import ens_tables
 from streams.client import publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.labels import HOUSE_STATE_LABELS, MESSAGE_LABELS
-from streams.domain.model import format_datetime
 from streams.errors import ICS2StreamsError, WorkerUnavailable
 from streams.inbox import URGENCY_STYLES, newest_first
 from streams.inbox import table as inbox_table
+from streams.scenarios import SECOND_MBL, SEED_MBL, bookings, demo_parties
 from streams.settings import Settings
 from streams.simulator import Outcome, RiskRule, RiskScript, ScriptedRejection
+from streams.tables import ens_tables
 from streams.topics import Catalogue
 
-SEED_MBL = "OCLU26TYO7781234"
-SECOND_MBL = "OCLU26TYO7790001"
 #: The operator `ics2 demo` creates for its dashboard (every party), with a fresh password each run.
 DEMO_OPERATOR = "demo"
 
@@ -61,57 +57,6 @@ DEMO_SCRIPT = RiskScript(
     rejections=(ScriptedRejection("KSN26TYO0102", "12", "goodsItem/commodity/descriptionOfGoods", "too vague"),),
     grace=timedelta(seconds=12),
 )
-
-
-def seed_booking() -> dict[str, Any]:
-    """The bundled seed co-load with the carrier's ICS2 contact."""
-    data = json.loads(resources.files("streams.scenarios").joinpath("seed-coload.json").read_text())
-    for party in data["parties"]:
-        if party["id"] == "CARRIER-A":
-            party["contact"] = {"email": "ics2@oceanic-line.example", "phone": "+65 6555 0100"}
-    return data
-
-
-def as_party(booking: dict[str, Any], party: str) -> dict[str, Any]:
-    """The same consolidation as booked by another party's booking system."""
-    copy_ = copy.deepcopy(booking)
-    copy_["planning_party"] = party
-    copy_["event_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{booking['event_id']}/{party}"))
-    return copy_
-
-
-def second_booking(now: datetime) -> dict[str, Any]:
-    """ML-TYO's second consolidation: two direct shippers, loading 30 hours from now."""
-    data = seed_booking()
-    data["event_id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, SECOND_MBL))
-    data["master"]["mbl_number"] = SECOND_MBL
-    data["master"]["voyage"] = "043W"
-    data["master"]["loading_at"] = format_datetime(now + timedelta(hours=30))
-    data["master"]["containers"][0]["id"] = "TCNU7654328"
-    first, second = copy.deepcopy(data["house_bills"][0]), copy.deepcopy(data["house_bills"][2])
-    first["hbl_number"], second["hbl_number"] = "KSN26TYO0101", "KSN26TYO0102"
-    for hbl in (first, second):
-        for goods in hbl["goods"]:
-            goods["container"] = "TCNU7654328"
-    second["goods"][0]["description"] = "Furniture"
-    data["house_bills"] = [first, second]
-    return data
-
-
-def bookings(now: datetime) -> list[dict[str, Any]]:
-    seed = seed_booking()
-    return [
-        seed,
-        as_party(seed, "COLOADER-A"),
-        as_party(seed, "COLOADER-D"),
-        as_party(seed, "CARRIER-A"),
-        second_booking(now),
-    ]
-
-
-def demo_parties(books: Iterable[dict[str, Any]]) -> list[str]:
-    """The parties that get a queue: everyone named in the bookings but the shippers, who file nothing."""
-    return sorted({p["id"] for b in books for p in b["parties"] if p["role"] != "shipper"})
 
 
 @dataclass

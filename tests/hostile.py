@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from streams.contracts.avro import HEADER_SIZE, MARKER, SchemaCatalogue
+from streams.contracts.records import ens_event
 from streams.errors import BookingError, DecodeError, ICS2StreamsError, UnknownSchemaError, XMLRejected
 from streams.messages import NS
 from streams.messages.safe import DEFAULT_MAX_BYTES
-from streams.pipeline.records import ens_event
 from tests.data import SEED_PATH
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 from streams.audit.trail import canonical_json
 from streams.contracts.avro import SchemaCatalogue
+from streams.contracts.events import ACK
 from streams.errors import InputError
-from streams.pipeline.acks import ACK
 from streams.topics import Catalogue
 
 #: EnsEvent type -> the kind of the audit entry (a tick that carries an acknowledgement is recorded as ``ack``).

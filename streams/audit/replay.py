@@ -17,11 +17,11 @@ from typing import Any
 
 from streams.audit.signing import Keyring
 from streams.audit.trail import ChainHead, examine
+from streams.contracts.events import ACK, CHANGE_SENT, lifecycle_event
+from streams.contracts.records import notification_from_record
 from streams.domain.lifecycle import EnsState, apply
 from streams.domain.model import format_datetime, parse_datetime
 from streams.errors import InputError
-from streams.pipeline.acks import ACK, CHANGE_SENT, lifecycle_event
-from streams.pipeline.records import notification_from_record
 
 REPORT_FORMAT = "ics2-audit-replay/1"
 #: Audit kinds that are ENS lifecycle events, re-applied in recorded order to rebuild the ENS state.

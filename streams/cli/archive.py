@@ -10,9 +10,9 @@ import click
 from rich.console import Console
 
 from streams.audit.archive import next_offsets, write_archive
+from streams.audit.reading import read_trail
 from streams.cli.options import connection_options, json_option, settings_from
 from streams.cli.output import quiet_kafka_client
-from streams.cli.replay import read_trail
 from streams.contracts.avro import SchemaCatalogue
 from streams.logs import configure_logging
 from streams.topics import Catalogue

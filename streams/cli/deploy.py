@@ -25,7 +25,7 @@ COMMITTED_COMMAND = "ics2 deploy render --out deploy/k8s --demo-parties"
 
 def demo_parties() -> tuple[str, ...]:
     """The parties ``ics2 demo`` onboards: everyone in its bookings but the shippers."""
-    from streams.demo import bookings
+    from streams.scenarios import bookings
 
     return tuple(sorted({p["id"] for b in bookings(datetime.now(UTC)) for p in b["parties"] if p["role"] != "shipper"}))
 

@@ -19,7 +19,6 @@ from rich.table import Table
 
 from streams.cli.options import json_option, read_json
 from streams.cli.output import console as make_console
-from streams.cli.output import plain
 from streams.domain.labels import MESSAGE_LABELS, OURS_NOTE, message_label
 from streams.domain.model import Consolidation, parse_datetime
 from streams.domain.planning import FilingPlan
@@ -27,6 +26,7 @@ from streams.domain.planning import plan as make_plan
 from streams.domain.validation import ValidationReport
 from streams.domain.validation import validate as validate_booking
 from streams.errors import BookingError, ExitCode
+from streams.tables import plain
 
 
 def _load_booking(path: Path) -> Consolidation:
@@ -175,9 +175,9 @@ def render(file: Path, out: Path, as_json: bool) -> None:
 def parse(file: Path) -> None:
     """Parse a customs notification (IE3R01, IE3N99, IE3Q01, ...) and print what it means, as JSON."""
     from streams.cli.options import read_bytes
+    from streams.contracts.records import notification_record
     from streams.errors import XMLRejected
     from streams.messages.parse import parse_notification
-    from streams.pipeline.records import notification_record
 
     data = read_bytes(file)
     try:

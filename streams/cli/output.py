@@ -14,7 +14,6 @@ from typing import IO, NoReturn
 
 import click
 from rich.console import Console
-from rich.text import Text
 
 from streams.errors import BrokerUnavailable, ExitCode, ICS2StreamsError
 
@@ -49,11 +48,6 @@ def console(*, stderr: bool = False) -> Console:
         return terminal
     out = _TrimmedLines(sys.stderr if stderr else sys.stdout)
     return Console(file=out, width=PIPE_WIDTH, no_color=True, highlight=False)  # type: ignore[arg-type]
-
-
-def plain(*values: object) -> list[Text]:
-    """Table cells taken as they are: a state like ``[registered]`` in data is not rich markup."""
-    return [Text(str(v)) for v in values]
 
 
 def quiet_kafka_client() -> None:

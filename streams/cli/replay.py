@@ -1,192 +1,23 @@
 """``ics2 replay``: rebuild history from the audit trail (Kafka or archives), verify it, write JSON and HTML.
 
-The Kafka reader has no consumer group: it assigns the audit topic's partitions itself, reads from the start to the
-end offsets it saw when it began, and stops. It commits nothing, so the live consumers never notice it, and two
-replays of the same records give the same report byte for byte.
+The reading and the replay itself are ``streams.audit.reading``; this module holds the command's options and output.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
-import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from streams.audit.archive import read_archives
-from streams.audit.replay import ReplayFilter, build_report, comparable_state, report_json
-from streams.audit.report import render_html
-from streams.audit.signing import Keyring, key_path, load_public_key
-from streams.audit.trail import ChainHead
+from streams.audit.reading import replay, trusted_keys, write_outputs
+from streams.audit.replay import ReplayFilter, report_json
 from streams.cli.options import connection_options, json_option, settings_from
 from streams.cli.output import quiet_kafka_client
-from streams.client import start_client, stop_consumer
-from streams.contracts.avro import SchemaCatalogue
-from streams.errors import DecodeError, InputError, NotFound
+from streams.errors import InputError
 from streams.logs import configure_logging
-from streams.settings import Settings
-from streams.topics import Catalogue
-
-log = structlog.get_logger(__name__)
-
-Progressed = Callable[[int, int], None]
-"""Called with (records read so far, records to read)."""
-
-
-@dataclass
-class TrailRead:
-    """The audit records read, in stored order, with the offsets they cover and what could not be decoded."""
-
-    topic: str
-    records: list[dict[str, Any]] = field(default_factory=list)
-    offsets: dict[int, tuple[int, int]] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
-
-
-async def read_trail(
-    settings: Settings,
-    start: Mapping[int, int] | None = None,
-    progressed: Progressed | None = None,
-    schemas: SchemaCatalogue | None = None,
-) -> TrailRead:
-    """Every ``AuditRecord`` of the audit topic from ``start`` (default: the beginning) up to the current end."""
-    schemas = schemas or SchemaCatalogue.load()
-    topic = Catalogue.for_prefix(settings.topic_prefix).audit.name
-    consumer = AIOKafkaConsumer(topic, enable_auto_commit=False, group_id=None, **settings.kafka_client_kwargs())
-    await start_client(consumer, settings)
-    read = TrailRead(topic)
-    try:
-        tps = sorted(await _assignment(consumer), key=lambda tp: tp.partition)
-        if not tps:
-            raise NotFound(
-                f"topic {topic} does not exist on {settings.bootstrap_servers}",
-                hint="check --topic-prefix, or create the topics with ics2 topics apply",
-            )
-        partitions = [tp.partition for tp in tps]
-        beginnings = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        firsts = {tp: max(beginnings[tp], (start or {}).get(tp.partition, 0)) for tp in tps}
-        total = sum(max(ends[tp] - firsts[tp], 0) for tp in tps)
-        by_partition: dict[int, list[dict[str, Any]]] = {tp.partition: [] for tp in tps}
-        for tp in tps:
-            read.offsets[tp.partition] = (firsts[tp], max(ends[tp], firsts[tp]))
-            consumer.seek(tp, firsts[tp])
-        done = 0
-        pending = {tp for tp in tps if firsts[tp] < ends[tp]}
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=500)
-            for tp, messages in batch.items():
-                for message in messages:
-                    if message.offset >= ends[tp]:
-                        continue
-                    done += 1
-                    try:
-                        by_partition[tp.partition].append(schemas.decode(message.value, reader="AuditRecord").record)
-                    except DecodeError as exc:
-                        read.problems.append(f"{topic}:{tp.partition}:{message.offset}: not an AuditRecord: {exc}")
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-            if progressed is not None:
-                progressed(done, total)
-        read.records = [r for p in partitions for r in by_partition[p]]
-    finally:
-        await stop_consumer(consumer)
-    return read
-
-
-async def _assignment(consumer: AIOKafkaConsumer, timeout: float = 15.0) -> set[TopicPartition]:
-    """Without a group the consumer assigns itself every partition of its topic once it has the metadata."""
-    deadline = time.monotonic() + timeout
-    while not consumer.assignment() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    return set(consumer.assignment())
-
-
-def _progress_bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]replay[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-
-
-@dataclass
-class Replay:
-    """A report and the problems found outside the chains (unreadable records, archive files that changed)."""
-
-    report: dict[str, Any]
-    problems: list[str]
-
-    @property
-    def intact(self) -> bool:
-        return self.report["integrity"]["intact"] and not self.problems
-
-
-def trusted_keys(settings: Settings, public_keys: Sequence[Path] = (), key_ids: Sequence[str] = ()) -> Keyring | None:
-    """The keys a replay verifies signatures with: the public key files given, else the public half of this
-    installation's signing key if there is one; ``key_ids`` keeps only those. None when there is no key at all."""
-    if public_keys:
-        keys = Keyring.of(load_public_key(p) for p in public_keys)
-    elif key_path(settings).exists():
-        keys = Keyring.of([load_public_key(key_path(settings))])
-    else:
-        keys = Keyring()
-    keys = keys.only(key_ids) if key_ids else keys
-    return keys if keys.keys else None
-
-
-def replay(
-    settings: Settings,
-    filters: ReplayFilter | None = None,
-    archives: Sequence[Path] = (),
-    progress: bool = False,
-    keys: Keyring | None = None,
-    accept_unsigned: bool = False,
-) -> Replay:
-    """Replay from archives when given, else from the Kafka audit topic; the demo and the tests call this too.
-
-    Without ``keys`` signatures cannot be checked, which is a problem of the replay: it is not intact.
-    """
-    heads: dict[str, ChainHead] = {}
-    if archives:
-        content = read_archives(archives)
-        records, heads, problems = content.records, content.heads, content.problems
-    else:
-        console = Console(stderr=True)
-        if progress and console.is_terminal:
-            with _progress_bar(console) as bar:
-                task = bar.add_task("replay", total=None)
-                read = asyncio.run(read_trail(settings, progressed=lambda n, t: bar.update(task, completed=n, total=t)))
-        else:
-            read = asyncio.run(read_trail(settings))
-        records, problems = read.records, read.problems
-    if keys is None:
-        problems = [*problems, "no public key to verify the records' signatures with: give --public-key"]
-    report = build_report(records, filters, heads, keys, accept_unsigned)
-    log.info("replayed", records=len(records), consolidations=len(report["consolidations"]), problems=len(problems))
-    return Replay(report, problems)
-
-
-def write_outputs(report: Mapping[str, Any], json_path: Path | None, html_path: Path | None) -> None:
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(report_json(report), encoding="utf-8")
-    if html_path is not None:
-        html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_path.write_text(render_html(report), encoding="utf-8")
 
 
 def _when(value: str | None) -> datetime | None:
@@ -295,22 +126,3 @@ def replay_command(
             err.print(f"wrote {path}", highlight=False)
     if not result.intact:
         sys.exit(1)
-
-
-def report_when_caught_up(
-    settings: Settings, live: Mapping[str, Mapping[str, Any]], html_path: Path, timeout: float = 30.0
-) -> Replay:
-    """Replay once the trail has caught up with the live ENS states (or at ``timeout``), write HTML and JSON beside.
-
-    The demo calls this while its worker still runs, so the report shows the story up to its last answer.
-    """
-    deadline = time.monotonic() + timeout
-    keys = trusted_keys(settings)
-    while True:
-        result = replay(settings, keys=keys)
-        rebuilt = {c["mbl"]: comparable_state(c["ens_state"]) for c in result.report["consolidations"]}
-        if all(rebuilt.get(m) == comparable_state(s) for m, s in live.items()) or time.monotonic() > deadline:
-            break
-        time.sleep(1.0)
-    write_outputs(result.report, html_path.with_suffix(".json"), html_path)
-    return result

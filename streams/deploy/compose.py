@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from aiokafka.errors import KafkaError
 
 from streams.client import publish_bookings
-from streams.demo import bookings
 from streams.errors import ICS2StreamsError
+from streams.scenarios import bookings
 from streams.settings import Settings
 
 EXIT_OK = 0

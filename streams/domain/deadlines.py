@@ -17,8 +17,8 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from streams.domain.model import MasterBill, Mode
+from streams.domain.notifications import Notification, NotificationKind
 from streams.errors import InputError
-from streams.messages.notifications import Notification, NotificationKind
 
 #: Hours before loading (containerised deep sea) or before arrival (bulk, short sea).
 HOURS_BEFORE: dict[Mode, int] = {

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streams.domain.model import Consolidation
+from streams.domain.notifications import Notification
 from streams.domain.planning import FilingType, PlannedFiling
-from streams.messages.notifications import Notification
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,8 +30,8 @@ from typing import Any
 from streams.domain.deadlines import DEFAULT_RESPONSE_TIMES, AnswerDeadline, answer_deadline
 from streams.domain.ledger import FilingRecord
 from streams.domain.model import format_datetime, parse_datetime
+from streams.domain.notifications import REFERRAL_ANSWERS, Action, Notification, NotificationKind, Urgency
 from streams.domain.routing import FAULT_KINDS, REFUSAL_KINDS, PartyAlert, alert_id, alerts_for, closing_alert
-from streams.messages.notifications import REFERRAL_ANSWERS, Action, Notification, NotificationKind, Urgency
 
 #: How many notification ids a state remembers to suppress duplicates (customs re-sends, replays).
 SEEN_LIMIT = 2000

@@ -1,8 +1,10 @@
 """From a booking version to the filings we send: plan, validate, render, and compare with the last version.
 
-``process_booking`` is the whole outbound decision for one booking event, as a pure function: the booking stage
-only decodes, calls it and emits what it returns. What it must remember between versions (per MBL and planning
-party) is a ``PlanMemory``: the version last processed and, per filing, the LRN and content fingerprint last sent.
+``decide_booking`` is the whole outbound decision for one booking event, as a pure function: the booking stage
+only decodes, calls it with the ICS2 XML renderer (``streams.pipeline.booking.process_booking``) and emits what it
+returns. The renderer is a parameter so that the domain never reaches up into ``streams.messages``. What it must
+remember between versions (per MBL and planning party) is a ``PlanMemory``: the version last processed and, per
+filing, the LRN and content fingerprint last sent.
 
 A new version never files again what customs already holds: a filing whose content changed is amended (IE3A1x,
 under its own LRN, against the MRN the original LRN was registered under); one the plan no longer needs is
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -41,10 +43,12 @@ from streams.domain.planning import (
 from streams.domain.rules import Severity
 from streams.domain.validation import Finding, ValidationReport, validate
 from streams.errors import RenderError
-from streams.messages.render import render_filing
 
 #: Findings that never stop a filing: a late filing is still owed to customs.
 NON_BLOCKING_RULES = frozenset({"ENS-DEADLINE", "ENS-DEADLINE-NEAR"})
+
+#: Writes one filing draft as the XML sent to customs; raises ``RenderError`` when it cannot.
+Renderer = Callable[[FilingDraft], bytes]
 
 _ISSUE_DATE = re.compile(rb"<([\w.-]+:)?documentIssueDate>[^<]*<")
 
@@ -231,8 +235,11 @@ def _linking_key(identity_: str) -> str:
     return identity_.rsplit("|", 1)[0]
 
 
-def process_booking(consolidation: Consolidation, previous: PlanMemory | None, now: datetime) -> BookingOutcome:
-    """Plan, validate and render the filings of ours for one booking version, and what it changes for customs.
+def decide_booking(
+    consolidation: Consolidation, previous: PlanMemory | None, now: datetime, render: Renderer
+) -> BookingOutcome:
+    """Plan, validate and render (with ``render``) the filings of ours for one booking version, and what it
+    changes for customs.
 
     The filings are issued at the booking version's ``occurred_at``, not at ``now``: the same booking always
     renders the same XML, so a replay after a crash sends byte-identical filings that the gateway recognises.
@@ -265,7 +272,7 @@ def process_booking(consolidation: Consolidation, previous: PlanMemory | None, n
                 sent[key] = base_sent[key]
             continue
         try:
-            xml = render_filing(draft)
+            xml = render(draft)
         except RenderError as exc:
             problem = Finding(
                 rule_id="ENS-RENDER",

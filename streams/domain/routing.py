@@ -1,7 +1,7 @@
 """Who must act on a customs answer, how urgently, and what to tell them.
 
 The facts per message (kind, action, urgency, actors) are the ``MESSAGE_SPECS`` table of
-``streams.messages.notifications``; this module turns actors into parties of the consolidation, adds the party
+``streams.domain.notifications``; this module turns actors into parties of the consolidation, adds the party
 whose HBL is at fault for co-loaded cargo, and words the alert. Alert ids are derived from the notification's
 identity and the recipient, so a redelivered notification yields the same alert id and can be deduplicated.
 
@@ -23,7 +23,7 @@ from typing import Any
 from streams.domain.deadlines import AnswerDeadline
 from streams.domain.ledger import FilingRecord
 from streams.domain.model import format_datetime
-from streams.messages.notifications import Action, Actor, Notification, NotificationKind, Urgency
+from streams.domain.notifications import Action, Actor, Notification, NotificationKind, Urgency
 
 #: Kinds whose cause lies in the data of one HBL: its issuer is told too, not only the filer.
 FAULT_KINDS = frozenset(

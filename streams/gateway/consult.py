@@ -15,13 +15,13 @@ from typing import Any
 
 from lxml import etree
 
+from streams.contracts.records import sha256
 from streams.domain.model import format_datetime
+from streams.domain.notifications import is_well_formed_mrn
 from streams.errors import XMLRejected
 from streams.messages import NS
-from streams.messages.notifications import is_well_formed_mrn
 from streams.messages.render_requests import Consultation, render_consultation
 from streams.messages.safe import read_xml
-from streams.pipeline.records import sha256
 from streams.settings import Settings
 from streams.topics import Catalogue
 

@@ -22,9 +22,9 @@ from datetime import datetime
 from lxml import etree
 
 from streams.domain.model import format_datetime
+from streams.domain.notifications import NotificationError
 from streams.errors import RenderError
 from streams.messages import NS
-from streams.messages.notifications import NotificationError
 from streams.messages.schemas import validate
 
 MASTER_BL = "N704"
@@ -83,7 +83,7 @@ def _pointer(parent: etree._Element, path: str) -> None:
 
 
 def _finish(root: etree._Element) -> bytes:
-    """Serialise after validating against the project's XSD; invalid values raise ``SchemaValidationError``."""
+    """Serialise after validating against the project's XSD; invalid values raise ``XsdViolation``."""
     validate(root, etree.QName(root).localname)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 

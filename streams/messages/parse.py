@@ -26,9 +26,9 @@ from types import MappingProxyType
 from lxml import etree
 
 from streams.domain.model import EARLIEST_DATE, LATEST_DATE
+from streams.domain.notifications import REFERRAL_ANSWERS, Notification, NotificationError, is_well_formed_mrn
 from streams.errors import XMLRejected
 from streams.messages import NS
-from streams.messages.notifications import REFERRAL_ANSWERS, Notification, NotificationError, is_well_formed_mrn
 from streams.messages.safe import DEFAULT_MAX_BYTES, read_xml
 
 _NSMAP = {"i": NS}

@@ -17,7 +17,7 @@ from streams.domain.model import Address, Consolidation, Contact, HouseBill, Par
 from streams.domain.planning import FilingDraft
 from streams.errors import RenderError
 from streams.messages import NS
-from streams.messages.schemas import SchemaValidationError, validate
+from streams.messages.schemas import XsdViolation, validate
 
 T = TypeVar("T")
 
@@ -236,6 +236,6 @@ def finish(root: etree._Element, message_type: str, where: str) -> bytes:
     data = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
     try:
         validate(data, message_type)
-    except SchemaValidationError as exc:
+    except XsdViolation as exc:
         raise RenderError(f"{where}: the rendered message breaks its schema: {exc}") from exc
     return data

@@ -27,7 +27,7 @@ SCHEMAS_DIR_ENV = "ICS2_SCHEMAS_DIR"
 _REPO = Path(__file__).resolve().parents[2]
 
 
-class SchemaNotFoundError(PlatformError):
+class XsdUnavailable(PlatformError):
     """No XSD (or more than one) for a message code, or an XSD that does not compile: the install is broken."""
 
 
@@ -45,7 +45,7 @@ class SchemaIssue:
         return f"{where}: {self.message}"
 
 
-class SchemaValidationError(ICS2StreamsError):
+class XsdViolation(ICS2StreamsError):
     """A document that its message's XSD refuses; ``issues`` lists every error with its line number."""
 
     def __init__(self, message_type: str, issues: tuple[SchemaIssue, ...]) -> None:
@@ -67,9 +67,9 @@ def schema_path(message_type: str, directory: Path | None = None) -> Path:
     base = directory or schemas_dir()
     found = sorted(base.rglob(f"{message_type}.xsd"))
     if not found:
-        raise SchemaNotFoundError(f"no schema {message_type}.xsd under {base}")
+        raise XsdUnavailable(f"no schema {message_type}.xsd under {base}")
     if len(found) > 1:
-        raise SchemaNotFoundError(f"several schemas for {message_type}: {', '.join(str(p) for p in found)}")
+        raise XsdUnavailable(f"several schemas for {message_type}: {', '.join(str(p) for p in found)}")
     return found[0]
 
 
@@ -79,7 +79,7 @@ def _compiled(path: Path, mtime_ns: int) -> tuple[etree.XMLSchema, threading.Loc
     try:
         return etree.XMLSchema(etree.parse(str(path))), threading.Lock()
     except (etree.XMLSchemaParseError, etree.XMLSyntaxError, OSError) as exc:
-        raise SchemaNotFoundError(f"schema {path} does not compile: {exc}") from exc
+        raise XsdUnavailable(f"schema {path} does not compile: {exc}") from exc
 
 
 def _schema(message_type: str) -> tuple[etree.XMLSchema, threading.Lock]:
@@ -95,7 +95,7 @@ def schema_for(message_type: str) -> etree.XMLSchema:
 def validate(document: bytes | etree._Element | etree._ElementTree, message_type: str) -> etree._Element:
     """Check a message against its XSD and return its root element.
 
-    Bytes are read through ``safe.read_xml`` first. Raises ``SchemaValidationError`` listing every XSD error with
+    Bytes are read through ``safe.read_xml`` first. Raises ``XsdViolation`` listing every XSD error with
     its line, also when the root element is not ``message_type`` in the ICS2 namespace.
     """
     if isinstance(document, bytes | bytearray):
@@ -107,10 +107,10 @@ def validate(document: bytes | etree._Element | etree._ElementTree, message_type
     expected = etree.QName(NS, message_type).text
     if root.tag != expected:
         issue = SchemaIssue(root.sourceline or 0, 0, f"root element is {root.tag}, expected {expected}")
-        raise SchemaValidationError(message_type, (issue,))
+        raise XsdViolation(message_type, (issue,))
     schema, lock = _schema(message_type)
     with lock:
         if schema.validate(root):
             return root
         issues = tuple(SchemaIssue(e.line, e.column, e.message, e.path) for e in schema.error_log)
-    raise SchemaValidationError(message_type, issues)
+    raise XsdViolation(message_type, issues)

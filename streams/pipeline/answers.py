@@ -22,17 +22,17 @@ from typing import Any, Protocol
 import structlog
 
 from streams.contracts.avro import SchemaCatalogue
+from streams.contracts.events import ANSWER_SENT
+from streams.contracts.records import filing_record_from_ledger, sha256
 from streams.domain.ledger import FilingRecord, referral_key
 from streams.domain.model import Address, format_datetime, parse_datetime
+from streams.domain.notifications import Action, Urgency
 from streams.domain.planning import FilingType
 from streams.domain.routing import PartyAlert, alert_id
 from streams.errors import InputError, RenderError
 from streams.messages.answers import AnswerText, Attachment, AuthorizedPerson, RfiAnswer, RfsAnswer, ScreeningResult
-from streams.messages.notifications import Action, Urgency
 from streams.messages.render import render_rfi_answer, render_rfs_answer
-from streams.pipeline.acks import ANSWER_SENT
 from streams.pipeline.dead_letters import dead_letter_emit
-from streams.pipeline.records import filing_record_from_ledger, sha256
 from streams.pipeline.stage import Emit, Incoming
 from streams.topics import Catalogue
 

@@ -26,6 +26,7 @@ from yarl import URL
 
 from streams.audit.signing import key_path, signer_for
 from streams.contracts.avro import SchemaCatalogue
+from streams.contracts.records import ens_event
 from streams.pipeline import changes
 from streams.pipeline.audit_stages import audit_stages
 from streams.pipeline.dead_letters import DeadLetterSink
@@ -36,7 +37,6 @@ from streams.pipeline.handlers import (
     NotificationParser,
     ticks_due,
 )
-from streams.pipeline.records import ens_event
 from streams.pipeline.recovery import OrderedTableManager
 from streams.pipeline.runner import Producer, StageRunner, StageStats, add_stage, skip_when_broker_away
 from streams.pipeline.stage import Emit

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.dead_letter import dead_letter
+from streams.domain.notifications import Action, Urgency
 from streams.domain.routing import PartyAlert, alert_id
-from streams.messages.notifications import Action, Urgency
 from streams.pipeline.stage import Emit, Incoming
 
 if TYPE_CHECKING:

@@ -17,6 +17,16 @@ from typing import Any
 import structlog
 
 from streams.contracts.avro import SchemaCatalogue
+from streams.contracts.events import lifecycle_event
+from streams.contracts.records import (
+    draft_record,
+    ens_event,
+    filing_message,
+    filing_record_from_ledger,
+    ledger_record,
+    notification_from_record,
+    notification_record,
+)
 from streams.domain.deadlines import DEFAULT_RESPONSE_TIMES, lodging_deadline
 from streams.domain.ledger import (
     FilingRecord,
@@ -29,24 +39,15 @@ from streams.domain.ledger import (
 )
 from streams.domain.lifecycle import DEFAULT_MARGINS, EnsState, apply
 from streams.domain.model import Consolidation, format_datetime
-from streams.domain.outbound import BookingOutcome, PlanMemory, process_booking
+from streams.domain.notifications import Action, NotificationKind, Urgency
+from streams.domain.outbound import BookingOutcome, PlanMemory
 from streams.domain.planning import PlannedFiling
 from streams.domain.routing import PartyAlert, alert_id
 from streams.domain.validation import Finding
 from streams.errors import BookingError, XMLRejected
-from streams.messages.notifications import Action, NotificationKind, Urgency
 from streams.messages.parse import parse_notification
 from streams.pipeline import answers, changes
-from streams.pipeline.acks import lifecycle_event
-from streams.pipeline.records import (
-    draft_record,
-    ens_event,
-    filing_message,
-    filing_record_from_ledger,
-    ledger_record,
-    notification_from_record,
-    notification_record,
-)
+from streams.pipeline.booking import process_booking
 from streams.pipeline.stage import Emit, Headers, Incoming, StageFailure
 from streams.topics import Catalogue
 

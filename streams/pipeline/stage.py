@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from streams.errors import ICS2StreamsError
+
 Headers = tuple[tuple[str, bytes], ...]
 
 
@@ -56,7 +58,7 @@ class Emit:
     headers: Headers = field(default=())
 
 
-class StageFailure(Exception):
+class StageFailure(ICS2StreamsError):
     """Raised by a handler for input it will never handle; carries the phase and the party to tell."""
 
     def __init__(self, phase: str, reason: str, *, party: str | None = None, cause: BaseException | None = None):

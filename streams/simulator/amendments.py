@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from streams.domain.notifications import NotificationError
 from streams.messages import build
-from streams.messages.notifications import NotificationError
 from streams.simulator.filing import FilingFacts
 from streams.simulator.risk import Outcome
 

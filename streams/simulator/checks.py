@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 
 from lxml import etree
 
+from streams.domain.notifications import NotificationError
 from streams.domain.rules import (
     EU_EORI_PREFIXES,
     PAYMENT_METHODS,
@@ -29,7 +30,6 @@ from streams.domain.rules import (
     SUPPLEMENTARY_FILING_TYPES,
     TYPES_OF_PERSON,
 )
-from streams.messages.notifications import NotificationError
 from streams.messages.safe import read_xml
 
 INCORRECT, MISSING = "12", "13"

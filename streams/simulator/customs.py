@@ -21,9 +21,9 @@ from typing import Any
 import structlog
 
 from streams.domain.model import format_datetime, parse_datetime
+from streams.domain.notifications import NotificationError, mrn_check_character
 from streams.errors import InputError, XMLRejected
 from streams.messages import build
-from streams.messages.notifications import NotificationError, mrn_check_character
 from streams.simulator import amendments, arrival
 from streams.simulator.checks import customs_grade_errors
 from streams.simulator.filing import AMENDMENTS, ANSWERS, FILINGS, FilingFacts, read_filing

@@ -20,18 +20,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from streams.audit.reading import read_trail
 from streams.audit.replay import build_report
-from streams.cli.replay import read_trail
 from streams.client import produce, publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
-from streams.demo import seed_booking
+from streams.contracts.records import sha256
 from streams.domain.model import Consolidation
 from streams.domain.planning import FilingDraft, FilingType, PlannedFiling
 from streams.gateway.consult import consult
 from streams.messages.parse import parse_notification
 from streams.messages.render import render_filing
 from streams.messages.render_requests import Invalidation, render_invalidation
-from streams.pipeline.records import sha256
+from streams.scenarios import seed_booking
 from streams.settings import Settings
 from streams.topics import Catalogue
 from tests.integration.services import ICS2, Service, gateway, service_env, worker

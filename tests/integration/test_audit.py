@@ -22,11 +22,12 @@ from fastavro import writer as avro_writer
 from rich.console import Console
 
 from streams.admin import apply_topics, delete_topics, list_topics
+from streams.audit.reading import read_trail
 from streams.audit.replay import ReplayFilter, build_report, comparable_state
-from streams.cli.replay import read_trail
 from streams.client import produce, publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
-from streams.demo import DEMO_SCRIPT, SECOND_MBL, SEED_MBL, DemoResult, bookings, tell_story
+from streams.demo import DEMO_SCRIPT, DemoResult, tell_story
+from streams.scenarios import SECOND_MBL, SEED_MBL, bookings
 from streams.settings import Settings
 from streams.topics import Catalogue
 from tests.integration.services import ICS2, Service, gateway, service_env, worker

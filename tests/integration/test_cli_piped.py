@@ -24,8 +24,9 @@ import pytest
 
 from streams.admin import apply_topics, delete_topics, list_topics
 from streams.client import publish_bookings
-from streams.demo import DEMO_SCRIPT, SECOND_MBL, SEED_MBL, bookings
+from streams.demo import DEMO_SCRIPT
 from streams.errors import ExitCode
+from streams.scenarios import SECOND_MBL, SEED_MBL, bookings
 from streams.settings import Settings
 from streams.topics import Catalogue
 from tests.data import seed_json

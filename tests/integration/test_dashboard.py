@@ -27,9 +27,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.admin import apply_topics, delete_topics, list_topics
-from streams.cli.replay import report_when_caught_up
+from streams.audit.reading import report_when_caught_up
 from streams.client import publish_bookings, read_topic
-from streams.demo import DEMO_SCRIPT, SEED_MBL, as_party, seed_booking
+from streams.demo import DEMO_SCRIPT
+from streams.scenarios import SEED_MBL, as_party, seed_booking
 from streams.security.operators import CSRF_HEADER, CSRF_VALUE, OperatorStore
 from streams.settings import Settings
 from streams.topics import Catalogue

@@ -16,7 +16,8 @@ from rich.console import Console
 from streams.admin import apply_topics, delete_topics, list_topics
 from streams.client import publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
-from streams.demo import SECOND_MBL, SEED_MBL, DemoResult, seed_booking, tell_story, unique_alerts
+from streams.demo import DemoResult, tell_story, unique_alerts
+from streams.scenarios import SECOND_MBL, SEED_MBL, seed_booking
 from streams.settings import Settings
 from tests.integration.services import gateway, worker
 

@@ -30,13 +30,14 @@ from aiokafka import AIOKafkaConsumer
 
 from streams.admin import apply_topics
 from streams.audit.entries import AuditEntry, EntryDeriver
+from streams.audit.reading import read_trail
 from streams.audit.replay import build_report
 from streams.audit.trail import examine
 from streams.broker import LocalBroker
-from streams.cli.replay import read_trail
 from streams.client import Record, publish_bookings, read_topic, start_client, stop_consumer
 from streams.contracts.avro import SchemaCatalogue
-from streams.demo import seed_booking, unique_alerts
+from streams.demo import unique_alerts
+from streams.scenarios import seed_booking
 from streams.settings import Settings
 from streams.topics import Catalogue
 from tests.integration.services import (

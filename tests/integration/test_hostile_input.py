@@ -24,8 +24,8 @@ from streams.admin import apply_topics
 from streams.client import Record, read_topic
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.dead_letter import DeadLetter
+from streams.domain.notifications import mrn_check_character
 from streams.messages.build import build_ie3r01
-from streams.messages.notifications import mrn_check_character
 from streams.settings import Settings
 from streams.topics import INBOUND_MAX_MESSAGE_BYTES, Catalogue
 from tests.hostile import PLANNER, Flagged, Hostile, booking, booking_cases, flagged_bookings, xml_cases

@@ -26,8 +26,8 @@ from lxml import etree
 from streams.admin import apply_topics, delete_topics, list_topics
 from streams.client import publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
-from streams.demo import SEED_MBL, as_party, seed_booking
 from streams.domain.model import parse_datetime
+from streams.scenarios import SEED_MBL, as_party, seed_booking
 from streams.settings import Settings
 from streams.simulator import Outcome, RiskRule, RiskScript
 from streams.topics import Catalogue

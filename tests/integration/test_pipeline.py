@@ -21,8 +21,8 @@ from streams.client import produce, publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.dead_letter import DeadLetter
 from streams.domain.drafts import make_lrn
+from streams.domain.notifications import mrn_check_character
 from streams.messages.build import build_ie3q01, build_ie3r01
-from streams.messages.notifications import mrn_check_character
 from streams.settings import Settings
 from streams.topics import Catalogue
 from tests.data import SEED_PATH

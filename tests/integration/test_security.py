@@ -28,7 +28,7 @@ from aiokafka.errors import (
 from streams.admin import admin_client, delete_topics, list_topics
 from streams.broker import LocalBroker
 from streams.client import publish_bookings, stop_consumer
-from streams.demo import seed_booking
+from streams.scenarios import seed_booking
 from streams.security.onboarding import list_parties, offboard_party, onboard_party, onboard_process
 from streams.settings import SecurityProtocol, Settings
 from streams.topics import Catalogue

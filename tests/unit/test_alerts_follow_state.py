@@ -12,9 +12,9 @@ from streams.domain.deadlines import DEFAULT_RESPONSE_TIMES, answer_deadline
 from streams.domain.ledger import filing_record
 from streams.domain.lifecycle import EnsState, FilingState, HouseState, apply, filing_key
 from streams.domain.model import Consolidation, format_datetime
+from streams.domain.notifications import Notification, NotificationError, NotificationKind
 from streams.domain.planning import plan
 from streams.domain.routing import alert_id
-from streams.messages.notifications import Notification, NotificationError, NotificationKind
 from streams.settings import Settings, SettingsError
 from tests.data import SEED_PATH
 

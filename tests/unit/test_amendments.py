@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
+from streams.domain.notifications import NotificationKind
 from streams.domain.planning import FilingDraft, FilingType, PlannedFiling
 from streams.errors import InputError, RenderError
 from streams.messages import NS
-from streams.messages.notifications import NotificationKind
 from streams.messages.parse import parse_notification
 from streams.messages.render import render_filing
 from streams.messages.render_requests import (

@@ -15,6 +15,7 @@ import pytest
 from lxml import etree
 
 from streams.contracts.avro import SchemaCatalogue
+from streams.contracts.records import ledger_record
 from streams.domain.ledger import FilingRecord, referral_key
 from streams.domain.planning import FilingType
 from streams.pipeline.answers import (
@@ -24,7 +25,6 @@ from streams.pipeline.answers import (
     parked_key,
 )
 from streams.pipeline.handlers import BookingStage, Correlator, LifecycleTracker, NotificationParser
-from streams.pipeline.records import ledger_record
 from streams.pipeline.stage import Emit, Incoming
 from streams.simulator import CustomsSimulator, Outcome, RiskRule, RiskScript
 from streams.topics import Catalogue

@@ -29,9 +29,9 @@ from streams.audit.signing import Keyring, Signer, public_pem
 from streams.audit.trail import ChainHead, chain, head_after
 from streams.cli.replay import replay_command
 from streams.contracts.avro import SchemaCatalogue
+from streams.contracts.events import ack_record
 from streams.domain.labels import OURS_NOTE
 from streams.domain.model import format_datetime
-from streams.pipeline.acks import ack_record
 from streams.pipeline.audit_stages import audit_stages
 from streams.pipeline.handlers import BookingStage, Correlator, LifecycleTracker, NotificationParser
 from streams.pipeline.stage import Emit, Incoming

@@ -283,7 +283,7 @@ class TestReadme:
     def test_every_action_and_state_of_the_code_has_words(self):
         """No action or state the product emits is left without a label (and so out of the glossary)."""
         from streams.domain.lifecycle import FilingState, HouseState
-        from streams.messages.notifications import Action
+        from streams.domain.notifications import Action
 
         assert {a.value for a in Action} <= set(ACTION_LABELS)
         assert {s.value for s in HouseState} <= set(HOUSE_STATE_LABELS)

@@ -12,8 +12,9 @@ import yaml
 
 from streams.broker.jars import kafka_version
 from streams.broker.properties import server_properties
-from streams.demo import DEMO_SCRIPT, SECOND_MBL, SEED_MBL, bookings, demo_parties
+from streams.demo import DEMO_SCRIPT
 from streams.deploy.compose import EXIT_BROKER, EXIT_USAGE, main
+from streams.scenarios import SECOND_MBL, SEED_MBL, bookings, demo_parties
 from streams.settings import Settings
 from streams.topics import Catalogue
 

@@ -14,8 +14,8 @@ from streams.domain.labels import OURS_NOTE
 from streams.domain.ledger import filing_record
 from streams.domain.lifecycle import EnsState, apply
 from streams.domain.model import Consolidation, format_datetime
+from streams.domain.notifications import Notification
 from streams.domain.planning import plan
-from streams.messages.notifications import Notification
 from streams.pipeline.metrics import (
     LatencyMatcher,
     PipelineMetrics,

@@ -15,8 +15,8 @@ import pytest
 
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.model import Consolidation
+from streams.domain.notifications import NotificationError
 from streams.messages import build
-from streams.messages.notifications import NotificationError
 from streams.pipeline.handlers import BookingStage, Correlator, LifecycleTracker, NotificationParser
 from streams.pipeline.stage import Emit, Incoming, StageFailure
 from streams.simulator import CustomsSimulator, Outcome, RiskRule, RiskScript

@@ -18,6 +18,7 @@ from streams.cli.inbox import JsonView, TableView
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.labels import relative_deadline
 from streams.domain.model import format_datetime
+from streams.domain.notifications import Action, Urgency
 from streams.domain.routing import PartyAlert
 from streams.inbox import (
     COLUMNS,
@@ -31,7 +32,6 @@ from streams.inbox import (
     select,
     table,
 )
-from streams.messages.notifications import Action, Urgency
 from streams.pipeline.handlers import _Stage
 from streams.pipeline.stage import Incoming
 from streams.topics import Catalogue

@@ -10,9 +10,9 @@ import pytest
 from streams.domain.ledger import correlation_keys, filing_record
 from streams.domain.lifecycle import EnsState, FilingState, HouseState, apply
 from streams.domain.model import Consolidation
+from streams.domain.notifications import Action, Notification, NotificationError, Urgency
 from streams.domain.planning import plan
 from streams.domain.routing import recipients
-from streams.messages.notifications import Action, Notification, NotificationError, Urgency
 from tests.data import SEED_PATH
 
 NOW = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)

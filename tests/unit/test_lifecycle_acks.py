@@ -15,12 +15,12 @@ from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
 from streams.contracts.avro import SchemaCatalogue
+from streams.contracts.events import ack_record, lifecycle_event
 from streams.domain.ledger import filing_record
 from streams.domain.lifecycle import DEFAULT_MARGINS, EnsState, NaggingKind, apply
 from streams.domain.model import Consolidation, format_datetime
+from streams.domain.notifications import Action, Notification, Urgency
 from streams.domain.planning import plan
-from streams.messages.notifications import Action, Notification, Urgency
-from streams.pipeline.acks import ack_record, lifecycle_event
 from streams.pipeline.handlers import LifecycleTracker, ticks_due
 from streams.pipeline.stage import Incoming
 from streams.topics import Catalogue
@@ -317,7 +317,7 @@ class TestTrackerAcks:
 
     def test_notification_log_lines_carry_the_filing_ids(self, tracker, seed):
         """A notification event's log lines carry the HBL and LRN of the filing it answers."""
-        from streams.pipeline.records import ens_event, notification_record
+        from streams.contracts.records import ens_event, notification_record
 
         tracker.states[seed.mbl] = json.dumps(apply(None, planned(seed), NOW).state.to_json()).encode()
         event = notification_event(seed, "IE3Q01", DNL_HBL)
@@ -339,7 +339,7 @@ class TestTrackerAcks:
 
     def test_alerts_of_a_notification_name_it(self, tracker, seed):
         """Alerts caused by a notification carry its id in a header, for the alert latency metric."""
-        from streams.pipeline.records import ens_event, notification_record
+        from streams.contracts.records import ens_event, notification_record
 
         tracker.states[seed.mbl] = json.dumps(apply(None, planned(seed), NOW).state.to_json()).encode()
         event = notification_event(seed, "IE3Q01", DNL_HBL)

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from streams.domain.model import Consolidation
-from streams.domain.outbound import PlanMemory, fingerprint, process_booking
+from streams.domain.outbound import PlanMemory, fingerprint
+from streams.pipeline.booking import process_booking
 from tests.data import SEED_PATH
 
 NOW = datetime(2027, 6, 1, tzinfo=UTC)

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 import pytest
 from lxml import etree
 
+from streams.domain.notifications import NotificationError, NotificationKind, mrn_check_character
 from streams.errors import XMLRejected
 from streams.messages import NS, build
-from streams.messages.notifications import NotificationError, NotificationKind, mrn_check_character
 from streams.messages.parse import parse_notification
 from streams.messages.schemas import schema_for
 from tests.data import OFFICIAL_XSD

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from streams.domain.model import Consolidation
+from streams.domain.notifications import NotificationKind, is_well_formed_mrn
 from streams.domain.planning import FilingDraft, FilingType, PlannedFiling
 from streams.errors import InputError, XMLRejected
 from streams.messages import NS
 from streams.messages.answers import AnswerText, RfiAnswer, RfsAnswer, ScreeningResult
-from streams.messages.notifications import NotificationKind, is_well_formed_mrn
 from streams.messages.parse import parse_notification
 from streams.messages.render import render_filing, render_rfi_answer, render_rfs_answer
 from streams.messages.schemas import validate

@@ -19,8 +19,8 @@ from streams.messages.answers import RfiAnswer, RfsAnswer, ScreeningResult
 from streams.messages.render import render_filing, render_rfi_answer, render_rfs_answer
 from streams.messages.schemas import (
     SCHEMAS_DIR_ENV,
-    SchemaNotFoundError,
-    SchemaValidationError,
+    XsdUnavailable,
+    XsdViolation,
     schema_for,
     schema_path,
     schemas_dir,
@@ -198,8 +198,8 @@ class TestSchemaLoader:
         assert schema_for("IE3F15") is schema_for("IE3F15")
 
     def test_unknown_message_has_no_schema(self) -> None:
-        """An unknown message code raises SchemaNotFoundError."""
-        with pytest.raises(SchemaNotFoundError, match="IE3X99"):
+        """An unknown message code raises XsdUnavailable."""
+        with pytest.raises(XsdUnavailable, match="IE3X99"):
             schema_for("IE3X99")
 
     def test_env_var_overrides_the_folder_and_subfolders_are_searched(
@@ -215,11 +215,11 @@ class TestSchemaLoader:
         monkeypatch.setenv(SCHEMAS_DIR_ENV, str(tmp_path))
         assert schema_path("IE3X01") == target / "IE3X01.xsd"
         assert validate(f'<IE3X01 xmlns="{NS}">x</IE3X01>'.encode(), "IE3X01").text == "x"
-        with pytest.raises(SchemaNotFoundError):
+        with pytest.raises(XsdUnavailable):
             schema_path("IE3F15")
 
     def test_errors_are_listed_with_line_numbers(self) -> None:
-        """A document its XSD refuses raises SchemaValidationError listing each error with its line."""
+        """A document its XSD refuses raises XsdViolation listing each error with its line."""
         data = dict(MESSAGES_RENDERED)["IE3F15"]
         root = etree.fromstring(data)
         root.find(f"{{{NS}}}LRN").text = "X" * 23
@@ -227,7 +227,7 @@ class TestSchemaLoader:
         broken = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
         lines = broken.decode().splitlines()
         expected = [n for n, line in enumerate(lines, start=1) if "<LRN>" in line or "<country>nl<" in line]
-        with pytest.raises(SchemaValidationError) as caught:
+        with pytest.raises(XsdViolation) as caught:
             validate(broken, "IE3F15")
         issues = caught.value.issues
         assert [i.line for i in issues] == expected
@@ -236,7 +236,7 @@ class TestSchemaLoader:
 
     def test_wrong_root_is_refused(self) -> None:
         """A valid IE3F16 is not accepted as an IE3F15."""
-        with pytest.raises(SchemaValidationError, match="expected"):
+        with pytest.raises(XsdViolation, match="expected"):
             validate(dict(MESSAGES_RENDERED)["IE3F16"], "IE3F15")
 
     def test_elements_and_bytes_are_both_accepted(self) -> None:

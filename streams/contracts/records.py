@@ -10,8 +10,8 @@ from typing import Any
 
 from streams.domain.ledger import FilingRecord
 from streams.domain.model import format_datetime, parse_datetime
+from streams.domain.notifications import MESSAGE_SPECS, Notification, NotificationError
 from streams.domain.outbound import DraftOutcome
-from streams.messages.notifications import MESSAGE_SPECS, Notification, NotificationError
 
 
 def sha256(data: bytes) -> str:
