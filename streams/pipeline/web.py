@@ -452,10 +452,12 @@ def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, cloc
     ens_topic = pipeline.catalogue.ens_events.name
 
     def owned() -> set[int]:
-        """The ENS partitions this worker processes now: its own table is the freshest for their MBLs."""
+        """The ENS partitions this worker processes now: its own table is the freshest for their MBLs (none before
+        the Faust consumer has started, when every state comes from the changelog)."""
         try:
             return {tp.partition for tp in app.consumer.assignment() if tp.topic == ens_topic}
-        except Exception:
+        except Exception as exc:
+            log.debug("assignment_unavailable", error=repr(exc))
             return set()
 
     states = EnsView(table, owned)
