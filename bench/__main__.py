@@ -8,6 +8,7 @@ folder and stopped at the end. Every process the run starts is stopped by its pi
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import click
 from rich.console import Console
 
 from bench.harness import Parameters, run
-from bench.report import RESULTS_DIR, results_table, write_results
+from bench.report import RESULTS_DIR, measures_table, results_table, write_results
 from streams.errors import ICS2StreamsError
 from streams.logs import configure_logging
 
@@ -38,13 +39,11 @@ def main(
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     preset = Parameters.preset(quick)
     try:
-        params = Parameters(
+        params = replace(
+            preset,
             bookings=bookings or preset.bookings,
             notifications=notifications or preset.notifications,
             interval_ms=interval_ms or preset.interval_ms,
-            partitions=preset.partitions,
-            phase_timeout_s=preset.phase_timeout_s,
-            quick=quick,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -53,8 +52,9 @@ def main(
     except ICS2StreamsError as exc:
         raise click.ClickException(str(exc)) from exc
     path = write_results(document, datetime.fromisoformat(document["started_at"]), results_dir)
-    console = Console()
+    console = Console(width=200)
     console.print(results_table(document))
+    console.print(measures_table(document))
     console.print(f"results: {path} (and {path.with_name('latest.json')})")
 
 
