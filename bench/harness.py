@@ -283,11 +283,14 @@ async def measure_passthrough(
         probes = [Probe(f"probe-{i:05d}", f"probe-{i:05d}".encode(), dnl) for i in range(count)]
         arrivals = Arrivals(settings, target, lambda m: (m.key or b"").decode() or None)
         rate = params.offered_rate if per_poll else None
+        cpu_before = child.cpu_seconds()
         samples = await _probe_latencies(settings, params, source, arrivals, probes, child, rate_per_s=rate)
+        cpu_ms = _cpu_ms_per_item(cpu_before, child.cpu_seconds(), len(probes))
         peak = child.peak_rss_kib()
     finally:
         child.stop()
-    return PathResult(f"passthrough-{mode}", 1, throughput, LatencySummary.of(samples), peak, tuple(samples))
+    log.info("bench_passthrough_probed", mode=mode, cpu_ms_per_record=cpu_ms)
+    return PathResult(f"passthrough-{mode}", 1, throughput, LatencySummary.of(samples), peak, tuple(samples), cpu_ms)
 
 
 def _alert_matcher(schemas: SchemaCatalogue, message_type: str) -> Any:
@@ -356,8 +359,10 @@ async def measure_pipeline(
         samples = await _probe_latencies(
             settings, params, catalogue.notifications_inbound.name, arrivals, probes, child
         )
+        cpu_before = child.cpu_seconds()
         notifications = await _notification_rate(settings, params, catalogue, mrns, child)
-        log.info("bench_pipeline_notifications", per_s=round(notifications, 1))
+        cpu_ms = _cpu_ms_per_item(cpu_before, child.cpu_seconds(), params.burst)
+        log.info("bench_pipeline_notifications", per_s=round(notifications, 1), cpu_ms_per_notification=cpu_ms)
         arrivals = Arrivals(settings, queue, _notification_matcher)
         loaded = await _probe_latencies(
             settings, params, catalogue.notifications_inbound.name, arrivals,
@@ -367,7 +372,11 @@ async def measure_pipeline(
     finally:
         child.stop()
     result = PathResult("pipeline", 4, throughput, LatencySummary.of(samples), peak, tuple(samples))
-    return PipelineResult(result, notifications, LatencySummary.of(loaded), tuple(loaded))
+    return PipelineResult(result, notifications, LatencySummary.of(loaded), tuple(loaded), cpu_ms)
+
+
+def _cpu_ms_per_item(before: float | None, after: float | None, items: int) -> float | None:
+    return None if before is None or after is None else (after - before) * 1000.0 / items
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +387,7 @@ class PipelineResult:
     notifications_per_s: float
     loaded_latency: LatencySummary
     loaded_latencies_ms: tuple[float, ...]
+    cpu_ms_per_notification: float | None = None
 
 
 def dnl_probes(mrns: Sequence[str], count: int, first: int = 0) -> list[Probe]:
@@ -486,6 +496,8 @@ def measures(
         ),
         row("latency p50, one at a time", path.latency.p50_ms, "ms", "per record", per_record.latency.p50_ms),
         row("latency p99, one at a time", path.latency.p99_ms, "ms", "per record", per_record.latency.p99_ms),
+        row("worker CPU per notification (burst)", pipeline.cpu_ms_per_notification, "ms", "per-poll CPU per record",
+            per_poll.cpu_ms_per_item),
         row("audit replay from Kafka (read + verify)", replay["kafka"]["records_per_s"], "records/s", "", None,
             ">= 100,000/s"),
         row("audit replay from the Avro archive", replay["archive"]["records_per_s"], "records/s", "", None,
@@ -544,6 +556,7 @@ async def measure(session: BrokerSession, params: Parameters, workdir: Path) -> 
         "per_s": pipeline.notifications_per_s,
         "open_loop_latency_ms": asdict(pipeline.loaded_latency),
         "offered_rate_per_s": params.offered_rate,
+        "cpu_ms_per_notification": pipeline.cpu_ms_per_notification,
     }
     document["audit_replay"] = replay
     document["measures"] = measures(

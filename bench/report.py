@@ -17,7 +17,7 @@ from rich.table import Table
 from bench.stats import PathResult, ratios, rounded
 
 #: Bumped when the document's shape changes, so that old results can still be told apart.
-RESULT_FORMAT = "ics2-bench/1"
+RESULT_FORMAT = "ics2-bench/2"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LATEST = "latest.json"
 
@@ -158,12 +158,12 @@ def measures_table(document: Mapping[str, Any]) -> Table:
 def markdown_summary(document: Mapping[str, Any]) -> str:
     """The measures as a Markdown table, with when and where they were taken, for ``bench/results/<stamp>.md``."""
     env = document["environment"]
+    load = env.get("load_average_1m", {})
     lines = [
         f"# Benchmark {document['started_at']}",
         "",
-        f"{env['cpu_count']} CPUs, load average {env['load_average_1m']['start']} at start and "
-        f"{env['load_average_1m']['end']} at the end; Kafka {env['kafka_version']} ({env['broker']}); "
-        f"Python {env['python']}.",
+        f"{env.get('cpu_count')} CPUs, load average {load.get('start')} at start and {load.get('end')} at the end; "
+        f"Kafka {env.get('kafka_version')} ({env.get('broker')}); Python {env.get('python')}.",
         "",
         "| measure | result | baseline (same run) | ratio | target |",
         "|---|---:|---|---:|---|",
