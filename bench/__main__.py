@@ -26,9 +26,21 @@ from streams.logs import configure_logging
 @click.option("--bookings", type=click.IntRange(2, 5000), help="Bookings pre-loaded for the throughput phase.")
 @click.option("--notifications", type=click.IntRange(2, 2000), help="Notifications timed in the latency phase.")
 @click.option("--interval-ms", type=click.FloatRange(1.0, 5000.0), help="Pause between two timed notifications.")
+@click.option("--burst", type=click.IntRange(2, 100_000), help="DNLs pre-loaded at once for the notification rate.")
+@click.option("--open-loop", type=click.IntRange(2, 100_000), help="DNLs sent open loop at the offered rate.")
+@click.option("--offered-rate", type=click.FloatRange(1.0, 100_000.0), help="Notifications/s offered open loop.")
+@click.option("--audit-records", type=click.IntRange(100, 10_000_000), help="Records of the audit replay measure.")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=RESULTS_DIR, show_default=True)
 def main(
-    quick: bool, bookings: int | None, notifications: int | None, interval_ms: float | None, results_dir: Path
+    quick: bool,
+    bookings: int | None,
+    notifications: int | None,
+    interval_ms: float | None,
+    burst: int | None,
+    open_loop: int | None,
+    offered_rate: float | None,
+    audit_records: int | None,
+    results_dir: Path,
 ) -> None:
     """Pipeline throughput and latency beside a raw aiokafka passthrough, on the same broker in the same run.
 
@@ -44,6 +56,10 @@ def main(
             bookings=bookings or preset.bookings,
             notifications=notifications or preset.notifications,
             interval_ms=interval_ms or preset.interval_ms,
+            burst=burst or preset.burst,
+            open_loop=open_loop or preset.open_loop,
+            offered_rate=offered_rate or preset.offered_rate,
+            audit_records=audit_records or preset.audit_records,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
