@@ -50,6 +50,8 @@ Clock = Callable[[], datetime]
 
 #: Seconds between two looks of the stall guard.
 STALL_CHECK_S = 5.0
+#: How long Faust's producer (table changelogs) waits to fill a produce request.
+CHANGELOG_LINGER_S = 0.005
 #: A worker that dies without leaving the group holds its partitions this long (Faust's default is 60 s).
 SESSION_TIMEOUT_S = 30.0
 
@@ -83,6 +85,10 @@ def faust_app(settings: Settings) -> faust.App:
         "topic_allow_declare": True,
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
+        # Table changelogs go through Faust's producer, one send per table write; lingering 5 ms lets a batch's
+        # writes share produce requests (measured: a quarter less CPU per notification). Faust flushes this
+        # producer before it commits offsets, so no offset is committed ahead of its changelog.
+        "producer_linger": CHANGELOG_LINGER_S,
         "key_serializer": "raw",
         "value_serializer": "raw",
         "datadir": str(datadir),
