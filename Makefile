@@ -41,10 +41,12 @@ format: install
 	$(BIN)/ruff format streams tests bench
 	$(BIN)/ruff check --fix streams tests bench
 
+# Every baseline and measure of issue 12 in one run on one broker (a few minutes; `--quick` for a smoke run).
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Not in CI: a day of a large forwarder's bookings through a worker and the simulator (5-10 minutes).
+# Issue 12's soak, 50 bookings/s for 10 minutes with the audit on: make soak SOAK_ARGS="--bookings 30000 --rate 50"
 soak: install
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 

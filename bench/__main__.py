@@ -8,6 +8,7 @@ folder and stopped at the end. Every process the run starts is stopped by its pi
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import click
 from rich.console import Console
 
 from bench.harness import Parameters, run
-from bench.report import RESULTS_DIR, results_table, write_results
+from bench.report import RESULTS_DIR, measures_table, results_table, write_results
 from streams.errors import ICS2StreamsError
 from streams.logs import configure_logging
 
@@ -25,9 +26,21 @@ from streams.logs import configure_logging
 @click.option("--bookings", type=click.IntRange(2, 5000), help="Bookings pre-loaded for the throughput phase.")
 @click.option("--notifications", type=click.IntRange(2, 2000), help="Notifications timed in the latency phase.")
 @click.option("--interval-ms", type=click.FloatRange(1.0, 5000.0), help="Pause between two timed notifications.")
+@click.option("--burst", type=click.IntRange(2, 100_000), help="DNLs pre-loaded at once for the notification rate.")
+@click.option("--open-loop", type=click.IntRange(2, 100_000), help="DNLs sent open loop at the offered rate.")
+@click.option("--offered-rate", type=click.FloatRange(1.0, 100_000.0), help="Notifications/s offered open loop.")
+@click.option("--audit-records", type=click.IntRange(100, 10_000_000), help="Records of the audit replay measure.")
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=RESULTS_DIR, show_default=True)
 def main(
-    quick: bool, bookings: int | None, notifications: int | None, interval_ms: float | None, results_dir: Path
+    quick: bool,
+    bookings: int | None,
+    notifications: int | None,
+    interval_ms: float | None,
+    burst: int | None,
+    open_loop: int | None,
+    offered_rate: float | None,
+    audit_records: int | None,
+    results_dir: Path,
 ) -> None:
     """Pipeline throughput and latency beside a raw aiokafka passthrough, on the same broker in the same run.
 
@@ -38,13 +51,15 @@ def main(
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     preset = Parameters.preset(quick)
     try:
-        params = Parameters(
+        params = replace(
+            preset,
             bookings=bookings or preset.bookings,
             notifications=notifications or preset.notifications,
             interval_ms=interval_ms or preset.interval_ms,
-            partitions=preset.partitions,
-            phase_timeout_s=preset.phase_timeout_s,
-            quick=quick,
+            burst=burst or preset.burst,
+            open_loop=open_loop or preset.open_loop,
+            offered_rate=offered_rate or preset.offered_rate,
+            audit_records=audit_records or preset.audit_records,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -53,8 +68,9 @@ def main(
     except ICS2StreamsError as exc:
         raise click.ClickException(str(exc)) from exc
     path = write_results(document, datetime.fromisoformat(document["started_at"]), results_dir)
-    console = Console()
+    console = Console(width=200)
     console.print(results_table(document))
+    console.print(measures_table(document))
     console.print(f"results: {path} (and {path.with_name('latest.json')})")
 
 

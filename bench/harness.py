@@ -23,9 +23,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +33,23 @@ import structlog
 from aiokafka import ConsumerRecord
 from aiokafka.admin import NewTopic
 
+from bench.audit_replay import load_trail, replay_from_archive, replay_from_kafka
 from bench.probes import Arrivals, Probe, latencies_ms
 from bench.processes import BenchError, Child
+from bench.producer_perf import producer_performance
 from bench.report import environment, result_document
-from bench.stats import LatencySummary, PathResult, Throughput, completion_rate, completion_times
+from bench.stats import LatencySummary, PathResult, Throughput, completion_rate, completion_times, ratio
 from streams.admin import admin_client, apply_topics, delete_topics, list_topics
 from streams.broker import BrokerConfig, LocalBroker, free_tcp_port, kafka_version
 from streams.client import produce, read_topic
 from streams.contracts.avro import SchemaCatalogue
+from streams.contracts.records import sha256
 from streams.domain.drafts import make_lrn
 from streams.domain.notifications import mrn_check_character
-from streams.errors import BrokerUnavailable
+from streams.errors import BrokerUnavailable, PlatformError
 from streams.messages.build import build_ie3q01, build_ie3r01
+from streams.pipeline.handlers import BookingStage
+from streams.pipeline.stage import Incoming
 from streams.scenarios import SEED_COLOAD
 from streams.settings import Settings
 from streams.topics import Catalogue
@@ -61,6 +66,10 @@ HOUSE = "SKC26TYO0001"
 ADDRESSEE = b"NL812345678000"
 REGISTERED_AT = datetime(2026, 11, 20, 9, 5, tzinfo=UTC)
 BROKER_START_TIMEOUT_S = 120.0
+#: Open-loop latency is also taken at this share of the measured notification rate, for this long: the latency of
+#: a worker under load that it keeps up with (the issue's fixed 1,000/s may be more than it can take).
+STEADY_SHARE = 0.5
+STEADY_S = 5.0
 #: How the numbers were taken, written into every result so that a reader need not open this file.
 METHOD = {
     "throughput": (
@@ -81,15 +90,31 @@ class Parameters:
     """How much load a run applies; ``quick`` is the smoke-run preset."""
 
     bookings: int = 400
-    notifications: int = 200
+    notifications: int = 100
     interval_ms: float = 100.0
     partitions: int = 4
     phase_timeout_s: float = 180.0
     quick: bool = False
+    #: Records each passthrough copies for its throughput (the per-poll one is fast: it needs more to be timed).
+    per_record_records: int = 2000
+    per_poll_records: int = 20000
+    #: DNLs pre-loaded at once for the notification -> party queue throughput.
+    burst: int = 3000
+    #: DNLs sent open loop at ``offered_rate`` per second for the latency under load.
+    open_loop: int = 3000
+    offered_rate: float = 1000.0
+    audit_records: int = 100_000
+    producer_perf_records: int = 100_000
+    record_bytes: int = 1500
 
     @classmethod
     def preset(cls, quick: bool) -> Parameters:
-        return cls(bookings=40, notifications=30, phase_timeout_s=60.0, quick=True) if quick else cls()
+        if not quick:
+            return cls()
+        return cls(
+            bookings=40, notifications=30, phase_timeout_s=60.0, quick=True, per_record_records=200,
+            per_poll_records=2000, burst=300, open_loop=300, audit_records=10_000, producer_perf_records=10_000,
+        )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.bookings < 2 or self.notifications < 2:
@@ -208,8 +233,10 @@ async def _probe_latencies(
     arrivals: Arrivals,
     probes: Sequence[Probe],
     child: Child,
+    rate_per_s: float | None = None,
 ) -> list[float]:
-    """Send the probes one at a time to ``send_topic`` and time each until ``arrivals`` sees it."""
+    """Send the probes to ``send_topic`` (one at a time, or open loop at ``rate_per_s``) and time each until
+    ``arrivals`` sees it."""
     try:
         await arrivals.start()
         return await latencies_ms(
@@ -220,35 +247,54 @@ async def _probe_latencies(
             interval_s=params.interval_ms / 1000.0,
             timeout=params.phase_timeout_s,
             watched=child,
+            rate_per_s=rate_per_s,
         )
     finally:
         await arrivals.stop()
 
 
+def cycled(records: Sequence[tuple[bytes, bytes]], count: int) -> list[tuple[bytes, bytes]]:
+    """``count`` records taken round from ``records``, each keyed by its own index (so every one completes)."""
+    return [(f"r{i:07d}".encode(), records[i % len(records)][1]) for i in range(count)]
+
+
 async def measure_passthrough(
-    settings: Settings, params: Parameters, booking_records: Sequence[tuple[bytes, bytes]], workdir: Path
+    settings: Settings,
+    params: Parameters,
+    booking_records: Sequence[tuple[bytes, bytes]],
+    workdir: Path,
+    mode: str = "per-record",
 ) -> PathResult:
-    """The raw aiokafka copy: drain the pre-loaded bookings, then time M probes through it."""
-    source, target = f"{settings.topic_prefix}bench.passthrough.in", f"{settings.topic_prefix}bench.passthrough.out"
+    """A raw aiokafka copy: drain pre-loaded bookings, then time probes through it (per-record: one at a time every
+    ``interval_ms``; per-poll: open loop at the offered rate)."""
+    per_poll = mode == "per-poll"
+    records = cycled(booking_records, params.per_poll_records if per_poll else params.per_record_records)
+    source = f"{settings.topic_prefix}bench.passthrough-{mode}.in"
+    target = f"{settings.topic_prefix}bench.passthrough-{mode}.out"
     await _create_topics(settings, [source, target], params.partitions)
-    await produce(settings, source, booking_records, headers=[("ics2-record", b"BookingEvent")])
+    await produce(settings, source, records, headers=[("ics2-record", b"BookingEvent")])
     command = [
         sys.executable, "-m", "bench.passthrough", "--bootstrap-servers", settings.bootstrap_servers,
-        "--source", source, "--target", target, "--group", f"{settings.topic_prefix}passthrough",
+        "--source", source, "--target", target, "--group", f"{settings.topic_prefix}passthrough-{mode}", "--mode", mode,
     ]  # fmt: skip
-    child = Child("passthrough", command, dict(os.environ), workdir / "passthrough.log", cwd=REPO_ROOT).start()
+    child = Child(f"passthrough-{mode}", command, dict(os.environ), workdir / f"{mode}.log", cwd=REPO_ROOT).start()
     try:
-        outputs, _ = await _drain(settings, target, len(booking_records), child, params.phase_timeout_s)
-        throughput = _throughput(len(booking_records), outputs, child)
-        log.info("bench_passthrough_drained", per_s=round(throughput.items_per_s, 1))
+        outputs, _ = await _drain(settings, target, len(records), child, params.phase_timeout_s)
+        throughput = _throughput(len(records), outputs, child)
+        log.info("bench_passthrough_drained", mode=mode, per_s=round(throughput.items_per_s, 1))
         dnl = build_ie3q01(mrn=mrn_number(0), issued_at=REGISTERED_AT, member_state="NL", hbl=HOUSE, mbl=mbl_number(0))
-        probes = [Probe(f"probe-{i:05d}", f"probe-{i:05d}".encode(), dnl) for i in range(params.notifications)]
+        count = params.open_loop if per_poll else params.notifications
+        probes = [Probe(f"probe-{i:05d}", f"probe-{i:05d}".encode(), dnl) for i in range(count)]
         arrivals = Arrivals(settings, target, lambda m: (m.key or b"").decode() or None)
-        samples = await _probe_latencies(settings, params, source, arrivals, probes, child)
+        rate = params.offered_rate if per_poll else None
+        cpu_before = child.cpu_seconds()
+        samples = await _probe_latencies(settings, params, source, arrivals, probes, child, rate_per_s=rate)
+        cpu_ms = _cpu_ms_per_item(cpu_before, child.cpu_seconds(), len(probes))
         peak = child.peak_rss_kib()
     finally:
         child.stop()
-    return PathResult("passthrough", 1, throughput, LatencySummary.of(samples), peak, tuple(samples))
+    log.info("bench_passthrough_probed", mode=mode, cpu_ms_per_record=cpu_ms)
+    return PathResult(f"passthrough-{mode}", 1, throughput, LatencySummary.of(samples), peak, tuple(samples), cpu_ms)
 
 
 def _alert_matcher(schemas: SchemaCatalogue, message_type: str) -> Any:
@@ -267,8 +313,9 @@ async def measure_pipeline(
     booking_records: Sequence[tuple[bytes, bytes]],
     workdir: Path,
     schemas: SchemaCatalogue,
-) -> PathResult:
-    """The ``ics2 worker``: drain the pre-loaded bookings, register M filings, then time M DNLs to the alert."""
+) -> PipelineResult:
+    """The ``ics2 worker``: drain the pre-loaded bookings, register M filings, time M DNLs to the alert one at a
+    time, then DNLs pre-loaded at once (throughput) and sent open loop at the offered rate (latency under load)."""
     catalogue = Catalogue.for_prefix(settings.topic_prefix)
     await apply_topics(settings, catalogue, [FILER, CARRIER])
     await produce(settings, catalogue.bookings.name, booking_records, headers=[("ics2-record", b"BookingEvent")])
@@ -313,17 +360,220 @@ async def measure_pipeline(
             for i, mrn in enumerate(mrns)
         ]  # fmt: skip
         arrivals = Arrivals(settings, queue, _alert_matcher(schemas, "IE3Q01"))
+        await wait_idle(settings, catalogue, child, params.phase_timeout_s)
         samples = await _probe_latencies(
             settings, params, catalogue.notifications_inbound.name, arrivals, probes, child
         )
+        await wait_idle(settings, catalogue, child, params.phase_timeout_s)
+        cpu_before, burst_started = child.cpu_seconds(), time.perf_counter()
+        notifications = await _notification_rate(settings, params, catalogue, mrns, child)
+        await wait_idle(settings, catalogue, child, params.phase_timeout_s)
+        sustained = params.burst / (time.perf_counter() - burst_started)
+        cpu_ms = _cpu_ms_per_item(cpu_before, child.cpu_seconds(), params.burst)
+        log.info(
+            "bench_pipeline_notifications",
+            per_s=round(notifications, 1),
+            sustained_per_s=round(sustained, 1),
+            cpu_ms_per_notification=cpu_ms,
+        )
+        steady_rate = max(1.0, round(sustained * STEADY_SHARE))
+        arrivals = Arrivals(settings, queue, _notification_matcher)
+        steady = await _probe_latencies(
+            settings, params, catalogue.notifications_inbound.name, arrivals,
+            dnl_probes(mrns, max(2, int(steady_rate * STEADY_S)), first=params.burst + params.open_loop), child,
+            rate_per_s=steady_rate,
+        )  # fmt: skip
+        await wait_idle(settings, catalogue, child, params.phase_timeout_s)
+        arrivals = Arrivals(settings, queue, _notification_matcher)
+        loaded = await _probe_latencies(
+            settings, params, catalogue.notifications_inbound.name, arrivals,
+            dnl_probes(mrns, params.open_loop, first=params.burst), child, rate_per_s=params.offered_rate,
+        )  # fmt: skip
         peak = child.peak_rss_kib()
     finally:
         child.stop()
-    return PathResult("pipeline", 4, throughput, LatencySummary.of(samples), peak, tuple(samples))
+    result = PathResult("pipeline", 4, throughput, LatencySummary.of(samples), peak, tuple(samples))
+    return PipelineResult(
+        result, notifications, LatencySummary.of(loaded), tuple(loaded), cpu_ms, steady_rate, LatencySummary.of(steady),
+        sustained,
+    )  # fmt: skip
+
+
+def _cpu_ms_per_item(before: float | None, after: float | None, items: int) -> float | None:
+    return None if before is None or after is None else (after - before) * 1000.0 / items
+
+
+async def wait_idle(settings: Settings, catalogue: Catalogue, child: Child, timeout: float) -> bool:
+    """Until the worker's group has committed every record of its source topics (audit included), so that a phase
+    is not timed against the previous phase's backlog; False (and a warning) when ``timeout`` passes first."""
+    from bench.soak import OffsetProbe, group_lag  # bench.soak builds on this module
+
+    sources = [
+        spec.name
+        for spec in (
+            catalogue.bookings, catalogue.notifications_inbound, catalogue.notifications_parsed, catalogue.ens_events,
+            catalogue.filing_drafts, catalogue.filings_outbound, catalogue.alerts, catalogue.dead_letters,
+            catalogue.audit_entries,
+        )
+    ]  # fmt: skip
+    probe = OffsetProbe(settings)
+    await probe.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            child.require_alive()
+            lag = group_lag(await probe.end_offsets(), await probe.committed(settings.app_id), sources)
+            if not any(lag.values()):
+                return True
+            await asyncio.sleep(0.5)
+    finally:
+        await probe.stop()
+    log.warning("bench_worker_not_idle", timeout_s=timeout)
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineResult:
+    """The worker's path result plus what only the pipeline has: the notification rate and latency under load."""
+
+    path: PathResult
+    notifications_per_s: float
+    loaded_latency: LatencySummary
+    loaded_latencies_ms: tuple[float, ...]
+    cpu_ms_per_notification: float | None = None
+    steady_rate: float | None = None
+    """Half the sustained rate (``STEADY_SHARE``), offered open loop for ``STEADY_S``."""
+    steady_latency: LatencySummary | None = None
+    sustained_per_s: float | None = None
+    """The burst's notifications over the time until the worker was idle again: the audit trail's work included."""
+
+
+def dnl_probes(mrns: Sequence[str], count: int, first: int = 0) -> list[Probe]:
+    """``count`` distinct DNLs over the registered MRNs (issued a second apart), each its own notification id."""
+    probes = []
+    for n in range(first, first + count):
+        index = n % len(mrns)
+        issued = REGISTERED_AT + timedelta(seconds=n + 1)
+        xml = build_ie3q01(mrn=mrns[index], issued_at=issued, member_state="NL", hbl=HOUSE, mbl=mbl_number(index))
+        probes.append(Probe(sha256(xml), ADDRESSEE, xml))
+    return probes
+
+
+def _notification_matcher(message: ConsumerRecord) -> str | None:
+    """The alert's notification id (``ics2-notification-id``): which DNL it answers."""
+    found = next((v for k, v in message.headers or () if k == "ics2-notification-id"), None)
+    return found.decode() if found else None
+
+
+async def _notification_rate(
+    settings: Settings, params: Parameters, catalogue: Catalogue, mrns: Sequence[str], child: Child
+) -> float:
+    """DNLs pre-loaded at once; their alerts' arrival rate on the filer's party queue (first to last)."""
+    probes = dnl_probes(mrns, params.burst)
+    arrivals = Arrivals(settings, catalogue.party_queue(FILER).name, _notification_matcher)
+    try:
+        await arrivals.start()
+        await produce(settings, catalogue.notifications_inbound.name, [(p.key, p.value) for p in probes])
+        arrived = await arrivals.wait_for({p.probe_id for p in probes}, params.phase_timeout_s, child)
+    finally:
+        await arrivals.stop()
+    span = max(arrived.values()) - min(arrived.values())
+    return (len(arrived) - 1) / span if span > 0 else 0.0
+
+
+def in_process_rate(records: Sequence[tuple[bytes, bytes]], schemas: SchemaCatalogue, topic: str) -> float:
+    """Bookings/s of the booking stage called in process (decode, plan, validate, render, XSD-check, encode)."""
+    stage = BookingStage(schemas, Catalogue.for_prefix("inprocess."), lambda: REGISTERED_AT, {})
+    started = time.perf_counter()
+    for offset, (key, value) in enumerate(records):
+        stage(Incoming(topic, 0, offset, key, value))
+    return len(records) / (time.perf_counter() - started)
+
+
+async def _producer_perf(settings: Settings, params: Parameters) -> dict[str, Any]:
+    """Kafka's ProducerPerformance on a topic of its own; the reason instead when it cannot run (no Java/Maven)."""
+    topic = f"{settings.topic_prefix}bench.producer-perf"
+    await _create_topics(settings, [topic], params.partitions)
+    try:
+        perf = await asyncio.to_thread(
+            producer_performance, settings.bootstrap_servers, topic, params.producer_perf_records, params.record_bytes
+        )
+    except PlatformError as exc:
+        log.warning("bench_producer_perf_skipped", error=str(exc)[:500])
+        return {"error": str(exc)[:2000]}
+    log.info("bench_producer_perf", per_s=perf.records_per_s)
+    return asdict(perf)
+
+
+async def _audit_replay(settings: Settings, params: Parameters, schemas: SchemaCatalogue, workdir: Path) -> dict:
+    replay_settings = replace(settings, topic_prefix=f"{settings.topic_prefix}replay.")
+    records = await load_trail(replay_settings, schemas, params.audit_records, params.partitions)
+    kafka = await replay_from_kafka(replay_settings, schemas)
+    archive = replay_from_archive(records, workdir / "archive", schemas)
+    result = {}
+    for rate in (kafka, archive):
+        result[rate.source] = {**asdict(rate), "records_per_s": rate.records_per_s}
+        log.info("bench_audit_replay", source=rate.source, per_s=round(rate.records_per_s), intact=rate.intact)
+    return result
+
+
+def measures(
+    producer_perf: Mapping[str, Any],
+    per_record: PathResult,
+    per_poll: PathResult,
+    pipeline: PipelineResult,
+    domain_rate: float,
+    replay: Mapping[str, Any],
+    offered_rate: float,
+) -> list[dict[str, Any]]:
+    """The rows of issue 12's table: each measure, the baseline it is judged against, their ratio and the target."""
+    path, loaded, base = pipeline.path, pipeline.loaded_latency, per_poll.latency
+    poll_rate = per_poll.throughput.items_per_s
+
+    def row(measure: str, value: float | None, unit: str, baseline: str = "", against: float | None = None,
+            target: str = "") -> dict[str, Any]:  # fmt: skip
+        return {
+            "measure": measure, "value": value, "unit": unit, "baseline": baseline, "baseline_value": against,
+            "ratio": ratio(value, against), "target": target,
+        }  # fmt: skip
+
+    return [
+        row("Kafka ProducerPerformance, 1.5 KB, acks=all", producer_perf.get("records_per_s"), "records/s"),
+        row("aiokafka passthrough, per poll", poll_rate, "records/s", "ProducerPerformance",
+            producer_perf.get("records_per_s")),
+        row("aiokafka passthrough, per record", per_record.throughput.items_per_s, "records/s", "per poll", poll_rate),
+        row("booking stage in process", domain_rate, "bookings/s"),
+        row("pipeline: booking -> 4 filings", path.throughput.items_per_s, "bookings/s", "in process", domain_rate,
+            ">= 300/s, >= 0.75x in process"),
+        row("pipeline: notification -> party queue", pipeline.notifications_per_s, "notifications/s", "per poll",
+            poll_rate, ">= 2,000/s, >= 0.13x per poll"),
+        row("pipeline: notifications until idle again (audit included)", pipeline.sustained_per_s, "notifications/s",
+            "per poll", poll_rate),
+        *(
+            row(f"latency {label} at {offered_rate:g}/s offered (open loop)", getattr(loaded, key), "ms",
+                "per-poll passthrough", getattr(base, key), "p99 <= 50 ms" if label == "p99" else "")
+            for label, key in (("p50", "p50_ms"), ("p95", "p95_ms"), ("p99", "p99_ms"), ("max", "max_ms"))
+        ),
+        *(
+            row(f"latency {label} at {pipeline.steady_rate or 0:g}/s offered (half the sustained rate)",
+                getattr(pipeline.steady_latency, key, None), "ms")
+            for label, key in (("p50", "p50_ms"), ("p99", "p99_ms"), ("max", "max_ms"))
+        ),
+        row("latency p50, one at a time", path.latency.p50_ms, "ms", "per record", per_record.latency.p50_ms),
+        row("latency p99, one at a time", path.latency.p99_ms, "ms", "per record", per_record.latency.p99_ms),
+        row("worker CPU per notification (burst)", pipeline.cpu_ms_per_notification, "ms", "per-poll CPU per record",
+            per_poll.cpu_ms_per_item),
+        row("audit replay from Kafka (read + verify)", replay["kafka"]["records_per_s"], "records/s", "", None,
+            ">= 100,000/s"),
+        row("audit replay from the Avro archive", replay["archive"]["records_per_s"], "records/s", "", None,
+            ">= 100,000/s"),
+        row("peak RSS of the worker", (path.peak_rss_kib or 0) / 1024, "MiB", "per-poll passthrough",
+            (per_poll.peak_rss_kib or 0) / 1024),
+    ]  # fmt: skip
 
 
 async def measure(session: BrokerSession, params: Parameters, workdir: Path) -> dict[str, Any]:
-    """Both paths on the same broker and inputs; the result document."""
+    """Every path on the same broker and inputs, one after the other; the result document."""
     started_at = datetime.now(UTC)
     load_at_start = os.getloadavg()[0]
     prefix = f"bench{uuid.uuid4().hex[:8]}."
@@ -339,28 +589,50 @@ async def measure(session: BrokerSession, params: Parameters, workdir: Path) -> 
         (b["master"]["mbl_number"].encode(), schemas.encode("BookingEvent", b)) for b in bookings(params.bookings)
     ]
     try:
+        producer_perf = await _producer_perf(settings, params)
         passthrough = await measure_passthrough(settings, params, records, workdir)
+        per_poll = await measure_passthrough(settings, params, records, workdir, mode="per-poll")
         pipeline = await measure_pipeline(settings, params, records, workdir, schemas)
+        domain_rate = in_process_rate(records[:100], schemas, Catalogue.for_prefix(prefix).bookings.name)
+        replay = await _audit_replay(settings, params, schemas, workdir)
     finally:
         if session.external:
             await delete_topics(settings, await list_topics(settings, prefix), wait=False)
     parameters = {
         **asdict(params),
         "booking_avro_bytes": {"min": min(len(v) for _, v in records), "max": max(len(v) for _, v in records)},
-        "filings_per_booking": pipeline.throughput.outputs_per_item,
+        "filings_per_booking": pipeline.path.throughput.outputs_per_item,
         "topic_prefix": prefix,
         "method": METHOD,
     }
-    return result_document(
+    document = result_document(
         started_at=started_at,
         finished_at=datetime.now(UTC),
         parameters=parameters,
         environment=environment(
             session.kafka_version, "external" if session.external else "local (LocalBroker)", load_at_start
         ),
-        pipeline=pipeline,
+        pipeline=pipeline.path,
         passthrough=passthrough,
     )
+    document["per_poll_passthrough"] = per_poll.to_json()
+    document["producer_performance"] = producer_perf
+    document["pipeline_notifications"] = {
+        "per_s": pipeline.notifications_per_s,
+        "open_loop_latency_ms": asdict(pipeline.loaded_latency),
+        "offered_rate_per_s": params.offered_rate,
+        "cpu_ms_per_notification": pipeline.cpu_ms_per_notification,
+        "sustained_per_s": pipeline.sustained_per_s,
+        "steady_rate_per_s": pipeline.steady_rate,
+        "steady_open_loop_latency_ms": None if pipeline.steady_latency is None else asdict(pipeline.steady_latency),
+    }
+    document["audit_replay"] = replay
+    document["measures"] = measures(
+        producer_perf, passthrough, per_poll, pipeline, domain_rate, replay, params.offered_rate
+    )
+    document["raw"]["pipeline_open_loop_latencies_ms"] = [round(v, 3) for v in pipeline.loaded_latencies_ms]
+    document["raw"]["per_poll_open_loop_latencies_ms"] = [round(v, 3) for v in per_poll.latencies_ms]
+    return document
 
 
 def run(params: Parameters) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""The baseline: a raw aiokafka consume-then-produce passthrough with the worker's delivery semantics.
+"""The baselines: a raw aiokafka consume-then-produce passthrough with the worker's delivery semantics.
 
-One record out per record in, processed one at a time (the agents' concurrency 1), each produced with acks=all
-and acknowledged before its offset may be committed; offsets are committed like Faust does it (every 100
-records or every second, whichever comes first, and on shutdown). Run as its own process,
+One record out per record in, each produced with acks=all and acknowledged before its offset may be committed.
+``per-record`` (the old worker's shape): one record at a time, each send awaited; offsets committed like Faust
+does it (every 100 records or every second, whichever comes first, and on shutdown). ``per-poll`` (the best an
+at-least-once consumer can do): a poll's records sent together, every acknowledgement awaited once, then the
+poll's offsets committed. Run as its own process,
 ``python -m bench.passthrough``, so that its CPU and memory compare with the worker subprocess. It imports
 nothing of the product: it is the floor the pipeline is measured against.
 """
@@ -16,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 #: Faust's ``broker_commit_every`` and ``broker_commit_interval`` as the worker sets them.
 COMMIT_EVERY = 100
@@ -52,8 +54,9 @@ async def passthrough(
     group: str,
     stop: asyncio.Event,
     max_runtime_s: float = MAX_RUNTIME_S,
+    per_poll: bool = False,
 ) -> int:
-    """Copy ``source`` to ``target`` record by record until ``stop`` is set; returns how many records it copied."""
+    """Copy ``source`` to ``target`` until ``stop`` is set; returns how many records it copied."""
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap_servers,
@@ -71,6 +74,11 @@ async def passthrough(
     try:
         while not stop.is_set() and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=100)
+            if per_poll:
+                copied += await _copy_poll(producer, target, batch, offsets)
+                if batch:
+                    await consumer.commit(dict(offsets))
+                continue
             for tp, messages in batch.items():
                 for message in messages:
                     await producer.send_and_wait(
@@ -93,12 +101,32 @@ async def passthrough(
     return copied
 
 
+async def _copy_poll(
+    producer: AIOKafkaProducer,
+    target: str,
+    batch: dict[TopicPartition, list[ConsumerRecord]],
+    offsets: dict[TopicPartition, int],
+) -> int:
+    """Send a poll's records together and wait for every acknowledgement; returns how many."""
+    pending = [
+        await producer.send(target, value=m.value, key=m.key, headers=list(m.headers or ()))
+        for messages in batch.values()
+        for m in messages
+    ]
+    await asyncio.gather(*pending)
+    for tp, messages in batch.items():
+        offsets[tp] = messages[-1].offset + 1
+    return len(pending)
+
+
 async def _main(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    return await passthrough(args.bootstrap_servers, args.source, args.target, args.group, stop, args.max_runtime)
+    return await passthrough(
+        args.bootstrap_servers, args.source, args.target, args.group, stop, args.max_runtime, args.mode == "per-poll"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--max-runtime", type=float, default=MAX_RUNTIME_S)
+    parser.add_argument("--mode", choices=("per-record", "per-poll"), default="per-record")
     args = parser.parse_args(argv)
     copied = asyncio.run(_main(args))
     print(f"copied={copied}", file=sys.stderr)

@@ -126,6 +126,33 @@ async def send_paced(
     return sent
 
 
+async def send_open_loop(
+    settings: Settings, topic: str, probes: Sequence[Probe], rate_per_s: float, headers: Sequence[tuple[str, bytes]]
+) -> dict[str, float]:
+    """Send probes at a fixed offered rate whatever the answers do (open loop), acknowledgements awaited at the end.
+
+    Returns each probe's *scheduled* send time on the ``Arrivals`` clock: a sender that falls behind its schedule
+    counts against the latency (no coordinated omission).
+    """
+    producer = AIOKafkaProducer(acks="all", linger_ms=0, **settings.kafka_client_kwargs())
+    await producer.start()
+    scheduled: dict[str, float] = {}
+    pending = []
+    try:
+        start = time.perf_counter()
+        for index, probe in enumerate(probes):
+            due = start + index / rate_per_s
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            scheduled[probe.probe_id] = due
+            pending.append(await producer.send(topic, value=probe.value, key=probe.key, headers=list(headers)))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return scheduled
+
+
 async def latencies_ms(
     settings: Settings,
     *,
@@ -136,8 +163,13 @@ async def latencies_ms(
     timeout: float,
     watched: Child,
     headers: Sequence[tuple[str, bytes]] = (),
+    rate_per_s: float | None = None,
 ) -> list[float]:
-    """Produce-to-arrival latency of each probe, in the order they were sent."""
-    sent = await send_paced(settings, send_topic, probes, interval_s, headers)
+    """Produce-to-arrival latency of each probe, in the order they were sent: one at a time every ``interval_s``,
+    or open loop at ``rate_per_s``."""
+    if rate_per_s is None:
+        sent = await send_paced(settings, send_topic, probes, interval_s, headers)
+    else:
+        sent = await send_open_loop(settings, send_topic, probes, rate_per_s, headers)
     arrived = await arrivals.wait_for(set(sent), timeout, watched)
     return [(arrived[probe.probe_id] - sent[probe.probe_id]) * 1000.0 for probe in probes]

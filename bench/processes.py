@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,15 @@ def peak_rss_kib(status_text: str) -> int | None:
             if parts and parts[0].isdigit():
                 return int(parts[0])
     return None
+
+
+def cpu_seconds(stat_text: str) -> float | None:
+    """utime + stime in seconds from the text of ``/proc/<pid>/stat`` (fields 14 and 15, after the command)."""
+    fields = stat_text.rpartition(")")[2].split()
+    try:
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (IndexError, ValueError):
+        return None
 
 
 @dataclass
@@ -57,6 +67,16 @@ class Child:
             return None
         try:
             return peak_rss_kib(Path(f"/proc/{self.proc.pid}/status").read_text(encoding="ascii", errors="replace"))
+        except OSError:
+            return None
+
+    def cpu_seconds(self) -> float | None:
+        """User plus system CPU time the process used so far (``/proc/<pid>/stat``): a cost that the other loads
+        of a shared machine do not inflate the way they inflate wall-clock rates."""
+        if self.proc is None:
+            return None
+        try:
+            return cpu_seconds(Path(f"/proc/{self.proc.pid}/stat").read_text(encoding="ascii", errors="replace"))
         except OSError:
             return None
 

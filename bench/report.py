@@ -17,7 +17,7 @@ from rich.table import Table
 from bench.stats import PathResult, ratios, rounded
 
 #: Bumped when the document's shape changes, so that old results can still be told apart.
-RESULT_FORMAT = "ics2-bench/1"
+RESULT_FORMAT = "ics2-bench/2"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 LATEST = "latest.json"
 
@@ -79,6 +79,8 @@ def write_results(document: Mapping[str, Any], started_at: datetime, directory: 
     path = directory / result_name(started_at)
     path.write_text(text, encoding="utf-8")
     (directory / LATEST).write_text(text, encoding="utf-8")
+    if document.get("measures"):
+        path.with_suffix(".md").write_text(markdown_summary(document), encoding="utf-8")
     return path
 
 
@@ -134,3 +136,42 @@ def results_table(document: Mapping[str, Any]) -> Table:
         _ratio(ratio["peak_rss"]),
     )
     return table
+
+
+def _cell(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.2f} {unit}" if unit == "ms" else f"{value:,.0f} {unit}"
+
+
+def measures_table(document: Mapping[str, Any]) -> Table:
+    """Issue 12's rows: each measure beside the baseline of the same run it is judged against."""
+    table = Table(title="Against the real limits (same broker, same run)")
+    for column in ("measure", "result", "baseline", "ratio", "target"):
+        table.add_column(column, justify="left" if column in ("measure", "baseline", "target") else "right")
+    for row in document.get("measures", []):
+        baseline = f"{row['baseline']}: {_cell(row['baseline_value'], row['unit'])}" if row["baseline"] else ""
+        table.add_row(row["measure"], _cell(row["value"], row["unit"]), baseline, _ratio(row["ratio"]), row["target"])
+    return table
+
+
+def markdown_summary(document: Mapping[str, Any]) -> str:
+    """The measures as a Markdown table, with when and where they were taken, for ``bench/results/<stamp>.md``."""
+    env = document["environment"]
+    load = env.get("load_average_1m", {})
+    lines = [
+        f"# Benchmark {document['started_at']}",
+        "",
+        f"{env.get('cpu_count')} CPUs, load average {load.get('start')} at start and {load.get('end')} at the end; "
+        f"Kafka {env.get('kafka_version')} ({env.get('broker')}); Python {env.get('python')}.",
+        "",
+        "| measure | result | baseline (same run) | ratio | target |",
+        "|---|---:|---|---:|---|",
+    ]
+    for row in document.get("measures", []):
+        baseline = f"{row['baseline']}: {_cell(row['baseline_value'], row['unit'])}" if row["baseline"] else ""
+        lines.append(
+            f"| {row['measure']} | {_cell(row['value'], row['unit'])} | {baseline} | {_ratio(row['ratio'])} "
+            f"| {row['target']} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -107,6 +107,8 @@ class PathResult:
     latency: LatencySummary
     peak_rss_kib: int | None
     latencies_ms: tuple[float, ...]
+    cpu_ms_per_item: float | None = None
+    """CPU time of the process per latency probe, over the latency phase."""
 
     def to_json(self) -> dict[str, Any]:
         throughput = asdict(self.throughput)
@@ -117,6 +119,7 @@ class PathResult:
             "throughput": throughput,
             "latency_ms": asdict(self.latency),
             "peak_rss_kib": self.peak_rss_kib,
+            "cpu_ms_per_item": self.cpu_ms_per_item,
         }
 
 

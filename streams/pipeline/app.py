@@ -51,6 +51,8 @@ Clock = Callable[[], datetime]
 
 #: Seconds between two looks of the stall guard.
 STALL_CHECK_S = 5.0
+#: How long Faust's producer (table changelogs) waits to fill a produce request.
+CHANGELOG_LINGER_S = 0.005
 #: A worker that dies without leaving the group holds its partitions this long (Faust's default is 60 s).
 SESSION_TIMEOUT_S = 30.0
 
@@ -84,6 +86,10 @@ def faust_app(settings: Settings) -> faust.App:
         "topic_allow_declare": True,
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
+        # Table changelogs go through Faust's producer, one send per table write; lingering 5 ms lets a batch's
+        # writes share produce requests (measured: a quarter less CPU per notification). Faust flushes this
+        # producer before it commits offsets, so no offset is committed ahead of its changelog.
+        "producer_linger": CHANGELOG_LINGER_S,
         "key_serializer": "raw",
         "value_serializer": "raw",
         "datadir": str(datadir),
@@ -132,12 +138,19 @@ class Utf8Keys(codecs.Codec):
 codecs.register("ics2-utf8", Utf8Keys())
 
 
-def _table(app: faust.App, name: str, changelog: TopicSpec, settings: Settings) -> faust.Table:
-    """A table whose changelog is the catalogue's explicitly named, compacted topic."""
+def _table(app: faust.App, name: str, changelog: TopicSpec, settings: Settings, *, by_key: bool = False) -> faust.Table:
+    """A table whose changelog is the catalogue's explicitly named, compacted topic.
+
+    ``by_key``: a changelog record's partition comes from its key (the same murmur2 of the same UTF-8 bytes that
+    places the source records), not from the record being processed; for a table written after a whole batch,
+    when the current record may be of another partition than the key's.
+    """
     spec = with_partitions(changelog, settings.default_partitions)
     schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="ics2-utf8", value_serializer="raw")
     topic = app.topic(spec.name, schema=schema, partitions=spec.partitions, config=spec.config())
-    table = app.Table(name, default=None, schema=schema, partitions=spec.partitions, changelog_topic=topic)
+    table = app.Table(
+        name, default=None, schema=schema, partitions=spec.partitions, changelog_topic=topic, use_partitioner=by_key
+    )
     # Faust writes changelog records with serializers it derives from key_type/value_type (JSON without them), not
     # with the schema that recovery reads them with: keys came back JSON-quoted and a recovered table missed them all.
     table.key_serializer, table.value_serializer = schema.key_serializer, schema.value_serializer
@@ -158,7 +171,9 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
     tables["ledger"] = _table(app, "ledger", catalogue.filing_ledger_changelog, settings)
     tables["parked"] = _table(app, "parked", catalogue.parked_changelog, settings)
     tables["ens-state"] = _table(app, "ens-state", catalogue.ens_state_changelog, settings)
-    tables["audit-chain"] = _table(app, "audit-chain", catalogue.audit_chain_changelog, settings)
+    # Written once per MBL after a batch's records are acknowledged (``BatchChainer``), while the current record
+    # may be of another partition: partitioned by key.
+    tables["audit-chain"] = _table(app, "audit-chain", catalogue.audit_chain_changelog, settings, by_key=True)
 
     stages = {
         "plan-bookings": (catalogue.bookings, BookingStage(schemas, catalogue, clock, tables["plans"])),

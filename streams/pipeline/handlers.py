@@ -74,29 +74,37 @@ class _Stage:
     def emit(
         self, topic: str, key: str, schema: str, record: dict[str, Any], incoming: Incoming, *extra: tuple[str, str]
     ) -> Emit:
+        return self.emit_encoded(topic, key, schema, self.schemas.encode(schema, record), incoming, *extra)
+
+    @staticmethod
+    def emit_encoded(
+        topic: str, key: str, schema: str, value: bytes, incoming: Incoming, *extra: tuple[str, str]
+    ) -> Emit:
         headers: Headers = (
             ("ics2-source", source_of(incoming).encode()),
             ("ics2-record", schema.encode()),
             *((k, v.encode()) for k, v in extra if v),
         )
-        return Emit(topic, key.encode(), self.schemas.encode(schema, record), headers)
+        return Emit(topic, key.encode(), value, headers)
 
     def alert_emits(self, alerts: Iterable[PartyAlert], incoming: Incoming) -> list[Emit]:
-        """Each alert goes to the alerts topic (for alerting services) and to its party's queue."""
+        """Each alert goes to the alerts topic (for alerting services) and to its party's queue, encoded once."""
         emits: list[Emit] = []
         for alert in alerts:
-            record = alert.to_record()
+            value = self.schemas.encode("PartyAlert", alert.to_record())
             extra = (
                 ("ics2-party", alert.party),
                 ("ics2-urgency", alert.urgency.value),
                 ("ics2-alert-id", alert.alert_id),
             )
-            emits.append(self.emit(self.catalogue.alerts.name, alert.party, "PartyAlert", record, incoming, *extra))
+            emits.append(
+                self.emit_encoded(self.catalogue.alerts.name, alert.party, "PartyAlert", value, incoming, *extra)
+            )
             if not self.catalogue.names_a_queue(alert.party):
                 log.warning("party_id_cannot_name_a_queue", party=alert.party)
                 continue
             queue = self.catalogue.party_queue(alert.party).name
-            emits.append(self.emit(queue, alert.mbl or alert.party, "PartyAlert", record, incoming, *extra))
+            emits.append(self.emit_encoded(queue, alert.mbl or alert.party, "PartyAlert", value, incoming, *extra))
         return emits
 
     def event_emit(self, mbl: str, kind: str, payload: dict[str, Any], incoming: Incoming) -> Emit:

@@ -382,6 +382,11 @@ def add_stage(
             if policy.due(batch, waiting(stream), time.monotonic()):
                 await runner.flush(batch, stream.ack)
                 batch = Batch()
+            else:
+                # Taking a buffered record does not yield to the event loop: without this, a stage working
+                # through a backlog would hold every other stage (and the notifications' latency) until its
+                # batch is full.
+                await asyncio.sleep(0)
 
     agent.__name__ = agent.__qualname__ = name.replace("-", "_")
     app.agent(topic, name=name, concurrency=1)(agent)

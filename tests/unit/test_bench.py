@@ -165,7 +165,7 @@ class TestResultDocument:
         assert doc["format"] == RESULT_FORMAT
         assert set(doc) >= {"environment", "parameters", "pipeline", "passthrough", "ratios", "raw"}
         for side in ("pipeline", "passthrough"):
-            assert set(doc[side]) == {"name", "hops", "throughput", "latency_ms", "peak_rss_kib"}
+            assert set(doc[side]) == {"name", "hops", "throughput", "latency_ms", "peak_rss_kib", "cpu_ms_per_item"}
             assert set(doc[side]["latency_ms"]) == {"count", "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms"}
         assert doc["pipeline"]["hops"] == 4
         assert doc["pipeline"]["throughput"]["outputs_per_s"] == 80.0
@@ -259,3 +259,59 @@ class TestBookings:
         assert {k: v for k, v in made[3]["master"].items() if k != "mbl_number"} == {
             k: v for k, v in seed["master"].items() if k != "mbl_number"
         }
+
+
+class TestBaselinesAndLoad:
+    def test_cpu_seconds_reads_utime_and_stime_after_the_command(self):
+        """Fields 14 and 15 of /proc/<pid>/stat, counted after the command, whose name may hold spaces."""
+        from bench.processes import cpu_seconds
+
+        ticks = __import__("os").sysconf("SC_CLK_TCK")
+        stat = f"42 (ics2 worker) S 1 42 42 0 -1 4194560 100 0 0 0 {3 * ticks} {ticks} 0 0 20 0 1 0"
+        assert cpu_seconds(stat) == 4.0
+        assert cpu_seconds("garbage") is None
+
+    def test_producer_performance_summary_is_the_last_line(self):
+        from bench.producer_perf import parse_summary
+
+        output = (
+            "50001 records sent, 10000.2 records/sec (14.31 MB/sec), 80.1 ms avg latency, 300.0 ms max latency.\n"
+            "100000 records sent, 34012.2 records/sec (48.66 MB/sec), 412.3 ms avg latency, 900.0 ms max latency, "
+            "400 ms 50th, 800 ms 95th, 880 ms 99th, 899 ms 99.9th.\n"
+        )
+        assert parse_summary(output) == (100000, 34012.2, 48.66, 412.3)
+
+    def test_open_loop_probes_are_distinct_notifications_over_few_filings(self):
+        """Each DNL is its own notification (its id is the hash of its XML), however often a filing repeats."""
+        from bench.harness import dnl_probes, mrn_number
+
+        probes = dnl_probes([mrn_number(0), mrn_number(1)], 6, first=3)
+        assert len({p.probe_id for p in probes}) == 6
+        assert all(len(p.probe_id) == 64 for p in probes)
+
+    def test_passthrough_records_each_complete_under_their_own_key(self):
+        from bench.harness import cycled
+
+        records = cycled([(b"a", b"1"), (b"b", b"2")], 5)
+        assert len({k for k, _ in records}) == 5 and [v for _, v in records] == [b"1", b"2", b"1", b"2", b"1"]
+
+    def test_synthetic_audit_trail_is_intact(self):
+        """The replay measure reads a trail that verifies, so its rate is that of a full replay."""
+        from bench.audit_replay import RECORDS_PER_MBL, synthetic_trail
+        from streams.audit.trail import verify
+
+        records = list(synthetic_trail(RECORDS_PER_MBL * 3))
+        assert verify(records) == [] and len({r["mbl"] for r in records}) == 3
+
+    def test_markdown_summary_has_a_row_per_measure(self):
+        from bench.report import markdown_summary
+
+        doc = document()
+        doc["measures"] = [
+            {"measure": "pipeline: booking -> 4 filings", "value": 20.0, "unit": "bookings/s", "baseline": "in process",
+             "baseline_value": 50.0, "ratio": 0.4, "target": ">= 300/s"},
+        ]  # fmt: skip
+        text = markdown_summary(doc)
+        assert (
+            "| pipeline: booking -> 4 filings | 20 bookings/s | in process: 50 bookings/s | 0.40x | >= 300/s |" in text
+        )

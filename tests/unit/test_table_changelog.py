@@ -45,3 +45,10 @@ class TestTableChangelog:
         table = pipeline.tables["ens-state"]
         raw_key, _ = table.changelog_topic.prepare_key("OCLU26TYO7781234", table.key_serializer)
         assert raw_key == b"OCLU26TYO7781234"
+
+
+def test_only_the_audit_chain_changelog_is_partitioned_by_key(pipeline):
+    """The chain's heads are stored after a whole batch, when the record at hand may be of another partition: the
+    changelog partition comes from the MBL itself; the other tables are written while their record is at hand."""
+    by_key = {name for name, table in pipeline.tables.items() if table.use_partitioner}
+    assert by_key == {"audit-chain"}
