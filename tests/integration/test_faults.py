@@ -335,7 +335,7 @@ class TestLeaderUnavailable:
 class TestChangelogRecovery:
     async def test_fresh_worker_recovers_states_and_plan_memory_from_changelogs(self, fault_settings, tmp_path):
         """A worker with an empty state folder serves the same ENS states and re-plans a new version against the
-        plan memory it recovered: only the changed HBL's filing goes out again."""
+        plan memory it recovered: only the changed HBL's filing goes out again, as its amendment."""
         books = bookings(4)
         mbls = [mbl_of(b) for b in books]
         catalogue = Catalogue.for_prefix(fault_settings.topic_prefix)
@@ -369,13 +369,11 @@ class TestChangelogRecovery:
                     until=lambda rs: len({r.header("ics2-lrn") for r in rs} - sent_before) >= 1,
                     timeout=90,
                 )
-                new_lrns = {r.header("ics2-lrn") for r in outbound} - sent_before
-                answered = await read_topic(
-                    fault_settings,
-                    catalogue.alerts.name,
-                    until=lambda rs: {lrn.decode() for lrn in new_lrns if lrn} <= {a["lrn"] for a in alerts_of(rs)},
-                    timeout=90,
-                )
+                amended = f"F15|{changed_hbl}"
+                settled = await poll_states(
+                    fresh, [mbl_of(changed)], lambda states: our_filings(states[mbl_of(changed)] or {}).get(amended)
+                    == "amended", 90.0,
+                )  # fmt: skip
                 outbound = await read_topic(fault_settings, catalogue.filings_outbound.name, timeout=30)
                 assert_alive(fresh, customs)
             finally:
@@ -385,10 +383,10 @@ class TestChangelogRecovery:
         assert {r.header("ics2-mbl") for r in new} == {mbl_of(changed).encode()}
         assert {r.header("ics2-hbl") for r in new} == {changed_hbl.encode()}, "unchanged HBLs are not filed again"
         assert len({r.header("ics2-lrn") for r in new}) == 1
-        # The simulator answers this second F15 of a house document with an IE3N01 (already filed): the product
-        # sends a changed filing anew rather than as an amendment. Here it only matters that the answer comes back.
-        answered_lrns = {a["lrn"] for a in alerts_of(answered)}
-        assert {r.header("ics2-lrn").decode() for r in new} <= answered_lrns, "customs' answer to it reached the alerts"
+        # The recovered plan memory and ledger know the F15's MRN: the change goes out as its amendment, and
+        # customs' IE3N10 reaches the recovered ENS.
+        assert {r.header("ics2-message-type") for r in new} == {b"IE3A15"}
+        assert our_filings(settled[mbl_of(changed)] or {}).get(amended) == "amended", trouble(fresh)
 
 
 Moment = Callable[[Service, Settings], Awaitable[None]]
