@@ -309,7 +309,12 @@ errors_strategy = st.lists(
     st.builds(
         NotificationError,
         code=st.sampled_from(["12", "13", "14", "26", "92", "102"]),
-        pointer=st.text(alphabet=ALNUM + "/[]", min_size=1, max_size=80).map(lambda p: "/" + p),
+        # The pointers' root is the refused filing: a root of IE3R02/IE3R03 would make functionalReference a referral
+        # reference, not the LRN (test_parse_tables covers that reading).
+        pointer=st.tuples(
+            st.sampled_from(["/IE3F12/", "/IE3F14/", "/IE3F15/", "/IE3F16/"]),
+            st.text(alphabet=ALNUM + "/[]", min_size=1, max_size=72),
+        ).map("".join),
         description=st.text(alphabet=ALNUM + " .", min_size=1, max_size=60).map(str.strip).filter(bool),
     ),
     min_size=1,
