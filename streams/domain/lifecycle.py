@@ -627,14 +627,16 @@ def _settle(state: EnsState, now: datetime) -> list[PartyAlert]:
             closing.append(
                 closing_alert(alert.alert_id, alert.party, alert.title, reason, now, mbl=state.mbl, hbl=alert.hbl)
             )
-    for alert in state.open_alerts.values():
-        if alert.closed or alert.hbl not in state.houses or state.condition_holds(alert):
+    for nagging in state.open_alerts.values():
+        if nagging.closed or nagging.hbl not in state.houses or state.condition_holds(nagging):
             continue  # an alert about no known HBL has no condition to see lifted
-        alert.closed = True
-        lifted = "customs lifted the Do Not Load" if alert.kind is NaggingKind.DO_NOT_LOAD else "the referral is closed"
-        for closed_id in (alert.alert_id, *alert.escalations):
+        nagging.closed = True
+        lifted = (
+            "customs lifted the Do Not Load" if nagging.kind is NaggingKind.DO_NOT_LOAD else "the referral is closed"
+        )
+        for closed_id in (nagging.alert_id, *nagging.escalations):
             closing.append(
-                closing_alert(closed_id, alert.party, alert.title, lifted, now, mbl=state.mbl, hbl=alert.hbl)
+                closing_alert(closed_id, nagging.party, nagging.title, lifted, now, mbl=state.mbl, hbl=nagging.hbl)
             )
     if closing:
         _log(state, now, f"{len(closing)} alerts closed: their subject changed")
@@ -694,7 +696,9 @@ def _notification(
         elif kind is NotificationKind.DO_NOT_LOAD:
             house.do_not_load = True
         elif kind in (NotificationKind.RFI, NotificationKind.RFS) and notification.referral_reference:
-            house.open_referrals[notification.referral_reference] = deadline and format_datetime(deadline.latest)
+            house.open_referrals[notification.referral_reference] = (
+                None if deadline is None else format_datetime(deadline.latest)
+            )
         elif kind in (NotificationKind.CONTROL, NotificationKind.CONTROL_AEO):
             house.controlled = True
     _log(state, now, f"{notification.message_type} ({kind.value}) for {', '.join(hbls) or record.mbl}")
@@ -716,7 +720,7 @@ def _notification(
                     party=alert.party,
                     hbl=alert.hbl,
                     referral_reference=alert.referral_reference,
-                    deadline=alert.deadline and format_datetime(alert.deadline),
+                    deadline=None if alert.deadline is None else format_datetime(alert.deadline),
                     raised_at=format_datetime(now),
                     title=alert.title,
                     escalation_level=0 if due is None else _level(now, due, margins),
