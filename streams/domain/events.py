@@ -9,7 +9,7 @@ A notification event carries the parsed ``Notification``, whose JSON form is its
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -114,7 +114,7 @@ class BlockedAlert:
         return [self.alert_id, self.party, self.title]
 
     @classmethod
-    def from_json(cls, data: Any) -> BlockedAlert:
+    def from_json(cls, data: Iterable[object]) -> BlockedAlert:
         alert_id, party, title = data
         return cls(str(alert_id), str(party), str(title))
 
