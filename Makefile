@@ -69,4 +69,4 @@ browser:
 
 clean:
 	-$(BIN)/ics2 broker stop
-	rm -rf .state .pytest_cache .ruff_cache .hypothesis
+	rm -rf .state .pytest_cache .ruff_cache .mypy_cache .hypothesis
