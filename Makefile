@@ -22,6 +22,7 @@ demo: install
 
 test: install browser
 	$(BIN)/ruff check streams tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 test-unit: install
@@ -36,6 +37,7 @@ fuzz: install
 lint: install
 	$(BIN)/ruff check streams tests bench
 	$(BIN)/ruff format --check streams tests bench
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format streams tests bench
@@ -67,4 +69,4 @@ browser:
 
 clean:
 	-$(BIN)/ics2 broker stop
-	rm -rf .state .pytest_cache .ruff_cache .hypothesis
+	rm -rf .state .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -32,14 +32,22 @@ ENS_EVENT_KINDS = {
 
 
 class SourceRecord(Protocol):
-    """A consumed Kafka record: ``streams.pipeline.stage.Incoming`` and ``streams.client.Record`` both fit."""
+    """A consumed Kafka record: ``streams.pipeline.stage.Incoming`` and ``streams.client.Record`` both fit.
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    timestamp_ms: int | None
+    Read-only members, so that frozen dataclasses such as ``Incoming`` fit too."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes: ...
+    @property
+    def timestamp_ms(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)

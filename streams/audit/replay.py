@@ -17,8 +17,8 @@ from typing import Any
 
 from streams.audit.signing import Keyring
 from streams.audit.trail import ChainHead, examine
-from streams.contracts.events import ACK, CHANGE_SENT, lifecycle_event
-from streams.contracts.records import notification_from_record
+from streams.contracts.events import ACK, CHANGE_SENT, decode_lifecycle_event
+from streams.domain.events import Ack
 from streams.domain.lifecycle import EnsState, apply
 from streams.domain.model import format_datetime, parse_datetime
 from streams.errors import InputError
@@ -204,10 +204,8 @@ def ens_state(records: Iterable[Mapping[str, Any]], until: datetime | None = Non
             at = parse_datetime(data["at"])
             if until is not None and at > until:
                 continue
-            event = lifecycle_event(data["type"], data["mbl"], data["payload"])
-            if event["type"] == "notification":
-                event["notification"] = notification_from_record(data["payload"]["notification"])
-            if state is None and event["type"] == "ack":
+            event = decode_lifecycle_event(data["type"], data["mbl"], data["payload"])
+            if state is None and isinstance(event, Ack):
                 continue
             state = apply(state, event, at).state
         except (KeyError, TypeError, ValueError, InputError):

@@ -77,7 +77,7 @@ class _Entry:
 def single_object_fingerprint(schema: Mapping[str, Any] | str | list[Any]) -> bytes:
     """CRC-64-AVRO of the schema's Parsing Canonical Form, in the little-endian byte order of the header."""
     try:
-        parsed = parse_schema(schema, _write_hint=False)
+        parsed = parse_schema(schema if isinstance(schema, str | list) else dict(schema), _write_hint=False)
         canonical = to_parsing_canonical_form(parsed)
     except Exception as exc:
         raise SchemaDefinitionError(f"not a valid Avro schema: {exc}") from exc
@@ -92,6 +92,8 @@ def _entry(schema: Mapping[str, Any], version: int | None, origin: str) -> _Entr
         canonical = to_parsing_canonical_form(parsed)
     except Exception as exc:
         raise SchemaDefinitionError(f"{origin}: not a valid Avro schema: {exc}") from exc
+    if not isinstance(parsed, dict):  # a record schema parses to a dict; fastavro types the result as any schema
+        raise SchemaDefinitionError(f"{origin}: not a record schema")
     return _Entry(
         name=parsed["name"],
         parsed=parsed,
@@ -103,9 +105,12 @@ def _entry(schema: Mapping[str, Any], version: int | None, origin: str) -> _Entr
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise SchemaDefinitionError(f"{path}: cannot read the schema: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SchemaDefinitionError(f"{path}: a schema file holds one JSON object")
+    return data
 
 
 def _default_directory() -> Path:

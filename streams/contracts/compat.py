@@ -171,14 +171,14 @@ def _kind(node: Any) -> str:
     if isinstance(node, list):
         return "union"
     if isinstance(node, dict):
-        return node["type"]
+        return str(node["type"])
     return "invalid"
 
 
 def _label(node: Any) -> str:
     """A short name for a type in messages: ``string``, ``array``, ``eu.ics2streams.Party``."""
     if isinstance(node, dict) and "name" in node:
-        return node["name"]
+        return str(node["name"])
     return _kind(node)
 
 

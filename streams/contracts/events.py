@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from streams.contracts.records import ens_event
+from streams.contracts.records import ens_event, notification_from_record
+from streams.domain.events import EventType, LifecycleEvent, event_from_json
 from streams.domain.model import format_datetime
 
 #: The payload key that makes a ``tick`` record an acknowledgement.
@@ -41,3 +42,14 @@ def lifecycle_event(kind: str, mbl: str, payload: Mapping[str, Any]) -> dict[str
     if kind == "tick" and isinstance(payload.get(CHANGE_SENT), Mapping):
         return {"type": CHANGE_SENT, "mbl": mbl, **payload[CHANGE_SENT]}
     return {"type": kind, "mbl": mbl, **payload}
+
+
+def decode_lifecycle_event(kind: str, mbl: str, payload: Mapping[str, Any]) -> LifecycleEvent:
+    """An ``EnsEvent``'s type and payload as the lifecycle's typed event, a notification's contract decoded.
+
+    Raises ``KeyError``, ``TypeError``, ``ValueError`` (or the contract's ``InputError``) for a malformed payload.
+    """
+    data = lifecycle_event(kind, mbl, payload)
+    if data["type"] == EventType.NOTIFICATION:
+        return event_from_json(data, notification_from_record(payload["notification"]))
+    return event_from_json(data)

@@ -3,8 +3,8 @@
 ``apply(state, event, now)`` returns the new state and the alerts the event calls for; the pipeline keeps the state
 in a Faust table and emits the alerts. The state of an HBL is derived from the facts recorded about it (filings and
 their answers, holds, referrals), never stored beside them, so it cannot drift from them.
-Events are JSON objects with a ``type``: ``planned``, ``filing_sent``, ``filing_blocked``, ``notification``, ``tick``,
-``ack``.
+Events are the typed values of ``streams.domain.events``: ``Planned``, ``FilingSent``, ``FilingBlocked``,
+``NotificationReceived``, ``Tick``, ``Ack``, ``AnswerSent``, ``ChangeSent``.
 
 A Do Not Load, RFI or RFS alert stays open, and is escalated by the watchdog's ticks as its deadline nears, until the
 party it was sent to acknowledges it (``ack``) or customs lifts the condition (assessment complete). An ack is an
@@ -25,9 +25,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, assert_never
 
 from streams.domain.deadlines import DEFAULT_RESPONSE_TIMES, AnswerDeadline, answer_deadline
+from streams.domain.events import (
+    Ack,
+    AnswerSent,
+    ChangeSent,
+    FilingBlocked,
+    FilingSent,
+    LifecycleEvent,
+    NotificationReceived,
+    Planned,
+    Tick,
+)
 from streams.domain.ledger import FilingRecord
 from streams.domain.model import format_datetime, parse_datetime
 from streams.domain.notifications import REFERRAL_ANSWERS, Action, Notification, NotificationKind, Urgency
@@ -443,7 +454,7 @@ class Transition:
 
 def apply(
     state: EnsState | None,
-    event: Mapping[str, Any],
+    event: LifecycleEvent,
     now: datetime,
     margins: Sequence[timedelta] = DEFAULT_MARGINS,
     response_times: Mapping[str, timedelta] = DEFAULT_RESPONSE_TIMES,
@@ -452,24 +463,26 @@ def apply(
 
     ``response_times`` (request type -> time) give an RFI's or RFS's deadline when customs sends none.
     """
-    kind = event["type"]
-    state = state or EnsState(mbl=event["mbl"])
-    if kind == "planned":
-        transition = Transition(_planned(state, event, now))
-    elif kind in ("filing_sent", "filing_blocked"):
-        transition = _filing_progress(state, event, now)
-    elif kind == "notification":
-        transition = _notification(state, event, now, margins, response_times)
-    elif kind == "tick":
-        transition = _tick(state, now, margins)
-    elif kind == "ack":
-        return _ack(state, event, now)
-    elif kind == "answer_sent":
-        return _answer_sent(state, event, now)
-    elif kind == "change_sent":
-        transition = Transition(_change_sent(state, event, now))
-    else:
-        raise ValueError(f"unknown lifecycle event type {kind!r}")
+    state = state or EnsState(mbl=event.mbl)
+    match event:
+        case Planned():
+            transition = Transition(_planned(state, event, now))
+        case FilingSent():
+            transition = _filing_sent(state, event, now)
+        case FilingBlocked():
+            transition = _filing_blocked(state, event, now)
+        case NotificationReceived():
+            transition = _notification(state, event, now, margins, response_times)
+        case Tick():
+            transition = _tick(state, now, margins)
+        case Ack():
+            return _ack(state, event, now)
+        case AnswerSent():
+            return _answer_sent(state, event, now)
+        case ChangeSent():
+            transition = Transition(_change_sent(state, event, now))
+        case _:
+            assert_never(event)
     if transition.duplicate:
         return transition
     return replace(transition, alerts=(*transition.alerts, *_settle(state, now)))
@@ -480,18 +493,18 @@ def _log(state: EnsState, now: datetime, text: str) -> None:
     del state.history[:-HISTORY_LIMIT]
 
 
-def _planned(state: EnsState, event: Mapping[str, Any], now: datetime) -> EnsState:
-    party = event["planning_party"]
+def _planned(state: EnsState, event: Planned, now: datetime) -> EnsState:
+    party = event.planning_party
     if party not in state.planning_parties:
         state.planning_parties.append(party)
-    state.deadline = event.get("deadline") or state.deadline
+    state.deadline = event.deadline or state.deadline
     in_plan: set[str] = set()
-    for item in event["filings"]:
-        record = FilingRecord.from_json(item["record"])
+    for item in event.filings:
+        record = item.record
         key = filing_key(record.filing.value, record.hbl, record.filer)
         in_plan.add(key)
         existing = state.filings.get(key)
-        ours = bool(item["ours"])
+        ours = item.ours
         if existing is None:
             existing = state.filings[key] = FilingStatus(
                 record.filing.value,
@@ -510,8 +523,7 @@ def _planned(state: EnsState, event: Mapping[str, Any], now: datetime) -> EnsSta
         existing.dropped = False
         if record.hbl is not None and record.hbl not in state.houses:
             state.houses[record.hbl] = HouseStatus(record.hbl, list(record.hbl_chain))
-    for item in event.get("withdrawn", ()):
-        record = FilingRecord.from_json(item)
+    for record in event.withdrawn:
         status = state.filings.get(filing_key(record.filing.value, record.hbl, record.filer))
         if status is not None and (status.state in UNREGISTERED or (not status.ours and status.state in LODGED)):
             status.state = FilingState.WITHDRAWN
@@ -521,40 +533,58 @@ def _planned(state: EnsState, event: Mapping[str, Any], now: datetime) -> EnsSta
             if not status.planned_by and not status.dropped:
                 status.dropped = True
                 _log(state, now, f"{status.filing} for {status.hbl or state.mbl} by {status.filer} left the plans")
-    _log(state, now, f"plan of {party} (version {event.get('version', 1)}): {len(event['filings'])} filings")
+    _log(state, now, f"plan of {party} (version {event.version}): {len(event.filings)} filings")
     return state
 
 
-def _change_sent(state: EnsState, event: Mapping[str, Any], now: datetime) -> EnsState:
+def _change_sent(state: EnsState, event: ChangeSent, now: datetime) -> EnsState:
     """An amendment or invalidation request went to customs (or, the filing being unregistered, was not needed)."""
-    status = state.filings.get(filing_key(event["filing"], event.get("hbl"), event["filer"]))
-    what = f"{event['filing']} for {event.get('hbl') or state.mbl} ({event['lrn']})"
-    if status is not None and event["kind"] != "amend":
-        status.state = FilingState.INVALIDATION_REQUESTED if event.get("registered") else FilingState.WITHDRAWN
-    _log(state, now, f"{event['kind']} of {what}: {event.get('message_type') or 'nothing sent, not registered'}")
+    status = state.filings.get(filing_key(event.filing, event.hbl, event.filer))
+    what = f"{event.filing} for {event.hbl or state.mbl} ({event.lrn})"
+    if status is not None and event.kind != "amend":
+        status.state = FilingState.INVALIDATION_REQUESTED if event.registered else FilingState.WITHDRAWN
+    _log(state, now, f"{event.kind} of {what}: {event.message_type or 'nothing sent, not registered'}")
     return state
 
 
-def _filing_progress(state: EnsState, event: Mapping[str, Any], now: datetime) -> Transition:
-    record = FilingRecord.from_json(event["record"])
+def _progress(state: EnsState, record: FilingRecord) -> tuple[str, FilingStatus]:
+    """The key and status of a filing that went out or was blocked (ours, planned if the plan did not hold it)."""
     key = filing_key(record.filing.value, record.hbl, record.filer)
     status = state.filings.setdefault(
         key, FilingStatus(record.filing.value, record.hbl, record.filer, True, FilingState.PLANNED)
     )
     status.lrn = record.lrn or status.lrn
-    if event["type"] == "filing_sent":
-        if status.state in (FilingState.PLANNED, FilingState.EXPECTED, FilingState.BLOCKED, FilingState.REJECTED):
-            status.state = FilingState.SENT
-        _log(state, now, f"{record.filing.value} for {record.hbl or record.mbl} sent by {record.filer} as {record.lrn}")
-        return Transition(state, tuple(_unblock(state, key, record.lrn, now)))
+    return key, status
+
+
+def _filing_sent(state: EnsState, event: FilingSent, now: datetime) -> Transition:
+    record = event.record
+    key, status = _progress(state, record)
+    if status.state in (FilingState.PLANNED, FilingState.EXPECTED, FilingState.BLOCKED, FilingState.REJECTED):
+        status.state = FilingState.SENT
+    _log(state, now, f"{record.filing.value} for {record.hbl or record.mbl} sent by {record.filer} as {record.lrn}")
+    return Transition(state, tuple(_unblock(state, key, record.lrn, now)))
+
+
+def _filing_blocked(state: EnsState, event: FilingBlocked, now: datetime) -> Transition:
+    record = event.record
+    key, status = _progress(state, record)
     if not status.lodged:
         status.state = FilingState.BLOCKED
     _log(state, now, f"{record.filing.value} for {record.hbl or record.mbl} blocked by validation")
     closing: list[PartyAlert] = []
-    for alert_id_, party, title in event.get("alerts", ()):
+    for blocked in event.alerts:
         closing += _stand(
             state,
-            StandingAlert(alert_id_, StandingKind.BLOCKED, party, [key], title, record.hbl, record.planning_party),
+            StandingAlert(
+                blocked.alert_id,
+                StandingKind.BLOCKED,
+                blocked.party,
+                [key],
+                blocked.title,
+                record.hbl,
+                record.planning_party,
+            ),
             now,
         )
     return Transition(state, tuple(closing))
@@ -627,14 +657,16 @@ def _settle(state: EnsState, now: datetime) -> list[PartyAlert]:
             closing.append(
                 closing_alert(alert.alert_id, alert.party, alert.title, reason, now, mbl=state.mbl, hbl=alert.hbl)
             )
-    for alert in state.open_alerts.values():
-        if alert.closed or alert.hbl not in state.houses or state.condition_holds(alert):
+    for nagging in state.open_alerts.values():
+        if nagging.closed or nagging.hbl not in state.houses or state.condition_holds(nagging):
             continue  # an alert about no known HBL has no condition to see lifted
-        alert.closed = True
-        lifted = "customs lifted the Do Not Load" if alert.kind is NaggingKind.DO_NOT_LOAD else "the referral is closed"
-        for closed_id in (alert.alert_id, *alert.escalations):
+        nagging.closed = True
+        lifted = (
+            "customs lifted the Do Not Load" if nagging.kind is NaggingKind.DO_NOT_LOAD else "the referral is closed"
+        )
+        for closed_id in (nagging.alert_id, *nagging.escalations):
             closing.append(
-                closing_alert(closed_id, alert.party, alert.title, lifted, now, mbl=state.mbl, hbl=alert.hbl)
+                closing_alert(closed_id, nagging.party, nagging.title, lifted, now, mbl=state.mbl, hbl=nagging.hbl)
             )
     if closing:
         _log(state, now, f"{len(closing)} alerts closed: their subject changed")
@@ -648,18 +680,18 @@ def _level(now: datetime, deadline: datetime, margins: Sequence[timedelta]) -> i
 
 def _notification(
     state: EnsState,
-    event: Mapping[str, Any],
+    event: NotificationReceived,
     now: datetime,
     margins: Sequence[timedelta],
     response_times: Mapping[str, timedelta],
 ) -> Transition:
-    notification_id = event["notification_id"]
+    notification_id = event.notification_id
     if notification_id in state.seen:
         return Transition(state, duplicate=True)
     state.seen.append(notification_id)
     del state.seen[:-SEEN_LIMIT]
-    record = FilingRecord.from_json(event["record"])
-    notification: Notification = event["notification"]
+    record = event.record
+    notification = event.notification
     key = filing_key(record.filing.value, record.hbl, record.filer)
     status = state.filings.get(key)
     hbls = notification.hbls or ((record.hbl,) if record.hbl else ())
@@ -694,7 +726,9 @@ def _notification(
         elif kind is NotificationKind.DO_NOT_LOAD:
             house.do_not_load = True
         elif kind in (NotificationKind.RFI, NotificationKind.RFS) and notification.referral_reference:
-            house.open_referrals[notification.referral_reference] = deadline and format_datetime(deadline.latest)
+            house.open_referrals[notification.referral_reference] = (
+                None if deadline is None else format_datetime(deadline.latest)
+            )
         elif kind in (NotificationKind.CONTROL, NotificationKind.CONTROL_AEO):
             house.controlled = True
     _log(state, now, f"{notification.message_type} ({kind.value}) for {', '.join(hbls) or record.mbl}")
@@ -716,7 +750,7 @@ def _notification(
                     party=alert.party,
                     hbl=alert.hbl,
                     referral_reference=alert.referral_reference,
-                    deadline=alert.deadline and format_datetime(alert.deadline),
+                    deadline=None if alert.deadline is None else format_datetime(alert.deadline),
                     raised_at=format_datetime(now),
                     title=alert.title,
                     escalation_level=0 if due is None else _level(now, due, margins),
@@ -773,13 +807,13 @@ def _refuses_a_request(notification: Notification, record: FilingRecord, status:
     return bool(status.mrn and notification.lrn and record.lrn and notification.lrn != record.lrn)
 
 
-def _ack(state: EnsState, event: Mapping[str, Any], now: datetime) -> Transition:
+def _ack(state: EnsState, event: Ack, now: datetime) -> Transition:
     """An operator acknowledged an alert: remember who and when; an open DNL/RFI/RFS stops escalating."""
-    alert_id_ = event["alert_id"]
+    alert_id_ = event.alert_id
     if state.acknowledgement(alert_id_) is not None:
         return Transition(state, duplicate=True)
-    by = event.get("by") or "unknown"
-    at = event.get("at") or format_datetime(now)
+    by = event.by or "unknown"
+    at = event.at or format_datetime(now)
     state.acks[alert_id_] = [by, at]
     while len(state.acks) > ACK_LIMIT:
         del state.acks[next(iter(state.acks))]
@@ -790,18 +824,18 @@ def _ack(state: EnsState, event: Mapping[str, Any], now: datetime) -> Transition
     return Transition(state)
 
 
-def _answer_sent(state: EnsState, event: Mapping[str, Any], now: datetime) -> Transition:
+def _answer_sent(state: EnsState, event: AnswerSent, now: datetime) -> Transition:
     """The filer answered a referral (IE3R02/IE3R03): the referral stays open until customs assesses, but its
     alerts stop escalating, since the party did what was asked of it."""
-    reference = event["referral_reference"]
-    filer = event.get("filer") or "the filer"
+    reference = event.referral_reference
+    filer = event.filer or "the filer"
     answered = [a for a in state.open_alerts.values() if a.referral_reference == reference and not a.acknowledged]
     if not answered and any(reference in line[1] and "answered" in line[1] for line in state.history):
         return Transition(state, duplicate=True)
     at = format_datetime(now)
     for alert in answered:
         alert.acknowledged_by, alert.acknowledged_at = filer, at
-    _log(state, now, f"{event.get('message_type', 'answer')} answered referral {reference} ({filer}); awaiting customs")
+    _log(state, now, f"{event.message_type or 'answer'} answered referral {reference} ({filer}); awaiting customs")
     return Transition(state)
 
 

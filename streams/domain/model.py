@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, overload
 
 from streams.errors import BookingError
 
@@ -297,14 +297,25 @@ class _Reader:
             _xml_text(value, f"{path}.{key}")
         return value
 
+    @overload
+    def _object(self, obj: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]: ...
+    @overload
+    def _object(self, obj: Mapping[str, Any], key: str, path: str, required: bool) -> Mapping[str, Any] | None: ...
     def _object(self, obj: Mapping[str, Any], key: str, path: str, required: bool = True) -> Mapping[str, Any] | None:
-        return self._get(obj, key, path, Mapping, required)
+        """A required field is never None (``_get`` raises), which the overloads tell the type checker."""
+        value: Mapping[str, Any] | None = self._get(obj, key, path, Mapping, required)
+        return value
 
     def _list(self, obj: Mapping[str, Any], key: str, path: str) -> list[Any]:
         return self._get(obj, key, path, list, required=False) or []
 
+    @overload
+    def _str(self, obj: Mapping[str, Any], key: str, path: str, required: Literal[True] = True) -> str: ...
+    @overload
+    def _str(self, obj: Mapping[str, Any], key: str, path: str, required: bool) -> str | None: ...
     def _str(self, obj: Mapping[str, Any], key: str, path: str, required: bool = True) -> str | None:
-        return self._get(obj, key, path, str, required)
+        value: str | None = self._get(obj, key, path, str, required)
+        return value
 
     def _datetime(self, obj: Mapping[str, Any], key: str, path: str) -> datetime:
         text = self._str(obj, key, path)

@@ -257,8 +257,9 @@ def decide_booking(
         base_sent = previous.prior_sent if redelivered and previous.prior_sent is not None else previous.sent
     diff = None
     if base_version is not None:
-        old = FilingPlan(consolidation.mbl, consolidation.planning_party, base_version, base_filings)
-        diff = diff_plans(old, filing_plan)
+        diff = diff_plans(
+            FilingPlan(consolidation.mbl, consolidation.planning_party, base_version, base_filings), filing_plan
+        )
     outcomes: list[DraftOutcome] = []
     sent: dict[str, SentFiling] = {}
     changes: list[FilingChangeRequest] = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -513,9 +513,9 @@ class _Validator:
                 )
         for field in ("place_of_acceptance", "place_of_delivery"):
             value = getattr(hbl, field)
-            problem = None if value is None else formats.check_unlocode(value)
-            if problem:
-                self._emit("ENS-LOCODE", f"{p}.{field}", hbl.issuer, hbl=number, value=value, problem=problem.message)
+            locode = None if value is None else formats.check_unlocode(value)
+            if locode:
+                self._emit("ENS-LOCODE", f"{p}.{field}", hbl.issuer, hbl=number, value=value, problem=locode.message)
             elif value is None:
                 place = field.replace("_", " ")
                 self._emit("ENS-HOUSE-DATA", f"{p}.{field}", hbl.issuer, hbl=number, problem=f"it names no {place}")
@@ -589,7 +589,7 @@ class _Validator:
                 value=text,
                 problem=script.message,
             )
-        checks = (
+        checks: tuple[tuple[str, str, Any, Callable[[Any], formats.FormatProblem | None]], ...] = (
             ("ENS-HS-CODE", "hs_code", goods.hs_code, formats.check_hs_code),
             ("ENS-PACKAGE-TYPE", "packages.type", goods.packages.type, formats.check_package_type),
             ("ENS-PACKAGE-COUNT", "packages.count", goods.packages.count, formats.check_package_count),
@@ -736,7 +736,7 @@ class _Validator:
         mbl = self.c.mbl
         f12 = {"filing": FilingType.F12, "value": mbl}
         if not filers:
-            problem = "the plan has no house filer (F15 or F14) for the F12 to name"
+            problem: str | None = "the plan has no house filer (F15 or F14) for the F12 to name"
             self._emit("ENS-F12-HOUSE-FILERS", "$.house_bills", self.c.planning_party, problem=problem, **f12)
             return
         for filer in filers:
@@ -774,7 +774,8 @@ class _Validator:
                 problem=f"the F16 is filed by {', '.join(f16_filers)}, who must be named instead",
             )
         party = self.c.party(declarant)
-        eu = None if party is None or not party.eori else formats.check_eu_eori(party.eori)
+        eori = party.eori if party is not None else None
+        eu = formats.check_eu_eori(eori) if eori else None
         if eu is not None:
             self._emit(
                 "ENS-F14-SUPP-DECL",
@@ -783,9 +784,9 @@ class _Validator:
                 hbl=f14.hbl,
                 filing=FilingType.F14,
                 value=declarant,
-                problem=f"its EORI {party.eori} cannot be named: {eu.message}",
+                problem=f"its EORI {eori} cannot be named: {eu.message}",
             )
-        if party is None or not party.eori:
+        if not eori:
             self._emit(
                 "ENS-F14-SUPP-DECL",
                 self._party_path(declarant, "eori"),

@@ -136,7 +136,7 @@ def build_answer(
     declarant = next((eori for eori, party in record.eoris.items() if party == record.filer), None)
     if declarant is None:
         raise AnswerRejected(f"no EORI known for the filer {record.filer}: it cannot be the answer's declarant")
-    common = {
+    common: dict[str, Any] = {
         "mrn": record.mrn,
         "declarant_eori": declarant,
         "responsible_member_state": record.mrn[2:4],

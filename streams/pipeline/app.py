@@ -22,6 +22,7 @@ from typing import Any
 import faust
 import structlog
 from faust.serializers import codecs
+from faust.types import TableT
 from yarl import URL
 
 from streams.audit.signing import key_path, signer_for
@@ -38,8 +39,8 @@ from streams.pipeline.handlers import (
     ticks_due,
 )
 from streams.pipeline.recovery import OrderedTableManager
-from streams.pipeline.runner import Producer, StageRunner, StageStats, add_stage, skip_when_broker_away
-from streams.pipeline.stage import Emit
+from streams.pipeline.runner import AsyncHandler, Producer, StageRunner, StageStats, add_stage, skip_when_broker_away
+from streams.pipeline.stage import Emit, Handler
 from streams.pipeline.stall import StallGuard
 from streams.pipeline.web import register_views
 from streams.settings import ProcessingGuarantee, SecurityProtocol, Settings
@@ -69,7 +70,7 @@ class Pipeline:
     settings: Settings
     catalogue: Catalogue
     stats: StageStats
-    tables: dict[str, faust.Table] = field(default_factory=dict)
+    tables: dict[str, TableT[str, bytes]] = field(default_factory=dict)
     runners: dict[str, StageRunner] = field(default_factory=dict)
 
 
@@ -138,7 +139,9 @@ class Utf8Keys(codecs.Codec):
 codecs.register("ics2-utf8", Utf8Keys())
 
 
-def _table(app: faust.App, name: str, changelog: TopicSpec, settings: Settings, *, by_key: bool = False) -> faust.Table:
+def _table(
+    app: faust.App, name: str, changelog: TopicSpec, settings: Settings, *, by_key: bool = False
+) -> TableT[str, bytes]:
     """A table whose changelog is the catalogue's explicitly named, compacted topic.
 
     ``by_key``: a changelog record's partition comes from its key (the same murmur2 of the same UTF-8 bytes that
@@ -146,14 +149,18 @@ def _table(app: faust.App, name: str, changelog: TopicSpec, settings: Settings, 
     when the current record may be of another partition than the key's.
     """
     spec = with_partitions(changelog, settings.default_partitions)
-    schema = faust.Schema(key_type=str, value_type=bytes, key_serializer="ics2-utf8", value_serializer="raw")
+    schema: faust.Schema[str, bytes] = faust.Schema(
+        key_type=str, value_type=bytes, key_serializer="ics2-utf8", value_serializer="raw"
+    )
     topic = app.topic(spec.name, schema=schema, partitions=spec.partitions, config=spec.config())
-    table = app.Table(
+    table: TableT[str, bytes] = app.Table(
         name, default=None, schema=schema, partitions=spec.partitions, changelog_topic=topic, use_partitioner=by_key
     )
     # Faust writes changelog records with serializers it derives from key_type/value_type (JSON without them), not
     # with the schema that recovery reads them with: keys came back JSON-quoted and a recovered table missed them all.
-    table.key_serializer, table.value_serializer = schema.key_serializer, schema.value_serializer
+    # ``TableT`` does not declare the serializers that ``faust.Table`` has.
+    table.key_serializer = schema.key_serializer  # type: ignore[attr-defined]
+    table.value_serializer = schema.value_serializer  # type: ignore[attr-defined]
     return table
 
 
@@ -175,7 +182,7 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
     # may be of another partition: partitioned by key.
     tables["audit-chain"] = _table(app, "audit-chain", catalogue.audit_chain_changelog, settings, by_key=True)
 
-    stages = {
+    stages: dict[str, tuple[TopicSpec, Handler | AsyncHandler]] = {
         "plan-bookings": (catalogue.bookings, BookingStage(schemas, catalogue, clock, tables["plans"])),
         "parse-notifications": (catalogue.notifications_inbound, NotificationParser(schemas, catalogue, clock)),
         "correlate": (

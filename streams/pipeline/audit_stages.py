@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -27,8 +27,11 @@ from streams.audit.signing import Signer
 from streams.audit.trail import ChainHead, chain
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.model import format_datetime
-from streams.pipeline.stage import Emit, Incoming, StageFailure
+from streams.pipeline.stage import Emit, Handler, Incoming, StageFailure
 from streams.topics import Catalogue, TopicSpec
+
+if TYPE_CHECKING:  # the runner imports Faust, which the audit stages themselves do not need
+    from streams.pipeline.runner import AsyncHandler
 
 log = structlog.get_logger(__name__)
 
@@ -214,7 +217,7 @@ def audit_stages(
     *,
     batched: bool = False,
     signer: Signer | None = None,
-) -> dict[str, tuple[TopicSpec, AuditCollector | AuditChainer | SendFirstChainer | BatchChainer]]:
+) -> dict[str, tuple[TopicSpec, Handler | AsyncHandler]]:
     """Stage name -> (source topic, handler), named explicitly so that no rename moves a consumer group's offsets.
 
     Given ``send`` (the worker's producer), the chain stage writes each record before it stores the chain's state;

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from streams.contracts.avro import SchemaCatalogue
-from streams.contracts.events import lifecycle_event
+from streams.contracts.events import decode_lifecycle_event
 from streams.contracts.records import (
     draft_record,
     ens_event,
@@ -28,6 +28,7 @@ from streams.contracts.records import (
     notification_record,
 )
 from streams.domain.deadlines import DEFAULT_RESPONSE_TIMES, lodging_deadline
+from streams.domain.events import Ack, NotificationReceived
 from streams.domain.ledger import (
     FilingRecord,
     correlation_keys,
@@ -514,24 +515,22 @@ class LifecycleTracker(_Stage):
     def __call__(self, incoming: Incoming) -> list[Emit]:
         record = self.schemas.decode(incoming.value, reader="EnsEvent").record
         payload = json.loads(record["payload"])
-        event: dict[str, Any] = lifecycle_event(record["type"], record["mbl"], payload)
+        event = decode_lifecycle_event(record["type"], record["mbl"], payload)
         ids = {k: payload["record"].get(k) for k in ("hbl", "lrn", "mrn")} if "record" in payload else {}
         with structlog.contextvars.bound_contextvars(mbl=record["mbl"], **ids):
-            if record["type"] == "notification":
-                event["notification"] = notification_from_record(payload["notification"])
             stored = self.states.get(record["mbl"])
-            if stored is None and event["type"] == "ack":
-                log.warning("ack_for_unknown_ens", alert_id=event["alert_id"])
+            if stored is None and isinstance(event, Ack):
+                log.warning("ack_for_unknown_ens", alert_id=event.alert_id)
                 return []
             state = None if stored is None else EnsState.from_json(json.loads(stored))
             transition = apply(state, event, self.clock(), self.margins, self.response_times)
             self.states[record["mbl"]] = json.dumps(transition.state.to_json()).encode()
             if transition.duplicate:
                 log.info("duplicate_suppressed", event_id=record["event_id"])
-            elif event["type"] == "ack":
-                log.info("alert_acknowledged", alert_id=event["alert_id"], by=event["by"])
+            elif isinstance(event, Ack):
+                log.info("alert_acknowledged", alert_id=event.alert_id, by=event.by)
             emits = self.alert_emits(transition.alerts, incoming)
-        if event["type"] == "notification":
+        if isinstance(event, NotificationReceived):
             # The alerts' latency is measured from the notification's arrival (streams.pipeline.metrics).
             tag = ("ics2-notification-id", str(payload["notification_id"]).encode())
             emits = [replace(e, headers=(*e.headers, tag)) for e in emits]

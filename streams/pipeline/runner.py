@@ -91,7 +91,8 @@ class Producer:
         self._queues_known: set[str] = set()
         self._queues_listed_at = -QUEUE_REFRESH_S
         self._queue_prefix = catalogue.party_queue("x").name.removesuffix("x.queue")
-        app.on_before_shutdown.connect(self._on_shutdown)
+        # mode types a receiver as an unbound function of the sender; a bound method is what it calls in practice.
+        app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
 
     def topic(self, name: str) -> faust.TopicT:
         """The Faust topic an agent consumes (raw bytes in, decoded by the stage)."""
@@ -366,7 +367,7 @@ def add_stage(
     policy = policy or BatchPolicy()
     topic = producer.topic(source)
 
-    async def agent(stream: faust.StreamT) -> None:
+    async def agent(stream: faust.StreamT[bytes]) -> None:
         # Faust would acknowledge each event when the next one is taken; here a batch's events are acknowledged
         # only once every output of the batch is (``StageRunner.flush``).
         stream.enable_acks = False

@@ -131,8 +131,7 @@ def open_items(state: EnsState, now: datetime) -> list[dict[str, Any]]:
         conditions: list[tuple[str, str | None, str | None]] = []
         if house.do_not_load:
             conditions.append((NaggingKind.DO_NOT_LOAD.value, None, state.deadline))
-        for reference, deadline in house.open_referrals.items():
-            conditions.append(("referral", reference, deadline))
+        conditions.extend(("referral", ref, due) for ref, due in house.open_referrals.items())
         for kind, reference, deadline in conditions:
             alerts = [
                 a
@@ -221,7 +220,7 @@ def consolidations_view(states: Iterable[tuple[str, bytes]], now: datetime) -> l
 def to_act_on(alert: Mapping[str, Any]) -> bool:
     """Anything but urgency info is to act on, as in the demo's queues: a carrier told of an RFI (IE3N04, high) has
     nothing to send but must watch its cargo."""
-    return alert["urgency"] != "info"
+    return bool(alert["urgency"] != "info")
 
 
 def alerts_view(
@@ -422,7 +421,7 @@ class Dashboard:
 
 def is_https(request: Any) -> bool:
     """Whether the browser speaks HTTPS to us (directly or to the proxy in front), so the cookie is marked Secure."""
-    return request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https"
+    return bool(request.scheme == "https" or request.headers.get("X-Forwarded-Proto") == "https")
 
 
 async def refresh_lag(app: faust.App, metrics: PipelineMetrics) -> None:

@@ -4,11 +4,13 @@ never chased, escalation only at a margin reached after the alert, RFI deadlines
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from streams.domain.deadlines import DEFAULT_RESPONSE_TIMES, answer_deadline
+from streams.domain.events import Ack, AnswerSent, LifecycleEvent, Tick, event_from_json
 from streams.domain.ledger import filing_record
 from streams.domain.lifecycle import EnsState, FilingState, HouseState, apply, filing_key
 from streams.domain.model import Consolidation, format_datetime
@@ -29,8 +31,8 @@ def seed() -> Consolidation:
     return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
-def planned(consolidation: Consolidation, drop: str | None = None, version: int = 1) -> dict:
-    return {
+def planned(consolidation: Consolidation, drop: str | None = None, version: int = 1) -> LifecycleEvent:
+    event = {
         "type": "planned",
         "mbl": consolidation.mbl,
         "planning_party": consolidation.planning_party,
@@ -42,6 +44,7 @@ def planned(consolidation: Consolidation, drop: str | None = None, version: int 
             if f.hbl != drop
         ],
     }
+    return event_from_json(event)
 
 
 def record(consolidation: Consolidation, hbl: str, filing: str | None = None, lrn: str = "LRN-X") -> dict:
@@ -49,26 +52,28 @@ def record(consolidation: Consolidation, hbl: str, filing: str | None = None, lr
     return filing_record(consolidation, chosen, lrn).to_json()
 
 
-def notified(consolidation: Consolidation, message_type: str, about: str, name: str | None = None, **fields) -> dict:
+def notified(
+    consolidation: Consolidation, message_type: str, about: str, name: str | None = None, **fields
+) -> LifecycleEvent:
     notification = Notification(message_type=message_type, notification_date=NOW, mbl=consolidation.mbl, **fields)
-    return {
+    event = {
         "type": "notification",
         "mbl": consolidation.mbl,
         "notification_id": name or f"{message_type}|{about}|{fields}",
-        "notification": notification,
         "record": record(consolidation, about),
     }
+    return event_from_json(event, notification)
 
 
-def progress(consolidation: Consolidation, kind: str, hbl: str, lrn: str, alerts: list | None = None) -> dict:
+def progress(consolidation: Consolidation, kind: str, hbl: str, lrn: str, alerts: list | None = None) -> LifecycleEvent:
     event = {"type": kind, "mbl": consolidation.mbl, "record": record(consolidation, hbl, lrn=lrn)}
     if alerts is not None:
         event["alerts"] = alerts
-    return event
+    return event_from_json(event)
 
 
-def tick(consolidation: Consolidation) -> dict:
-    return {"type": "tick", "mbl": consolidation.mbl}
+def tick(consolidation: Consolidation) -> LifecycleEvent:
+    return Tick(consolidation.mbl)
 
 
 def closing(alerts, kind: str = "RESOLVED") -> list:
@@ -203,7 +208,7 @@ class TestReferrals:
         state = apply(None, planned(seed), NOW).state
         state = apply(state, notified(seed, "IE3R01", OWN, lrn="LRN-X", mrn=MRN), NOW).state
         state = apply(state, notified(seed, "IE3Q02", OWN, mrn=MRN, referral_reference="R1"), NOW).state
-        state = apply(state, {"type": "answer_sent", "mbl": seed.mbl, "referral_reference": "R1"}, NOW).state
+        state = apply(state, AnswerSent(seed.mbl, "R1"), NOW).state
         assert all(a.acknowledged for a in state.open_alerts.values())
         error = NotificationError("12", "/IE3R02/additionalInformationResponse/referralRequestReference", "bad")
         refused = apply(
@@ -276,7 +281,7 @@ def test_refused_answer_without_its_reference_reopens_nothing(seed):
     state = apply(None, planned(seed), NOW).state
     state = apply(state, notified(seed, "IE3Q01", OWN, mrn=MRN, hbls=(OWN,), hbl=OWN), NOW).state
     dnl = next(iter(state.open_alerts))
-    state = apply(state, {"type": "ack", "mbl": seed.mbl, "alert_id": dnl, "by": "ops"}, NOW).state
+    state = apply(state, Ack(seed.mbl, dnl, "ops"), NOW).state
     error = NotificationError("92", "/IE3R02/additionalInformationResponse/referralRequestReference", "closed")
     refused = apply(state, notified(seed, "IE3N01", OWN, mrn=MRN, errors=(error,), rejected_message="IE3R02"), NOW)
     assert refused.state.open_alerts[dnl].acknowledged
@@ -302,6 +307,6 @@ def test_dnl_about_no_known_hbl_is_not_resolved_at_once(seed):
     """A DNL naming no HBL (at master level) has no house whose hold could lift: it is not "resolved" on arrival."""
     state = apply(None, planned(seed), NOW).state
     event = notified(seed, "IE3Q01", OWN, mrn=MRN)
-    event["record"] = {**event["record"], "hbl": None, "hbl_chain": []}
+    event = replace(event, record=replace(event.record, hbl=None, hbl_chain=()))
     result = apply(state, event, NOW)
     assert result.alerts and not closing(result.alerts)

@@ -10,6 +10,7 @@ from html import escape as html_escape
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.domain.events import event_from_json
 from streams.domain.labels import OURS_NOTE
 from streams.domain.ledger import filing_record
 from streams.domain.lifecycle import EnsState, apply
@@ -58,10 +59,9 @@ def notify(state: EnsState, c: Consolidation, message_type: str, hbl: str, **fie
         "type": "notification",
         "mbl": c.mbl,
         "notification_id": f"{message_type}|{hbl}",
-        "notification": notification,
         "record": filing_record(c, planned, "LRN-X").to_json(),
     }
-    return apply(state, event, NOW).state
+    return apply(state, event_from_json(event, notification), NOW).state
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def state(seed) -> EnsState:
             for i, f in enumerate(plan(seed).filings)
         ],
     }
-    state = apply(None, event, NOW).state
+    state = apply(None, event_from_json(event), NOW).state
     state = notify(state, seed, "IE3Q01", "DAI26NGO0077")
     return notify(state, seed, "IE3Q02", "SKC26TYO0003", referral_reference="RFI-9", deadline=NOW + timedelta(hours=20))
 
@@ -139,7 +139,8 @@ class TestOpenItems:
     def test_acknowledgement_shows(self, state):
         """An acknowledged open alert shows who acknowledged it."""
         rfi = next(a for a in state.open_alerts.values() if a.referral_reference == "RFI-9")
-        acked = apply(state, {"type": "ack", "mbl": state.mbl, "alert_id": rfi.alert_id, "by": "eve"}, NOW).state
+        ack = event_from_json({"type": "ack", "mbl": state.mbl, "alert_id": rfi.alert_id, "by": "eve"})
+        acked = apply(state, ack, NOW).state
         item = next(i for i in open_items(acked, NOW) if i["kind"] == "rfi")
         assert [a["acknowledged_by"] for a in item["alerts"]] == ["eve"]
 
@@ -183,7 +184,8 @@ class TestAlertFeed:
 
     def test_alerts_view_reads_acknowledgements_from_the_state(self, state):
         """An alert acknowledged in its MBL's state is shown acknowledged; others, and unknown MBLs, are not."""
-        acked = apply(state, {"type": "ack", "mbl": state.mbl, "alert_id": "x1", "by": "eve", "at": DEADLINE}, NOW)
+        ack = event_from_json({"type": "ack", "mbl": state.mbl, "alert_id": "x1", "by": "eve", "at": DEADLINE})
+        acked = apply(state, ack, NOW)
         states = {state.mbl: acked.state}
         views = alerts_view([alert("x1", state.mbl), alert("x2", state.mbl), alert("x3", "OTHER")], states.get, NOW)
         assert [(v["alert_id"], v["acknowledged"], v["acknowledged_by"]) for v in views] == [

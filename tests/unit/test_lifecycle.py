@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from streams.domain.events import LifecycleEvent, Tick, event_from_json
 from streams.domain.ledger import correlation_keys, filing_record
 from streams.domain.lifecycle import EnsState, FilingState, HouseState, apply
 from streams.domain.model import Consolidation
@@ -23,9 +24,9 @@ def seed() -> Consolidation:
     return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
-def planned_event(consolidation: Consolidation) -> dict:
+def planned_event(consolidation: Consolidation) -> LifecycleEvent:
     filing_plan = plan(consolidation)
-    return {
+    event = {
         "type": "planned",
         "mbl": consolidation.mbl,
         "planning_party": consolidation.planning_party,
@@ -36,6 +37,7 @@ def planned_event(consolidation: Consolidation) -> dict:
             for i, f in enumerate(filing_plan.filings)
         ],
     }
+    return event_from_json(event)
 
 
 def record_for(consolidation: Consolidation, filing: str, hbl: str):
@@ -52,10 +54,9 @@ def notify(state, consolidation, message_type: str, hbl: str, filing: str = "F14
         "type": "notification",
         "mbl": consolidation.mbl,
         "notification_id": fields.get("mrn", "") + message_type + hbl,
-        "notification": notification,
         "record": record.to_json(),
     }
-    return apply(state, event, NOW)
+    return apply(state, event_from_json(event, notification), NOW)
 
 
 class TestLifecycle:
@@ -119,11 +120,11 @@ class TestDeadlineWatchdog:
         """Crossing the 24 h margin alerts once; the next tick at the same level is silent."""
         state = apply(None, planned_event(seed), NOW).state
         deadline = datetime(2027, 6, 14, 12, 0, tzinfo=UTC)
-        first = apply(state, {"type": "tick", "mbl": seed.mbl}, deadline - timedelta(hours=20))
+        first = apply(state, Tick(seed.mbl), deadline - timedelta(hours=20))
         assert first.alerts
-        again = apply(first.state, {"type": "tick", "mbl": seed.mbl}, deadline - timedelta(hours=19))
+        again = apply(first.state, Tick(seed.mbl), deadline - timedelta(hours=19))
         assert not again.alerts
-        late = apply(again.state, {"type": "tick", "mbl": seed.mbl}, deadline + timedelta(minutes=5))
+        late = apply(again.state, Tick(seed.mbl), deadline + timedelta(minutes=5))
         deadline_alerts = [a for a in late.alerts if a.message_type == "DEADLINE"]
         assert deadline_alerts and all(a.urgency is Urgency.CRITICAL for a in deadline_alerts)
 
@@ -131,7 +132,7 @@ class TestDeadlineWatchdog:
         """A co-loader's missing F16 goes to the co-loader and to the master loader that planned around it."""
         state = apply(None, planned_event(seed), NOW).state
         deadline = datetime(2027, 6, 14, 12, 0, tzinfo=UTC)
-        alerts = apply(state, {"type": "tick", "mbl": seed.mbl}, deadline - timedelta(hours=1)).alerts
+        alerts = apply(state, Tick(seed.mbl), deadline - timedelta(hours=1)).alerts
         f16 = [a for a in alerts if a.hbl == "CHY26YOK0501" and a.title.startswith("F16")]
         assert {a.party for a in f16} == {"COLOADER-C", "ML-TYO"}
 
@@ -141,7 +142,7 @@ class TestDeadlineWatchdog:
         for f in state.filings.values():
             f.state = FilingState.REGISTERED
         deadline = datetime(2027, 6, 14, 12, 0, tzinfo=UTC)
-        assert not apply(state, {"type": "tick", "mbl": seed.mbl}, deadline).alerts
+        assert not apply(state, Tick(seed.mbl), deadline).alerts
 
 
 class TestCorrelationKeys:

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.events import ack_record, lifecycle_event
+from streams.domain.events import Ack, AnswerSent, LifecycleEvent, Tick, event_from_json
 from streams.domain.ledger import filing_record
 from streams.domain.lifecycle import DEFAULT_MARGINS, EnsState, NaggingKind, apply
 from streams.domain.model import Consolidation, format_datetime
@@ -38,8 +39,8 @@ def seed() -> Consolidation:
     return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
-def planned(consolidation: Consolidation, deadline: datetime = LODGING_DEADLINE) -> dict:
-    return {
+def planned(consolidation: Consolidation, deadline: datetime = LODGING_DEADLINE) -> LifecycleEvent:
+    event = {
         "type": "planned",
         "mbl": consolidation.mbl,
         "planning_party": consolidation.planning_party,
@@ -50,29 +51,30 @@ def planned(consolidation: Consolidation, deadline: datetime = LODGING_DEADLINE)
             for i, f in enumerate(plan(consolidation).filings)
         ],
     }
+    return event_from_json(event)
 
 
-def notification_event(consolidation: Consolidation, message_type: str, hbl: str, **fields) -> dict:
+def notification_event(consolidation: Consolidation, message_type: str, hbl: str, **fields) -> LifecycleEvent:
     planned_filing = next(f for f in plan(consolidation).filings if f.hbl == hbl)
     record = filing_record(consolidation, planned_filing, "LRN-X")
     notification = Notification(
         message_type=message_type, notification_date=NOW, mbl=consolidation.mbl, hbl=hbl, **fields
     )
-    return {
+    event = {
         "type": "notification",
         "mbl": consolidation.mbl,
         "notification_id": f"{message_type}|{hbl}|{fields.get('referral_reference', '')}",
-        "notification": notification,
         "record": record.to_json(),
     }
+    return event_from_json(event, notification)
 
 
-def ack(mbl: str, alert_id: str, by: str = "ops-anna") -> dict:
-    return {"type": "ack", "mbl": mbl, "alert_id": alert_id, "by": by, "at": format_datetime(NOW)}
+def ack(mbl: str, alert_id: str, by: str = "ops-anna") -> LifecycleEvent:
+    return Ack(mbl, alert_id, by, format_datetime(NOW))
 
 
-def tick(mbl: str) -> dict:
-    return {"type": "tick", "mbl": mbl}
+def tick(mbl: str) -> LifecycleEvent:
+    return Tick(mbl)
 
 
 def escalations(alerts) -> list:
@@ -323,8 +325,8 @@ class TestTrackerAcks:
         event = notification_event(seed, "IE3Q01", DNL_HBL)
         payload = {
             "notification_id": "n-1",
-            "notification": notification_record(event["notification"], b"<x/>"),
-            "record": event["record"],
+            "notification": notification_record(event.notification, b"<x/>"),
+            "record": event.record.to_json(),
         }
         incoming = self.incoming(tracker, ens_event(seed.mbl, "notification", NOW, payload, "s"))
         tracker(incoming)
@@ -345,8 +347,8 @@ class TestTrackerAcks:
         event = notification_event(seed, "IE3Q01", DNL_HBL)
         payload = {
             "notification_id": "n-123",
-            "notification": notification_record(event["notification"], b"<xml/>"),
-            "record": event["record"],
+            "notification": notification_record(event.notification, b"<xml/>"),
+            "record": event.record.to_json(),
         }
         emits = tracker(self.incoming(tracker, ens_event(seed.mbl, "notification", NOW, payload, "src")))
         assert emits
@@ -354,14 +356,8 @@ class TestTrackerAcks:
 
 
 class TestAnswerSent:
-    def answered(self, mbl: str, reference: str = "REF-RFI-1") -> dict:
-        return {
-            "type": "answer_sent",
-            "mbl": mbl,
-            "referral_reference": reference,
-            "filer": "ML-TYO",
-            "message_type": "IE3R02",
-        }
+    def answered(self, mbl: str, reference: str = "REF-RFI-1") -> LifecycleEvent:
+        return AnswerSent(mbl, reference, filer="ML-TYO", message_type="IE3R02")
 
     def test_answered_rfi_stops_escalating_and_shows_in_history(self, held):
         """The filer answered the RFI: the referral stays open for customs, its alert no longer escalates."""
