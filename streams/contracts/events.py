@@ -21,7 +21,8 @@ ACK = "ack"
 #: The payload key that makes a ``tick`` record the answer to a referral (``streams.pipeline.answers``). The
 #: ``EnsEvent`` type enum has no default, so a new symbol would break FULL compatibility; it rides on a tick too.
 ANSWER_SENT = "answer_sent"
-#: Payload key of a ``tick`` saying a filing change (amendment, invalidation) went out (``streams.pipeline.changes``).
+#: Payload key of a ``tick`` saying a filing change (amendment, invalidation) went out
+#: (``streams.pipeline.stages.changes``).
 CHANGE_SENT = "change_sent"
 
 

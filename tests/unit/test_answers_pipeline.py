@@ -24,8 +24,11 @@ from streams.pipeline.answers import (
     check_answer,
     parked_key,
 )
-from streams.pipeline.handlers import BookingStage, Correlator, LifecycleTracker, NotificationParser
 from streams.pipeline.stage import Emit, Incoming
+from streams.pipeline.stages.booking import BookingStage
+from streams.pipeline.stages.correlate import Correlator
+from streams.pipeline.stages.lifecycle import LifecycleTracker
+from streams.pipeline.stages.parse import NotificationParser
 from streams.simulator import CustomsSimulator, Outcome, RiskRule, RiskScript
 from streams.topics import Catalogue
 from tests.data import SEED_PATH

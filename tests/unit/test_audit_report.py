@@ -33,8 +33,11 @@ from streams.contracts.events import ack_record
 from streams.domain.labels import OURS_NOTE
 from streams.domain.model import format_datetime
 from streams.pipeline.audit_stages import audit_stages
-from streams.pipeline.handlers import BookingStage, Correlator, LifecycleTracker, NotificationParser
 from streams.pipeline.stage import Emit, Incoming
+from streams.pipeline.stages.booking import BookingStage
+from streams.pipeline.stages.correlate import Correlator
+from streams.pipeline.stages.lifecycle import LifecycleTracker
+from streams.pipeline.stages.parse import NotificationParser
 from streams.simulator import CustomsSimulator, Outcome, RiskRule, RiskScript
 from streams.topics import Catalogue
 from tests.data import SEED_PATH

@@ -42,8 +42,8 @@ from streams.cli.audit import audit
 from streams.contracts.avro import SchemaCatalogue
 from streams.errors import DecodeError
 from streams.pipeline.audit_stages import AuditChainer, AuditCollector, BatchChainer, SendFirstChainer
-from streams.pipeline.handlers import BookingStage
 from streams.pipeline.stage import Emit, Incoming
+from streams.pipeline.stages.booking import BookingStage
 from streams.topics import Catalogue
 from tests.data import SEED_PATH
 

@@ -12,8 +12,8 @@ from streams.domain.planning import FilingDraft, FilingType, PlannedFiling
 from streams.messages import NS
 from streams.messages.render import render_filing
 from streams.messages.safe import read_xml
-from streams.pipeline import changes
 from streams.pipeline.stage import Emit
+from streams.pipeline.stages import changes
 from streams.simulator import CustomsSimulator, RiskScript, ScriptedRejection
 from tests.unit.test_handlers import NOW, Pump, seed_json
 

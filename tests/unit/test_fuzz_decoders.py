@@ -27,8 +27,8 @@ from streams.domain.model import Consolidation
 from streams.errors import ICS2StreamsError
 from streams.messages.parse import parse_notification
 from streams.messages.safe import read_xml
-from streams.pipeline.handlers import BookingStage
 from streams.pipeline.stage import Incoming, StageFailure
+from streams.pipeline.stages.booking import BookingStage
 from streams.topics import Catalogue
 from tests.hostile import seed
 

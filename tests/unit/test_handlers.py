@@ -17,8 +17,11 @@ from streams.contracts.avro import SchemaCatalogue
 from streams.domain.model import Consolidation
 from streams.domain.notifications import NotificationError
 from streams.messages import build
-from streams.pipeline.handlers import BookingStage, Correlator, LifecycleTracker, NotificationParser
 from streams.pipeline.stage import Emit, Incoming, StageFailure
+from streams.pipeline.stages.booking import BookingStage
+from streams.pipeline.stages.correlate import Correlator
+from streams.pipeline.stages.lifecycle import LifecycleTracker
+from streams.pipeline.stages.parse import NotificationParser
 from streams.simulator import CustomsSimulator, Outcome, RiskRule, RiskScript
 from streams.simulator.customs import Outbound
 from streams.topics import Catalogue

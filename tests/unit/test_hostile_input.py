@@ -21,9 +21,10 @@ from streams.domain.model import Consolidation
 from streams.errors import BookingError, DecodeError, ICS2StreamsError, XMLRejected
 from streams.messages.parse import parse_notification
 from streams.pipeline.dead_letters import DeadLetterSink, rejection_alert, rejection_emits
-from streams.pipeline.handlers import BookingStage, NotificationParser
 from streams.pipeline.runner import StageRunner, StageStats
 from streams.pipeline.stage import Emit, Incoming, StageFailure
+from streams.pipeline.stages.booking import BookingStage
+from streams.pipeline.stages.parse import NotificationParser
 from streams.topics import Catalogue
 from tests.hostile import (
     ADDRESSEE,

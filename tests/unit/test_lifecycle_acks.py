@@ -21,8 +21,8 @@ from streams.domain.lifecycle import DEFAULT_MARGINS, EnsState, NaggingKind, app
 from streams.domain.model import Consolidation, format_datetime
 from streams.domain.notifications import Action, Notification, Urgency
 from streams.domain.planning import plan
-from streams.pipeline.handlers import LifecycleTracker, ticks_due
 from streams.pipeline.stage import Incoming
+from streams.pipeline.stages.lifecycle import LifecycleTracker, ticks_due
 from streams.topics import Catalogue
 from tests.data import SEED_PATH
 
@@ -282,7 +282,9 @@ class TestTrackerAcks:
         """Default structlog and an uncached logger, so ``capture_logs`` sees info lines whatever ran before."""
         saved = structlog.get_config()
         structlog.reset_defaults()
-        monkeypatch.setattr("streams.pipeline.handlers.log", structlog.get_logger("streams.pipeline.handlers"))
+        monkeypatch.setattr(
+            "streams.pipeline.stages.lifecycle.log", structlog.get_logger("streams.pipeline.stages.lifecycle")
+        )
         yield
         structlog.configure(**saved)
 

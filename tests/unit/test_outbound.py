@@ -10,7 +10,7 @@ import pytest
 
 from streams.domain.model import Consolidation
 from streams.domain.outbound import PlanMemory, fingerprint
-from streams.pipeline.booking import process_booking
+from streams.pipeline.stages.booking import process_booking
 from tests.data import SEED_PATH
 
 NOW = datetime(2027, 6, 1, tzinfo=UTC)

@@ -10,7 +10,7 @@ import pytest
 from streams.domain.model import Consolidation
 from streams.domain.outbound import PlanMemory
 from streams.domain.planning import ChangeKind
-from streams.pipeline.booking import process_booking
+from streams.pipeline.stages.booking import process_booking
 from tests.unit.test_changes_pipeline import AMENDED_HBL, MOVED_HBL, REMOVED_HBL, version_2
 from tests.unit.test_handlers import NOW, seed_json
 
