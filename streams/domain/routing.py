@@ -21,9 +21,10 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from streams.domain.dates import format_datetime
 from streams.domain.deadlines import AnswerDeadline
 from streams.domain.ledger import FilingRecord
-from streams.domain.model import Consolidation, format_datetime
+from streams.domain.model import Consolidation
 from streams.domain.notifications import Action, Actor, Notification, NotificationKind, Urgency
 from streams.domain.outbound import BookingOutcome, PlanMemory
 from streams.domain.validation import Finding

@@ -21,7 +21,7 @@ from datetime import datetime
 
 from lxml import etree
 
-from streams.domain.model import format_datetime
+from streams.domain.dates import format_datetime
 from streams.domain.notifications import NotificationError
 from streams.errors import RenderError
 from streams.messages import NS

@@ -30,8 +30,8 @@ from streams.audit.trail import ChainHead, chain, head_after
 from streams.cli.replay import replay_command
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.events import ack_record
+from streams.domain.dates import format_datetime
 from streams.domain.labels import OURS_NOTE
-from streams.domain.model import format_datetime
 from streams.pipeline.audit_stages import audit_stages
 from streams.pipeline.stage import Emit, Incoming
 from streams.pipeline.stages.booking import BookingStage

@@ -16,8 +16,8 @@ from rich.console import Console
 
 from streams.cli.inbox import JsonView, TableView
 from streams.contracts.avro import SchemaCatalogue
+from streams.domain.dates import format_datetime
 from streams.domain.labels import relative_deadline
-from streams.domain.model import format_datetime
 from streams.domain.notifications import Action, Urgency
 from streams.domain.routing import PartyAlert
 from streams.inbox import (

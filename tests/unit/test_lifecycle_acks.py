@@ -16,26 +16,21 @@ from structlog.testing import capture_logs
 
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.events import ack_record, lifecycle_event
+from streams.domain.dates import format_datetime
 from streams.domain.ledger import filing_record
 from streams.domain.lifecycle import DEFAULT_MARGINS, EnsState, NaggingKind, apply
-from streams.domain.model import Consolidation, format_datetime
+from streams.domain.model import Consolidation
 from streams.domain.notifications import Action, Notification, Urgency
 from streams.domain.planning import plan
 from streams.pipeline.stage import Incoming
 from streams.pipeline.stages.lifecycle import LifecycleTracker, ticks_due
 from streams.topics import Catalogue
-from tests.data import SEED_PATH
 
 NOW = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)
 DNL_HBL = "AOB26OSA1001"
 RFI_HBL = "SKC26TYO0003"
 LODGING_DEADLINE = NOW + timedelta(hours=100)
 RFI_DEADLINE = NOW + timedelta(hours=30)
-
-
-@pytest.fixture(scope="module")
-def seed() -> Consolidation:
-    return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
 def planned(consolidation: Consolidation, deadline: datetime = LODGING_DEADLINE) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -75,3 +75,19 @@ class EmittingStage:
     def event_emit(self, mbl: str, kind: str, payload: dict[str, Any], incoming: Incoming) -> Emit:
         record = ens_event(mbl, kind, self.clock(), payload, source_of(incoming))
         return self.emit(self.catalogue.ens_events.name, mbl, "EnsEvent", record, incoming)
+
+
+class Emitter(Protocol):
+    """What a stage lends the steps it delegates to (answers, changes): schemas, topics, clock, how it words emits."""
+
+    schemas: SchemaCatalogue
+    catalogue: Catalogue
+    clock: Callable[[], datetime]
+
+    def emit(
+        self, topic: str, key: str, schema: str, record: dict[str, Any], incoming: Incoming, *extra: tuple[str, str]
+    ) -> Emit: ...
+
+    def alert_emits(self, alerts: Iterable[PartyAlert], incoming: Incoming) -> list[Emit]: ...
+
+    def event_emit(self, mbl: str, kind: str, payload: dict[str, Any], incoming: Incoming) -> Emit: ...

@@ -10,9 +10,10 @@ import structlog
 
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.records import draft_record, filing_message, ledger_record
+from streams.domain.dates import format_datetime
 from streams.domain.deadlines import lodging_deadline
 from streams.domain.ledger import FilingRecord, filing_record, ledger_keys, lrn_key
-from streams.domain.model import Consolidation, format_datetime
+from streams.domain.model import Consolidation
 from streams.domain.outbound import BookingOutcome, PlanMemory, decide_booking
 from streams.domain.planning import PlannedFiling
 from streams.domain.routing import blocks, booking_alerts, stale_alert

@@ -31,17 +31,17 @@ import structlog
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.events import CHANGE_SENT
 from streams.contracts.records import filing_record_from_ledger, ledger_record, sha256
+from streams.domain.dates import format_datetime, parse_datetime
 from streams.domain.ledger import FilingRecord, lrn_key, mrn_key
-from streams.domain.model import format_datetime, parse_datetime
 from streams.domain.notifications import Action, Urgency
 from streams.domain.outbound import FilingChangeRequest
 from streams.domain.planning import ChangeKind
 from streams.domain.routing import PartyAlert, alert_id
 from streams.errors import ICS2StreamsError, RenderError
 from streams.messages.render_requests import Invalidation, amendment_xml, invalidation_reference, render_invalidation
-from streams.pipeline.answers import Emitter
 from streams.pipeline.dead_letters import dead_letter_emit
 from streams.pipeline.stage import Emit, Incoming
+from streams.pipeline.stages.base import Emitter
 
 log = structlog.get_logger(__name__)
 

@@ -14,9 +14,8 @@ from streams.contracts.records import filing_record_from_ledger, ledger_record, 
 from streams.domain.ledger import FilingRecord, lrn_key, mrn_key, referral_key
 from streams.domain.notifications import NotificationKind
 from streams.domain.routing import REFUSAL_KINDS
-from streams.pipeline import answers
 from streams.pipeline.stage import Emit, Incoming, StageFailure
-from streams.pipeline.stages import changes
+from streams.pipeline.stages import answers, changes
 from streams.pipeline.stages.base import Clock, EmittingStage
 from streams.topics import Catalogue
 
