@@ -27,12 +27,12 @@ from yarl import URL
 from streams.audit.signing import key_path, signer_for
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.records import ens_event
-from streams.pipeline.audit_stages import audit_stages
 from streams.pipeline.dead_letters import DeadLetterSink
 from streams.pipeline.recovery import OrderedTableManager
 from streams.pipeline.runner import Producer, StageRunner, StageStats, add_stage, skip_when_broker_away
 from streams.pipeline.stage import Emit
 from streams.pipeline.stages import changes
+from streams.pipeline.stages.audit import audit_stages
 from streams.pipeline.stages.booking import BookingStage
 from streams.pipeline.stages.correlate import Correlator
 from streams.pipeline.stages.lifecycle import LifecycleTracker, ticks_due

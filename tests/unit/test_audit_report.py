@@ -32,8 +32,8 @@ from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.events import ack_record
 from streams.domain.dates import format_datetime
 from streams.domain.labels import OURS_NOTE
-from streams.pipeline.audit_stages import audit_stages
 from streams.pipeline.stage import Emit, Incoming
+from streams.pipeline.stages.audit import audit_stages
 from streams.pipeline.stages.booking import BookingStage
 from streams.pipeline.stages.correlate import Correlator
 from streams.pipeline.stages.lifecycle import LifecycleTracker

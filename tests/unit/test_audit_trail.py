@@ -41,8 +41,8 @@ from streams.audit.trail import (
 from streams.cli.audit import audit
 from streams.contracts.avro import SchemaCatalogue
 from streams.errors import DecodeError
-from streams.pipeline.audit_stages import AuditChainer, AuditCollector, BatchChainer, SendFirstChainer
 from streams.pipeline.stage import Emit, Incoming
+from streams.pipeline.stages.audit import AuditChainer, AuditCollector, BatchChainer, SendFirstChainer
 from streams.pipeline.stages.booking import BookingStage
 from streams.topics import Catalogue
 from tests.data import seed_json
