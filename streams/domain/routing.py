@@ -375,3 +375,41 @@ def _booking_alert(
 def blocks(alert: PartyAlert) -> bool:
     """Whether a booking alert is a "Filing blocked" one (``booking_alerts``)."""
     return alert.message_type == "BOOKING" and alert.title.startswith(BLOCKED_TITLE)
+
+
+def change_sent_alert(
+    change: Mapping[str, Any], record: FilingRecord | None, message_type: str | None, note: str, now: datetime
+) -> PartyAlert:
+    """Tells the filer an amendment or invalidation of its filing (a ``FilingChange`` record) was requested."""
+    where = change["hbl"] or change["mbl"]
+    return PartyAlert(
+        alert_id=alert_id(f"change|{change['change_id']}|sent", change["filer"]),
+        party=change["filer"], urgency=Urgency.NORMAL, action=Action.INFO,
+        title=f"{change['filing']} for {where}: {change['kind']} requested (booking version {change['version']})",
+        message=f"{change['reason']}: {note}.", mbl=change["mbl"], hbl=change["hbl"],
+        hbl_chain=record.hbl_chain if record else (), party_at_fault=None, lrn=change["lrn"],
+        mrn=record.mrn if record else None, referral_reference=None, deadline=None,
+        message_type=message_type or "BOOKING", created_at=now,
+    )  # fmt: skip
+
+
+def change_expired_alert(
+    change: Mapping[str, Any],
+    record: FilingRecord | None,
+    key: str,
+    reason: str,
+    title: str,
+    then: str,
+    now: datetime,
+) -> PartyAlert:
+    """Tells the filer a change waited in vain under ``key``, and how to learn what customs holds."""
+    where = change["hbl"] or change["mbl"]
+    return PartyAlert(
+        alert_id=alert_id(f"change|{change['change_id']}|{key}|expired", change["filer"]),
+        party=change["filer"], urgency=Urgency.HIGH, action=Action.FIX_AND_REFILE,
+        title=f"{change['filing']} for {where}: {title}",
+        message=f"{reason}. Find out what customs holds with 'ics2 consult {change['mbl']}', then {then}.",
+        mbl=change["mbl"], hbl=change["hbl"], hbl_chain=record.hbl_chain if record else (),
+        party_at_fault=change["filer"], lrn=change["lrn"], mrn=record.mrn if record else None,
+        referral_reference=None, deadline=None, message_type="BOOKING", created_at=now,
+    )  # fmt: skip
