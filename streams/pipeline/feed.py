@@ -20,7 +20,7 @@ import faust
 import structlog
 from aiokafka import AIOKafkaConsumer
 
-from streams.client import stop_consumer
+from streams.client import keep_reading, stop_consumer
 from streams.contracts.avro import SchemaCatalogue
 from streams.errors import ICS2StreamsError
 from streams.pipeline.metrics import PipelineMetrics, consumer_lag
@@ -75,14 +75,7 @@ class TopicObserver:
 
     async def run(self) -> None:
         """Read until cancelled; a broker hiccup restarts the reader rather than ending the feed."""
-        while True:
-            try:
-                await self._read()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("topic_observer_restarting", error=repr(exc))
-                await asyncio.sleep(2.0)
+        await keep_reading(self._read, "topic_observer_restarting")
 
     async def _read(self) -> None:
         topics = (self.alerts_topic, self.inbound_topic, self.dead_letters_topic)
