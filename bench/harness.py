@@ -48,8 +48,8 @@ from streams.domain.drafts import make_lrn
 from streams.domain.notifications import mrn_check_character
 from streams.errors import BrokerUnavailable, PlatformError
 from streams.messages.build import build_ie3q01, build_ie3r01
-from streams.pipeline.handlers import BookingStage
 from streams.pipeline.stage import Incoming
+from streams.pipeline.stages.booking import BookingStage
 from streams.scenarios import SEED_COLOAD
 from streams.settings import Settings
 from streams.topics import Catalogue

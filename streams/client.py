@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 
@@ -18,6 +19,8 @@ from streams.contracts.avro import SchemaCatalogue
 from streams.errors import BrokerUnavailable
 from streams.settings import Settings
 from streams.topics import Catalogue
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,18 @@ async def start_client(client: AIOKafkaProducer | AIOKafkaConsumer, settings: Se
     except (KafkaConnectionError, KafkaTimeoutError, OSError) as exc:
         await client.stop()
         raise BrokerUnavailable(f"no Kafka broker answers at {settings.bootstrap_servers}") from exc
+
+
+async def keep_reading(read: Callable[[], Awaitable[None]], event: str) -> None:
+    """Run a background reader until cancelled; a broker hiccup restarts it (logged as ``event``), never ends it."""
+    while True:
+        try:
+            await read()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(event, error=repr(exc))
+            await asyncio.sleep(2.0)
 
 
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from streams.domain.dates import parse_datetime
 from streams.domain.labels import action_label, deadline_label, message_label
-from streams.domain.model import parse_datetime
 
 Alert = Mapping[str, Any]
 

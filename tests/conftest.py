@@ -3,6 +3,9 @@
 Unit tests never request ``kafka_broker``, so they run without Java. Integration tests get a fresh topic prefix
 and catalogue each, so they can share the broker without seeing each other's records. A broker that cannot
 start is a failure with its log tail, never a skip: in CI the broker must be there.
+
+The seed co-load is one scenario for every test: the ``seed`` fixture (the model, shared: it is immutable), or
+``tests.data.seed_json`` for a fresh copy of its JSON that a test may change.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import pytest
 
 from streams.admin import apply_topics, delete_topics, list_topics
 from streams.broker import LocalBroker
+from streams.domain.model import Consolidation
 from streams.settings import Settings
 from streams.topics import Catalogue
+from tests.data import seed_consolidation
 from tests.integration.services import start_broker
 
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
@@ -85,3 +90,9 @@ async def catalogue(kafka_settings: Settings, topic_prefix: str) -> AsyncIterato
     await apply_topics(kafka_settings, catalogue)
     yield catalogue
     await delete_topics(kafka_settings, await list_topics(kafka_settings, topic_prefix), wait=False)
+
+
+@pytest.fixture(scope="session")
+def seed() -> Consolidation:
+    """The seed co-load as the model reads it."""
+    return seed_consolidation()

@@ -24,7 +24,7 @@ from streams.contracts.records import ens_event
 from streams.errors import BookingError, DecodeError, ICS2StreamsError, UnknownSchemaError, XMLRejected
 from streams.messages import NS
 from streams.messages.safe import DEFAULT_MAX_BYTES
-from tests.data import SEED_PATH
+from tests.data import seed_json
 
 REPO = Path(__file__).resolve().parents[1]
 XML_FIXTURES = REPO / "tests" / "fixtures" / "xml"
@@ -61,13 +61,9 @@ class Flagged:
     rule: str
 
 
-def seed() -> dict[str, Any]:
-    return json.loads(SEED_PATH.read_text(encoding="utf-8"))
-
-
 def booking(change: Callable[[dict[str, Any]], object], mbl: str | None = None) -> dict[str, Any]:
     """The seed booking with one change applied (and another MBL, so that plans of several bookings do not meet)."""
-    data = seed()
+    data = seed_json()
     if mbl is not None:
         data["master"]["mbl_number"] = mbl
     change(data)
@@ -189,7 +185,7 @@ def _duplicate_first_house_bill(data: dict[str, Any]) -> None:
 def booking_cases() -> tuple[Hostile, ...]:
     """Hostile booking records for ``ics2.bookings``: broken Avro first, then Avro carrying an unusable booking."""
     schemas = SchemaCatalogue.load()
-    good = schemas.encode("BookingEvent", seed())
+    good = schemas.encode("BookingEvent", seed_json())
     fingerprint = schemas.fingerprint("BookingEvent")
 
     def encoded(change: Callable[[dict[str, Any]], object]) -> bytes:
@@ -198,7 +194,7 @@ def booking_cases() -> tuple[Hostile, ...]:
     return (
         Hostile("truncated", good[: len(good) // 2], DecodeError, "corrupt .*BookingEvent body"),
         Hostile("wrong-magic", b"\xc3\x02" + good[2:], DecodeError, "not an Avro single-object message"),
-        Hostile("json-not-avro", json.dumps(seed()).encode(), DecodeError, "not an Avro single-object message"),
+        Hostile("json-not-avro", json.dumps(seed_json()).encode(), DecodeError, "not an Avro single-object message"),
         Hostile("unknown-fingerprint", MARKER + b"\x00" * 8 + good[HEADER_SIZE:], UnknownSchemaError, "no schema"),
         Hostile("body-of-another-schema", MARKER + fingerprint + _ens_body(), DecodeError, "corrupt .*Event body"),
         Hostile("random-bytes", bytes(range(256)) * 3, DecodeError, "not an Avro single-object message"),

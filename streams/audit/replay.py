@@ -18,9 +18,9 @@ from typing import Any
 from streams.audit.signing import Keyring
 from streams.audit.trail import ChainHead, examine
 from streams.contracts.events import ACK, CHANGE_SENT, decode_lifecycle_event
+from streams.domain.dates import format_datetime, parse_datetime
 from streams.domain.events import Ack
 from streams.domain.lifecycle import EnsState, apply
-from streams.domain.model import format_datetime, parse_datetime
 from streams.errors import InputError
 
 REPORT_FORMAT = "ics2-audit-replay/1"

@@ -13,6 +13,7 @@ from html import escape
 from typing import Any
 
 from streams.audit.replay import LANES
+from streams.domain.dates import format_datetime, parse_datetime
 from streams.domain.labels import (
     MESSAGE_LABELS,
     OURS_NOTE,
@@ -21,7 +22,6 @@ from streams.domain.labels import (
     message_label,
     span,
 )
-from streams.domain.model import format_datetime, parse_datetime
 from streams.errors import InputError
 
 WIDTH = 960

@@ -36,10 +36,12 @@ def _publish(
     password: str | None,
     as_json: bool,
 ) -> None:
+    from streams.cli.answer_checks import answer_request
     from streams.client import produce
     from streams.contracts.avro import SchemaCatalogue
+    from streams.domain.answers import AnswerRejected
     from streams.domain.ledger import referral_key
-    from streams.pipeline.answers import RECORD, AnswerRejected, answer_request
+    from streams.pipeline.stages.answers import RECORD
     from streams.topics import Catalogue
 
     settings = settings_from(bootstrap_servers, topic_prefix, username, password)

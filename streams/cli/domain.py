@@ -19,8 +19,9 @@ from rich.table import Table
 
 from streams.cli.options import json_option, read_json
 from streams.cli.output import console as make_console
+from streams.domain.dates import parse_datetime
 from streams.domain.labels import MESSAGE_LABELS, OURS_NOTE, message_label
-from streams.domain.model import Consolidation, parse_datetime
+from streams.domain.model import Consolidation
 from streams.domain.planning import FilingPlan
 from streams.domain.planning import plan as make_plan
 from streams.domain.validation import ValidationReport

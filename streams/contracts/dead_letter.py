@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.domain.model import format_datetime, parse_datetime
+from streams.domain.dates import format_datetime, parse_datetime
 from streams.errors import BookingError, ICS2StreamsError, InputError
 
 HEADER_EXCEPTION = "__streams.errors.exception"

@@ -14,15 +14,16 @@ from datetime import datetime
 from typing import Any
 
 from streams.contracts.records import ens_event, notification_from_record
+from streams.domain.dates import format_datetime
 from streams.domain.events import EventType, LifecycleEvent, event_from_json
-from streams.domain.model import format_datetime
 
 #: The payload key that makes a ``tick`` record an acknowledgement.
 ACK = "ack"
-#: The payload key that makes a ``tick`` record the answer to a referral (``streams.pipeline.answers``). The
+#: The payload key that makes a ``tick`` record the answer to a referral (``streams.pipeline.stages.answers``). The
 #: ``EnsEvent`` type enum has no default, so a new symbol would break FULL compatibility; it rides on a tick too.
 ANSWER_SENT = "answer_sent"
-#: Payload key of a ``tick`` saying a filing change (amendment, invalidation) went out (``streams.pipeline.changes``).
+#: Payload key of a ``tick`` saying a filing change (amendment, invalidation) went out
+#: (``streams.pipeline.stages.changes``).
 CHANGE_SENT = "change_sent"
 
 

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from streams.domain.dates import format_datetime, parse_datetime
 from streams.domain.ledger import FilingRecord
-from streams.domain.model import format_datetime, parse_datetime
 from streams.domain.notifications import MESSAGE_SPECS, Notification, NotificationError
 from streams.domain.outbound import DraftOutcome
 

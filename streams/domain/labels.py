@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from streams.domain.model import parse_datetime
+from streams.domain.dates import parse_datetime
 
 #: An HBL's (and so an MBL's) ENS state -> what it means for the cargo.
 HOUSE_STATE_LABELS: Mapping[str, str] = {

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, assert_never
 
+from streams.domain.dates import format_datetime, parse_datetime
 from streams.domain.deadlines import DEFAULT_RESPONSE_TIMES, AnswerDeadline, answer_deadline
 from streams.domain.events import (
     Ack,
@@ -40,7 +41,6 @@ from streams.domain.events import (
     Tick,
 )
 from streams.domain.ledger import FilingRecord
-from streams.domain.model import format_datetime, parse_datetime
 from streams.domain.notifications import REFERRAL_ANSWERS, Action, Notification, NotificationKind, Urgency
 from streams.domain.routing import FAULT_KINDS, REFUSAL_KINDS, PartyAlert, alert_id, alerts_for, closing_alert
 

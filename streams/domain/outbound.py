@@ -1,9 +1,9 @@
 """From a booking version to the filings we send: plan, validate, render, and compare with the last version.
 
 ``decide_booking`` is the whole outbound decision for one booking event, as a pure function: the booking stage
-only decodes, calls it with the ICS2 XML renderer (``streams.pipeline.booking.process_booking``) and emits what it
-returns. The renderer is a parameter so that the domain never reaches up into ``streams.messages``. What it must
-remember between versions (per MBL and planning party) is a ``PlanMemory``: the version last processed and, per
+only decodes, calls it with the ICS2 XML renderer (``streams.pipeline.stages.booking.process_booking``) and emits
+what it returns. The renderer is a parameter so that the domain never reaches up into ``streams.messages``. What it
+must remember between versions (per MBL and planning party) is a ``PlanMemory``: the version last processed and, per
 filing, the LRN and content fingerprint last sent.
 
 A new version never files again what customs already holds: a filing whose content changed is amended (IE3A1x,

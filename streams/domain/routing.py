@@ -13,6 +13,7 @@ An alert whose subject has since changed is closed by a further record to the sa
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,10 +21,13 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from streams.domain.dates import format_datetime
 from streams.domain.deadlines import AnswerDeadline
 from streams.domain.ledger import FilingRecord
-from streams.domain.model import format_datetime
+from streams.domain.model import Consolidation
 from streams.domain.notifications import Action, Actor, Notification, NotificationKind, Urgency
+from streams.domain.outbound import BookingOutcome, PlanMemory
+from streams.domain.validation import Finding
 
 #: Kinds whose cause lies in the data of one HBL: its issuer is told too, not only the filer.
 FAULT_KINDS = frozenset(
@@ -259,3 +263,153 @@ def closing_alert(
         created_at=now,
         closes_alert_id=closed_id,
     )
+
+
+#: How the title of a "Filing blocked" alert begins.
+BLOCKED_TITLE = "Filing blocked for"
+
+
+def booking_alerts(outcome: BookingOutcome, now: datetime) -> list[PartyAlert]:
+    """Blocked drafts go to the parties that must fix their data; plan errors and changes to the planner."""
+    c = outcome.consolidation
+    by_party: dict[str, list[Finding]] = defaultdict(list)
+    for d in outcome.drafts:
+        for finding in d.blocking:
+            by_party[finding.party or c.planning_party].append(finding)
+    alerts: list[PartyAlert] = []
+    for party, findings in by_party.items():
+        unique = list(dict.fromkeys(findings))
+        text = "; ".join(f"[{f.rule_id}] {f.path}: {f.message}" for f in unique)
+        hbls = sorted({f.hbl for f in unique if f.hbl})
+        alerts.append(
+            _booking_alert(
+                c,
+                party,
+                Urgency.HIGH,
+                Action.FIX_AND_REFILE,
+                f"{BLOCKED_TITLE} {', '.join(hbls) or c.mbl}: fix the booking data",
+                f"Not sent to customs until fixed (booking version {c.version}): {text}",
+                now,
+                hbl=hbls[0] if len(hbls) == 1 else None,
+            )
+        )
+    for error in outcome.plan.errors:
+        alerts.append(
+            _booking_alert(
+                c,
+                error.party or c.planning_party,
+                Urgency.HIGH,
+                Action.FIX_AND_REFILE,
+                f"Cannot plan filings for {error.hbl or c.mbl}",
+                f"[{error.code}] {error.message}",
+                now,
+                hbl=error.hbl,
+            )
+        )
+    for gone in outcome.withdrawn:
+        where = f"house B/L {gone.hbl}" if gone.hbl else f"master B/L {c.mbl}"
+        alerts.append(
+            _booking_alert(
+                c,
+                gone.filer,
+                Urgency.HIGH,
+                Action.INFO,
+                f"Withdraw your {gone.filing.value} for {gone.hbl or c.mbl}: no longer needed",
+                f"With booking version {c.version}, {c.planning_party} no longer plans a {gone.filing.value} by "
+                f"you for {where}. If you filed it, invalidate it (IE3Q04) so that customs does not hold it "
+                "against the consignment.",
+                now,
+                hbl=gone.hbl,
+            )
+        )
+    if outcome.diff is not None and not outcome.diff.empty:
+        lines = [f"+{f.filing.value} {f.hbl} by {f.filer}" for f in outcome.diff.added]
+        lines += [f"-{f.filing.value} {f.hbl} by {f.filer}" for f in outcome.diff.removed]
+        lines += [f"~{ch.new.filing.value} {ch.new.hbl} by {ch.new.filer}" for ch in outcome.diff.changed]
+        alerts.append(
+            _booking_alert(
+                c,
+                c.planning_party,
+                Urgency.NORMAL,
+                Action.INFO,
+                f"Plan changed with booking version {c.version}",
+                "; ".join(lines),
+                now,
+            )
+        )
+    return alerts
+
+
+def stale_alert(c: Consolidation, previous: PlanMemory | None, now: datetime) -> PartyAlert:
+    """A booking version at or below the last one processed changes nothing: its planner is told so."""
+    last = previous.version if previous else c.version
+    return _booking_alert(
+        c,
+        c.planning_party,
+        Urgency.NORMAL,
+        Action.INFO,
+        f"Booking version {c.version} of {c.mbl} ignored",
+        f"Version {last} was already processed; an older or repeated version changes nothing.",
+        now,
+    )
+
+
+def _booking_alert(
+    c: Consolidation,
+    party: str,
+    urgency: Urgency,
+    action: Action,
+    title: str,
+    message: str,
+    now: datetime,
+    hbl: str | None = None,
+) -> PartyAlert:
+    return PartyAlert(
+        alert_id=alert_id(f"booking|{c.mbl}|{c.planning_party}|{c.version}|{title}|{message}", party),
+        party=party, urgency=urgency, action=action, title=title, message=message, mbl=c.mbl, hbl=hbl,
+        hbl_chain=(), party_at_fault=party if action is Action.FIX_AND_REFILE else None, lrn=None, mrn=None,
+        referral_reference=None, deadline=None, message_type="BOOKING", created_at=now,
+    )  # fmt: skip
+
+
+def blocks(alert: PartyAlert) -> bool:
+    """Whether a booking alert is a "Filing blocked" one (``booking_alerts``)."""
+    return alert.message_type == "BOOKING" and alert.title.startswith(BLOCKED_TITLE)
+
+
+def change_sent_alert(
+    change: Mapping[str, Any], record: FilingRecord | None, message_type: str | None, note: str, now: datetime
+) -> PartyAlert:
+    """Tells the filer an amendment or invalidation of its filing (a ``FilingChange`` record) was requested."""
+    where = change["hbl"] or change["mbl"]
+    return PartyAlert(
+        alert_id=alert_id(f"change|{change['change_id']}|sent", change["filer"]),
+        party=change["filer"], urgency=Urgency.NORMAL, action=Action.INFO,
+        title=f"{change['filing']} for {where}: {change['kind']} requested (booking version {change['version']})",
+        message=f"{change['reason']}: {note}.", mbl=change["mbl"], hbl=change["hbl"],
+        hbl_chain=record.hbl_chain if record else (), party_at_fault=None, lrn=change["lrn"],
+        mrn=record.mrn if record else None, referral_reference=None, deadline=None,
+        message_type=message_type or "BOOKING", created_at=now,
+    )  # fmt: skip
+
+
+def change_expired_alert(
+    change: Mapping[str, Any],
+    record: FilingRecord | None,
+    key: str,
+    reason: str,
+    title: str,
+    then: str,
+    now: datetime,
+) -> PartyAlert:
+    """Tells the filer a change waited in vain under ``key``, and how to learn what customs holds."""
+    where = change["hbl"] or change["mbl"]
+    return PartyAlert(
+        alert_id=alert_id(f"change|{change['change_id']}|{key}|expired", change["filer"]),
+        party=change["filer"], urgency=Urgency.HIGH, action=Action.FIX_AND_REFILE,
+        title=f"{change['filing']} for {where}: {title}",
+        message=f"{reason}. Find out what customs holds with 'ics2 consult {change['mbl']}', then {then}.",
+        mbl=change["mbl"], hbl=change["hbl"], hbl_chain=record.hbl_chain if record else (),
+        party_at_fault=change["filer"], lrn=change["lrn"], mrn=record.mrn if record else None,
+        referral_reference=None, deadline=None, message_type="BOOKING", created_at=now,
+    )  # fmt: skip

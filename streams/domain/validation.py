@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from streams.domain import formats
+from streams.domain.dates import format_datetime
 from streams.domain.deadlines import DEFAULT_MARGIN, DeadlineStatus, lodging_deadline
 from streams.domain.model import (
     Address,
@@ -35,7 +36,6 @@ from streams.domain.model import (
     Party,
     Representative,
     Role,
-    format_datetime,
 )
 from streams.domain.planning import FilingPlan, FilingType, PlannedFiling
 from streams.domain.planning import plan as make_plan

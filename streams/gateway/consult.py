@@ -16,7 +16,7 @@ from typing import Any
 from lxml import etree
 
 from streams.contracts.records import sha256
-from streams.domain.model import format_datetime
+from streams.domain.dates import format_datetime
 from streams.domain.notifications import is_well_formed_mrn
 from streams.errors import XMLRejected
 from streams.messages import NS

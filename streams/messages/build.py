@@ -18,10 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
+from typing import NotRequired, TypedDict, Unpack
 
 from lxml import etree
 
-from streams.domain.model import format_datetime
+from streams.domain.dates import format_datetime
 from streams.domain.notifications import NotificationError
 from streams.errors import RenderError
 from streams.messages import NS
@@ -162,11 +164,11 @@ def _lifecycle_error(
     errors: Sequence[NotificationError],
     notified_at: datetime,
     declarant: str,
-    lrn: str | None,
-    mrn: str | None,
-    mbl: str | None,
-    office: str | None,
-    member_state: str | None,
+    lrn: str | None = None,
+    mrn: str | None = None,
+    mbl: str | None = None,
+    office: str | None = None,
+    member_state: str | None = None,
 ) -> bytes:
     root = _root(message_type)
     if lrn is not None:
@@ -188,54 +190,10 @@ def _lifecycle_error(
     return _finish(root)
 
 
-def build_ie3n01(
-    *,
-    errors: Sequence[NotificationError],
-    notified_at: datetime,
-    declarant: str,
-    lrn: str | None = None,
-    mrn: str | None = None,
-    mbl: str | None = None,
-    office: str | None = None,
-    member_state: str | None = None,
-) -> bytes:
-    """Lifecycle validation error (duplicate LRN or linking key, wrong state)."""
-    return _lifecycle_error(
-        "IE3N01",
-        errors=errors,
-        notified_at=notified_at,
-        declarant=declarant,
-        lrn=lrn,
-        mrn=mrn,
-        mbl=mbl,
-        office=office,
-        member_state=member_state,
-    )
-
-
-def build_ie3n07(
-    *,
-    errors: Sequence[NotificationError],
-    notified_at: datetime,
-    declarant: str,
-    lrn: str | None = None,
-    mrn: str | None = None,
-    mbl: str | None = None,
-    office: str | None = None,
-    member_state: str | None = None,
-) -> bytes:
-    """Arrival refused: the ENS is in the wrong state (shaped like IE3N01, for want of a public table)."""
-    return _lifecycle_error(
-        "IE3N07",
-        errors=errors,
-        notified_at=notified_at,
-        declarant=declarant,
-        lrn=lrn,
-        mrn=mrn,
-        mbl=mbl,
-        office=office,
-        member_state=member_state,
-    )
+#: Lifecycle validation error (duplicate LRN or linking key, wrong state).
+build_ie3n01 = partial(_lifecycle_error, "IE3N01")
+#: Arrival refused: the ENS is in the wrong state (shaped like IE3N01, for want of a public table).
+build_ie3n07 = partial(_lifecycle_error, "IE3N07")
 
 
 def build_ie3n02(
@@ -308,10 +266,7 @@ def build_ie3q01(
     containers: Sequence[str] = (),
 ) -> bytes:
     """Do Not Load, to the filer and the carrier."""
-    root = _root("IE3Q01")
-    _date(root, "documentIssueDate", issued_at)
-    _add(root, "MRN", mrn)
-    _country(root, "responsibleMemberState", member_state)
+    root = _issued("IE3Q01", mrn, issued_at, member_state)
     _document(root, "transportDocument", mbl, MASTER_BL)
     _document(root, "transportDocumentHouse", hbl, HOUSE_BL)
     _party(root, "carrier", carrier)
@@ -322,117 +277,82 @@ def build_ie3q01(
     return _finish(root)
 
 
-def _information_request(
-    root: etree._Element,
-    *,
-    referral_reference: str,
-    hbl: str | None,
-    mbl: str | None,
-    question: str | None,
-) -> None:
-    """The IE3Q02/IE3N04 ``referralRequestDetails``: no answer deadline, as the message table has none."""
+def _issued(message_type: str, mrn: str, issued_at: datetime, member_state: str) -> etree._Element:
+    """The head of a referral or Do Not Load: issue date, MRN, responsible member state."""
+    root = _root(message_type)
+    _date(root, "documentIssueDate", issued_at)
+    _add(root, "MRN", mrn)
+    _country(root, "responsibleMemberState", member_state)
+    return root
+
+
+class _Referral(TypedDict):
+    """What a referral request (to the filer) and its notice (to the carrier) share."""
+
+    mrn: str
+    issued_at: datetime
+    member_state: str
+    referral_reference: str
+    mbl: NotRequired[str | None]
+
+
+class _InformationRequest(_Referral):
+    hbl: NotRequired[str | None]
+    question: NotRequired[str | None]
+
+
+class _ScreeningRequest(_Referral):
+    hbl: str
+    methods: NotRequired[Sequence[str]]
+
+
+def _information_request(message_type: str, role: str, party: str, **request: Unpack[_InformationRequest]) -> bytes:
+    """IE3Q02/IE3N04 with their ``referralRequestDetails``: no answer deadline, as the message table has none."""
+    root = _issued(message_type, request["mrn"], request["issued_at"], request["member_state"])
+    _party(root, role, party)
     details = _add(root, "referralRequestDetails")
-    _add(details, "referralRequestReference", referral_reference)
+    _add(details, "referralRequestReference", request["referral_reference"])
     _add(details, "requestType", RFI_REQUEST_TYPE)
-    _document(details, "transportDocumentHouse", hbl, HOUSE_BL)
-    _document(details, "transportDocumentMaster", mbl, MASTER_BL)
+    _document(details, "transportDocumentHouse", request.get("hbl"), HOUSE_BL)
+    _document(details, "transportDocumentMaster", request.get("mbl"), MASTER_BL)
+    question = request.get("question")
     if question is not None:
         _add(_add(details, "additionalInformation"), "text", question)
+    return _finish(root)
 
 
-def build_ie3q02(
-    *,
-    mrn: str,
-    issued_at: datetime,
-    member_state: str,
-    declarant: str,
-    referral_reference: str,
-    hbl: str | None = None,
-    mbl: str | None = None,
-    question: str | None = None,
-) -> bytes:
+def build_ie3q02(*, declarant: str, **request: Unpack[_InformationRequest]) -> bytes:
     """Request for information to the filer; answered with IE3R02 quoting ``referral_reference``."""
-    root = _root("IE3Q02")
-    _date(root, "documentIssueDate", issued_at)
-    _add(root, "MRN", mrn)
-    _country(root, "responsibleMemberState", member_state)
-    _party(root, "declarant", declarant)
-    _information_request(root, referral_reference=referral_reference, hbl=hbl, mbl=mbl, question=question)
-    return _finish(root)
+    return _information_request("IE3Q02", "declarant", declarant, **request)
 
 
-def build_ie3n04(
-    *,
-    mrn: str,
-    issued_at: datetime,
-    member_state: str,
-    carrier: str,
-    referral_reference: str,
-    hbl: str | None = None,
-    mbl: str | None = None,
-    question: str | None = None,
-) -> bytes:
+def build_ie3n04(*, carrier: str, **request: Unpack[_InformationRequest]) -> bytes:
     """Notice to the carrier that an RFI is open on a house filing naming it."""
-    root = _root("IE3N04")
-    _date(root, "documentIssueDate", issued_at)
-    _add(root, "MRN", mrn)
-    _country(root, "responsibleMemberState", member_state)
-    _party(root, "carrier", carrier)
-    _information_request(root, referral_reference=referral_reference, hbl=hbl, mbl=mbl, question=question)
-    return _finish(root)
+    return _information_request("IE3N04", "carrier", carrier, **request)
 
 
-def _screening_request(root: etree._Element, *, referral_reference: str, hbl: str, methods: Sequence[str]) -> None:
+def _screening_request(message_type: str, role: str, party: str, **request: Unpack[_ScreeningRequest]) -> bytes:
+    """IE3Q03/IE3N05 with their ``referralRequestDetails``: the recommended screening methods."""
+    root = _issued(message_type, request["mrn"], request["issued_at"], request["member_state"])
+    _document(root, "transportDocument", request.get("mbl"), MASTER_BL)
+    _party(root, role, party)
     details = _add(root, "referralRequestDetails")
-    _add(details, "referralRequestReference", referral_reference)
+    _add(details, "referralRequestReference", request["referral_reference"])
     _add(details, "requestType", RFS_REQUEST_TYPE)
-    for method in methods:
+    for method in request.get("methods", DEFAULT_SCREENING_METHODS):
         _add(_add(details, "recommendedHRCMScreeningMethod"), "method", method)
-    _document(details, "transportDocumentHouse", hbl, HOUSE_BL)
+    _document(details, "transportDocumentHouse", request["hbl"], HOUSE_BL)
+    return _finish(root)
 
 
-def build_ie3q03(
-    *,
-    mrn: str,
-    issued_at: datetime,
-    member_state: str,
-    declarant: str,
-    referral_reference: str,
-    hbl: str,
-    mbl: str | None = None,
-    methods: Sequence[str] = DEFAULT_SCREENING_METHODS,
-) -> bytes:
+def build_ie3q03(*, declarant: str, **request: Unpack[_ScreeningRequest]) -> bytes:
     """Request for high-risk cargo screening to the filer; answered with IE3R03."""
-    root = _root("IE3Q03")
-    _date(root, "documentIssueDate", issued_at)
-    _add(root, "MRN", mrn)
-    _country(root, "responsibleMemberState", member_state)
-    _document(root, "transportDocument", mbl, MASTER_BL)
-    _party(root, "declarant", declarant)
-    _screening_request(root, referral_reference=referral_reference, hbl=hbl, methods=methods)
-    return _finish(root)
+    return _screening_request("IE3Q03", "declarant", declarant, **request)
 
 
-def build_ie3n05(
-    *,
-    mrn: str,
-    issued_at: datetime,
-    member_state: str,
-    carrier: str,
-    referral_reference: str,
-    hbl: str,
-    mbl: str | None = None,
-    methods: Sequence[str] = DEFAULT_SCREENING_METHODS,
-) -> bytes:
+def build_ie3n05(*, carrier: str, **request: Unpack[_ScreeningRequest]) -> bytes:
     """Notice to the carrier that screening was requested for a house filing naming it."""
-    root = _root("IE3N05")
-    _date(root, "documentIssueDate", issued_at)
-    _add(root, "MRN", mrn)
-    _country(root, "responsibleMemberState", member_state)
-    _document(root, "transportDocument", mbl, MASTER_BL)
-    _party(root, "carrier", carrier)
-    _screening_request(root, referral_reference=referral_reference, hbl=hbl, methods=methods)
-    return _finish(root)
+    return _screening_request("IE3N05", "carrier", carrier, **request)
 
 
 def _control(
@@ -441,12 +361,12 @@ def _control(
     mrn: str,
     notified_at: datetime,
     office_of_control: str,
-    hbls: Sequence[str],
-    mbl: str | None,
-    declarant: str | None,
-    containers: Sequence[str],
-    place: str | None,
-    scheduled_at: datetime | None,
+    hbls: Sequence[str] = (),
+    mbl: str | None = None,
+    declarant: str | None = None,
+    containers: Sequence[str] = (),
+    place: str | None = None,
+    scheduled_at: datetime | None = None,
 ) -> bytes:
     root = _root(message_type)
     _add(root, "MRN", mrn)
@@ -467,58 +387,10 @@ def _control(
     return _finish(root)
 
 
-def build_ie3n08(
-    *,
-    mrn: str,
-    notified_at: datetime,
-    office_of_control: str,
-    hbls: Sequence[str] = (),
-    mbl: str | None = None,
-    declarant: str | None = None,
-    containers: Sequence[str] = (),
-    place: str | None = None,
-    scheduled_at: datetime | None = None,
-) -> bytes:
-    """Control notification: the named consignments must be presented for examination."""
-    return _control(
-        "IE3N08",
-        mrn=mrn,
-        notified_at=notified_at,
-        office_of_control=office_of_control,
-        hbls=hbls,
-        mbl=mbl,
-        declarant=declarant,
-        containers=containers,
-        place=place,
-        scheduled_at=scheduled_at,
-    )
-
-
-def build_ie3n09(
-    *,
-    mrn: str,
-    notified_at: datetime,
-    office_of_control: str,
-    hbls: Sequence[str] = (),
-    mbl: str | None = None,
-    declarant: str | None = None,
-    containers: Sequence[str] = (),
-    place: str | None = None,
-    scheduled_at: datetime | None = None,
-) -> bytes:
-    """Control notification for an AEO (shaped like IE3N08, for want of a public table)."""
-    return _control(
-        "IE3N09",
-        mrn=mrn,
-        notified_at=notified_at,
-        office_of_control=office_of_control,
-        hbls=hbls,
-        mbl=mbl,
-        declarant=declarant,
-        containers=containers,
-        place=place,
-        scheduled_at=scheduled_at,
-    )
+#: Control notification: the named consignments must be presented for examination.
+build_ie3n08 = partial(_control, "IE3N08")
+#: Control notification for an AEO (shaped like IE3N08, for want of a public table).
+build_ie3n09 = partial(_control, "IE3N09")
 
 
 def _completion(
@@ -527,9 +399,9 @@ def _completion(
     mrn: str,
     completed_at: datetime,
     declarant: str,
-    mbl: str | None,
-    office: str | None,
-    member_state: str | None,
+    mbl: str | None = None,
+    office: str | None = None,
+    member_state: str | None = None,
 ) -> bytes:
     root = _root(message_type)
     _add(root, "MRN", mrn)
@@ -541,46 +413,10 @@ def _completion(
     return _finish(root)
 
 
-def build_ie3n10(
-    *,
-    mrn: str,
-    completed_at: datetime,
-    declarant: str,
-    mbl: str | None = None,
-    office: str | None = None,
-    member_state: str | None = None,
-) -> bytes:
-    """Amendment accepted."""
-    return _completion(
-        "IE3N10",
-        mrn=mrn,
-        completed_at=completed_at,
-        declarant=declarant,
-        mbl=mbl,
-        office=office,
-        member_state=member_state,
-    )
-
-
-def build_ie3r07(
-    *,
-    mrn: str,
-    completed_at: datetime,
-    declarant: str,
-    mbl: str | None = None,
-    office: str | None = None,
-    member_state: str | None = None,
-) -> bytes:
-    """Invalidation accepted."""
-    return _completion(
-        "IE3R07",
-        mrn=mrn,
-        completed_at=completed_at,
-        declarant=declarant,
-        mbl=mbl,
-        office=office,
-        member_state=member_state,
-    )
+#: Amendment accepted.
+build_ie3n10 = partial(_completion, "IE3N10")
+#: Invalidation accepted.
+build_ie3r07 = partial(_completion, "IE3R07")
 
 
 def build_ie3r04(

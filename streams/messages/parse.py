@@ -25,7 +25,7 @@ from types import MappingProxyType
 
 from lxml import etree
 
-from streams.domain.model import EARLIEST_DATE, LATEST_DATE
+from streams.domain.dates import EARLIEST_DATE, LATEST_DATE
 from streams.domain.notifications import REFERRAL_ANSWERS, Notification, NotificationError, is_well_formed_mrn
 from streams.errors import XMLRejected
 from streams.messages import NS

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from streams.domain.model import format_datetime
+from streams.domain.dates import format_datetime
 from streams.messages.answers import AnswerText, Attachment, RfiAnswer, RfsAnswer, ScreeningResult
 from streams.messages.render_common import (
     HOUSE_BILL_TYPE,

@@ -13,7 +13,8 @@ from typing import TypeVar
 
 from lxml import etree
 
-from streams.domain.model import Address, Consolidation, Contact, HouseBill, Party, format_datetime
+from streams.domain.dates import format_datetime
+from streams.domain.model import Address, Consolidation, Contact, HouseBill, Party
 from streams.domain.planning import FilingDraft
 from streams.errors import RenderError
 from streams.messages import NS

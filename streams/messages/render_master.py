@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from lxml import etree
 
-from streams.domain.model import format_datetime
+from streams.domain.dates import format_datetime
 from streams.domain.planning import house_filers
 from streams.messages.render_common import (
     HOUSE_LEVEL_FILING,

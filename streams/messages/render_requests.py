@@ -15,7 +15,7 @@ from datetime import datetime
 
 from lxml import etree
 
-from streams.domain.model import format_datetime
+from streams.domain.dates import format_datetime
 from streams.errors import RenderError
 from streams.messages.render_common import (
     HOUSE_BILL_TYPE,

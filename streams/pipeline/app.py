@@ -28,19 +28,16 @@ from yarl import URL
 from streams.audit.signing import key_path, signer_for
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.records import ens_event
-from streams.pipeline import changes
-from streams.pipeline.audit_stages import audit_stages
 from streams.pipeline.dead_letters import DeadLetterSink
-from streams.pipeline.handlers import (
-    BookingStage,
-    Correlator,
-    LifecycleTracker,
-    NotificationParser,
-    ticks_due,
-)
 from streams.pipeline.recovery import OrderedTableManager
 from streams.pipeline.runner import AsyncHandler, Producer, StageRunner, StageStats, add_stage, skip_when_broker_away
 from streams.pipeline.stage import Emit, Handler
+from streams.pipeline.stages import changes
+from streams.pipeline.stages.audit import audit_stages
+from streams.pipeline.stages.booking import BookingStage
+from streams.pipeline.stages.correlate import Correlator
+from streams.pipeline.stages.lifecycle import LifecycleTracker, ticks_due
+from streams.pipeline.stages.parse import NotificationParser
 from streams.pipeline.stall import StallGuard
 from streams.pipeline.web import register_views
 from streams.settings import ProcessingGuarantee, SecurityProtocol, Settings

@@ -11,14 +11,13 @@ changelog's latest record is what the owning worker last wrote (it lags the owne
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer
 
-from streams.client import stop_consumer
+from streams.client import keep_reading, stop_consumer
 from streams.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -82,14 +81,7 @@ class ChangelogReader:
 
     async def run(self) -> None:
         """A broker hiccup restarts the reader from the start (the topic is compacted, so that stays small)."""
-        while True:
-            try:
-                await self._read()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("ens_view_reader_restarting", error=repr(exc))
-                await asyncio.sleep(2.0)
+        await keep_reading(self._read, "ens_view_reader_restarting")
 
     async def _read(self) -> None:
         consumer = AIOKafkaConsumer(

@@ -2,7 +2,7 @@
 
 Each app gets its own ``CollectorRegistry`` (several apps live in one test process). Stage counters come from
 ``StageStats``, ENS filings by state from the ``ens-state`` table, consumer lag from the Faust consumer at the moment
-of the scrape; dead letters and alert latency are fed by the topic observer of ``streams.pipeline.web``.
+of the scrape; dead letters and alert latency are fed by the topic observer of ``streams.pipeline.feed``.
 """
 
 from __future__ import annotations

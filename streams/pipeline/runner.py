@@ -179,7 +179,7 @@ async def skip_when_broker_away(timer: str, look: Callable[[], Awaitable[object]
 
 
 class BatchHooks(Protocol):
-    """What a handler that keeps state for the batch in flight may add (``streams.pipeline.audit_stages``)."""
+    """What a handler that keeps state for the batch in flight may add (``streams.pipeline.stages.audit``)."""
 
     def acknowledged(self) -> None:
         """Every output of the records handled so far is acknowledged: state held back may be stored now."""

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from streams.domain.model import format_datetime
+from streams.domain.dates import format_datetime
 
 #: The seed co-load of the ICS2 guide: one carrier MBL, a master loader and its co-loaders' HBL tree.
 SEED_COLOAD = Path(__file__).with_name("seed-coload.json")

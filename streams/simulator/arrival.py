@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from streams.domain.model import format_datetime
+from streams.domain.dates import format_datetime
 from streams.errors import InputError
 from streams.messages import build
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from streams.domain.model import format_datetime, parse_datetime
+from streams.domain.dates import format_datetime, parse_datetime
 from streams.domain.notifications import NotificationError, mrn_check_character
 from streams.errors import InputError, XMLRejected
 from streams.messages import build

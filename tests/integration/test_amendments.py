@@ -34,12 +34,12 @@ from streams.messages.render_requests import Invalidation, render_invalidation
 from streams.scenarios import seed_booking
 from streams.settings import Settings
 from streams.topics import Catalogue
+from tests.data import SEED_PARTIES
 from tests.integration.services import ICS2, Service, gateway, service_env, worker
 from tests.unit.test_changes_pipeline import AMENDED_HBL, MOVED_HBL, REMOVED_HBL, version_2
 
 SCHEMAS = SchemaCatalogue.load()
 MBL = "OCLU26TYO7781234"
-PARTIES = ["ML-TYO", "CARRIER-A", "COLOADER-A", "COLOADER-C", "COLOADER-D"]
 CARRIER_EORI, COLOADER_C_EORI = "NL860123456", "BE0455123987"
 #: What the other parties file themselves: (filing, HBL, filer, supplementary declarant, LRN).
 THEIRS = (
@@ -104,7 +104,7 @@ async def test_booking_change_amends_invalidates_and_refiles(
     settings = replace(kafka_settings, topic_prefix=catalogue.prefix, app_id=f"{catalogue.prefix}app")
     from streams.admin import apply_topics
 
-    await apply_topics(settings, catalogue, PARTIES)
+    await apply_topics(settings, catalogue, SEED_PARTIES)
     customs = gateway(settings, tmp_path, "--poll-interval", "1").start()
     live = worker(settings, tmp_path).start()
     try:
@@ -213,7 +213,7 @@ async def test_changes_customs_never_answers_expire_to_dead_letters_and_alerts(
     settings = replace(kafka_settings, topic_prefix=catalogue.prefix, app_id=f"{catalogue.prefix}app")
     from streams.admin import apply_topics
 
-    await apply_topics(settings, catalogue, PARTIES)
+    await apply_topics(settings, catalogue, SEED_PARTIES)
     live = worker(settings, tmp_path, ICS2_CHANGE_WAIT_S="3", ICS2_WATCHDOG_INTERVAL_S="1").start()
     try:
         await asyncio.to_thread(live.wait_healthy)

@@ -19,6 +19,7 @@ from streams.contracts.avro import SchemaCatalogue
 from streams.demo import DemoResult, tell_story, unique_alerts
 from streams.scenarios import SECOND_MBL, SEED_MBL, seed_booking
 from streams.settings import Settings
+from tests.data import SEED_PARTIES
 from tests.integration.services import gateway, worker
 
 SCHEMAS = SchemaCatalogue.load()
@@ -76,10 +77,6 @@ class TestStory:
         assert second == {"KSN26TYO0101": "registered", "KSN26TYO0102": "rejected"}
 
 
-#: The parties of the seed co-load whose queues the restart and scale-out tests onboard.
-PARTIES = ["ML-TYO", "CARRIER-A", "COLOADER-A", "COLOADER-C", "COLOADER-D"]
-
-
 def distinct_bookings(count: int, mbl_prefix: str) -> list[dict]:
     """The seed co-load ``count`` times, each under its own MBL number."""
     books = []
@@ -102,7 +99,7 @@ class TestRestart:
         settings = replace(kafka_settings, topic_prefix=catalogue.prefix, app_id=f"{catalogue.prefix}app")
         count = 16
         books = distinct_bookings(count, "OCLU26TYO")
-        await apply_topics(settings, catalogue, PARTIES)
+        await apply_topics(settings, catalogue, SEED_PARTIES)
         customs = gateway(settings, tmp_path, "--poll-interval", "1").start()
         first = worker(settings, tmp_path).start()
         try:
@@ -150,7 +147,7 @@ class TestScaleOut:
         settings = replace(kafka_settings, topic_prefix=catalogue.prefix, app_id=f"{catalogue.prefix}app")
         count = 16
         books = distinct_bookings(count, "OCLU26OSA")
-        await apply_topics(settings, catalogue, PARTIES)
+        await apply_topics(settings, catalogue, SEED_PARTIES)
         customs = gateway(settings, tmp_path, "--poll-interval", "1").start()
         first = worker(settings, tmp_path).start()
         second = worker(settings, tmp_path)

@@ -40,6 +40,7 @@ from streams.demo import unique_alerts
 from streams.scenarios import seed_booking
 from streams.settings import Settings
 from streams.topics import Catalogue
+from tests.data import SEED_PARTIES
 from tests.integration.services import (
     BROKER_START_TIMEOUT_S,
     ICS2,
@@ -51,8 +52,6 @@ from tests.integration.services import (
 )
 
 SCHEMAS = SchemaCatalogue.load()
-#: Every party of the seed co-load that gets a queue (shippers do not).
-PARTIES = ("ML-TYO", "CARRIER-A", "COLOADER-A", "COLOADER-C", "COLOADER-D")
 #: The seed co-load as booked by ML-TYO: two F15 and two F14 are ML-TYO's own filings.
 FILINGS_PER_BOOKING = 4
 #: How long the broker stays frozen: longer than the gateway consumer's 10 s session timeout, shorter than the
@@ -85,7 +84,7 @@ async def fault_settings(fault_broker: LocalBroker, tmp_path: Path) -> Settings:
         app_id=f"{prefix}app",
         default_partitions=4,
     )
-    await apply_topics(settings, Catalogue.for_prefix(prefix), PARTIES)
+    await apply_topics(settings, Catalogue.for_prefix(prefix), SEED_PARTIES)
     return settings
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -35,7 +34,7 @@ from streams.messages.parse import parse_notification
 from streams.messages.render import render_filing
 from streams.settings import Settings
 from streams.topics import Catalogue
-from tests.data import SEED_PATH
+from tests.data import seed_json
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xml"
 ML_TYO, CARRIER_A = "NL812345678000", "NL860123456"
@@ -53,7 +52,7 @@ class SimulatedCrash(Exception):
 @pytest.fixture(scope="module")
 def filings() -> dict[str, tuple[OutboundFiling, bytes]]:
     """The seed's filings rendered as the pipeline renders them, with their Avro ``Filing`` values."""
-    data = json.loads(SEED_PATH.read_text())
+    data = seed_json()
     for party in data["parties"]:
         if party["id"] == "CARRIER-A":
             party["contact"] = {"email": "ops@carrier.example"}

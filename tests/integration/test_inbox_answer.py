@@ -26,16 +26,16 @@ from lxml import etree
 from streams.admin import apply_topics, delete_topics, list_topics
 from streams.client import publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
-from streams.domain.model import parse_datetime
+from streams.domain.dates import parse_datetime
 from streams.scenarios import SEED_MBL, as_party, seed_booking
 from streams.settings import Settings
 from streams.simulator import Outcome, RiskRule, RiskScript
 from streams.topics import Catalogue
+from tests.data import SEED_PARTIES
 from tests.integration.services import ICS2, Service, gateway, service_env, worker
 
 SCHEMAS = SchemaCatalogue.load()
 RFI_HBL = "SKC26TYO0003"
-PARTIES = ("ML-TYO", "CARRIER-A", "COLOADER-A", "COLOADER-C", "COLOADER-D")
 NS = {"i": "urn:wco:datamodel:eu:ics2:2"}
 
 
@@ -76,7 +76,7 @@ async def referred(kafka_settings: Settings, tmp_path_factory: pytest.TempPathFa
     settings = replace(kafka_settings, topic_prefix=prefix, app_id=f"{prefix}app")
     catalogue = Catalogue.for_prefix(prefix)
     workdir = tmp_path_factory.mktemp("inbox-answer")
-    await apply_topics(settings, catalogue, PARTIES)
+    await apply_topics(settings, catalogue, SEED_PARTIES)
     script = workdir / "risk.json"
     script.write_text(json.dumps(RiskScript(rules=(RiskRule(Outcome.RFI, hbl=RFI_HBL),)).to_json()))
     customs = gateway(settings, workdir, "--script", str(script), "--poll-interval", "1").start()

@@ -21,8 +21,9 @@ from streams.admin import apply_topics
 from streams.client import publish_bookings
 from streams.pipeline.ens_view import CHANGELOG, SOURCE_HEADER, TABLE
 from streams.security.operators import OperatorStore
+from tests.data import SEED_PARTIES
 from tests.integration.services import Service, worker
-from tests.integration.test_end_to_end import PARTIES, distinct_bookings
+from tests.integration.test_end_to_end import distinct_bookings
 
 OPERATOR, PASSWORD = "ops-two-workers", "two-workers-secret"
 COUNT = 12
@@ -64,7 +65,7 @@ def until(check, what: str, services: list[Service]) -> object:
 class TestOneView:
     async def test_each_of_two_workers_answers_for_every_consolidation(self, kafka_settings, catalogue, tmp_path):
         settings = replace(kafka_settings, topic_prefix=catalogue.prefix, app_id=f"{catalogue.prefix}app")
-        await apply_topics(settings, catalogue, PARTIES)
+        await apply_topics(settings, catalogue, SEED_PARTIES)
         accounts = OperatorStore.new()
         accounts.add(OPERATOR, PASSWORD)
         accounts.save(tmp_path / "state" / "operators.json")

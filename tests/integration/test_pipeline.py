@@ -7,7 +7,6 @@ tests do not depend on the gateway connector; tests/integration/test_end_to_end.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -25,7 +24,7 @@ from streams.domain.notifications import mrn_check_character
 from streams.messages.build import build_ie3q01, build_ie3r01
 from streams.settings import Settings
 from streams.topics import Catalogue
-from tests.data import SEED_PATH
+from tests.data import seed_json
 from tests.integration.services import Service, worker
 
 SCHEMAS = SchemaCatalogue.load()
@@ -37,12 +36,8 @@ def mrn(serial: int) -> str:
     return body + mrn_check_character(body)
 
 
-def seed() -> dict:
-    return json.loads(SEED_PATH.read_text())
-
-
 def booking(mbl: str, **changes: object) -> dict:
-    data = seed()
+    data = seed_json()
     data["master"]["mbl_number"] = mbl
     data.update(changes)
     return data
@@ -70,7 +65,7 @@ async def records_of(settings: Settings, topic: str, count: int, timeout: float 
 class TestBookingThroughWorker:
     async def test_booking_becomes_drafts_and_outbound_filings(self, settings, catalogue, running_worker):
         """A seed booking produced to the input topic comes out of the worker as 4 drafts and 4 filings with headers."""
-        await publish_bookings(settings, [seed()])
+        await publish_bookings(settings, [seed_json()])
         drafts = await records_of(settings, catalogue.filing_drafts.name, 4)
         assert sorted(SCHEMAS.decode(r.value).record["filing"] for r in drafts) == ["F14", "F14", "F15", "F15"]
         filings = await records_of(settings, catalogue.filings_outbound.name, 4)
@@ -90,7 +85,7 @@ class TestBookingThroughWorker:
 
     async def test_corrupt_records_are_dead_lettered_and_the_worker_goes_on(self, settings, catalogue, running_worker):
         """Garbage and an unusable booking go to the dead-letter topic with reason and bytes; a good one flows on."""
-        bad = seed()
+        bad = seed_json()
         bad["occurred_at"] = "yesterday"
         garbage = b"\x00not an avro booking"
         await produce(settings, catalogue.bookings.name, [(b"X", garbage)])
@@ -132,7 +127,7 @@ class TestBookingThroughWorker:
 class TestCorrelation:
     async def test_registration_before_its_filing_is_parked_then_correlated(self, settings, catalogue, running_worker):
         """An IE3R01 for an LRN the worker has not sent yet waits, and registers the filing once it is sent."""
-        data = seed()
+        data = seed_json()
         lrn = make_lrn(MBL, "SKC26TYO0001", "F15", "ML-TYO", 1)
         r01 = build_ie3r01(
             lrn=lrn,
@@ -156,7 +151,7 @@ class TestCorrelation:
 
     async def test_duplicate_notification_yields_one_alert(self, settings, catalogue, running_worker):
         """The same DNL delivered twice gives each party one alert."""
-        await publish_bookings(settings, [seed()])
+        await publish_bookings(settings, [seed_json()])
         lrn = make_lrn(MBL, "SKC26TYO0001", "F15", "ML-TYO", 1)
         registered_at = datetime(2026, 11, 20, 9, 5, tzinfo=UTC)
         r01 = build_ie3r01(lrn=lrn, mrn=mrn(2), registered_at=registered_at, circumstance="F15")
@@ -195,7 +190,7 @@ class TestAlertsFollowTheState:
         the code and customs registers the F15: each party's queue gets a RESOLVED record naming its alert."""
         await apply_topics(settings, catalogue, ["ML-TYO", "COLOADER-A"])
         ml_tyo, coloader = (catalogue.party_queue(p).name for p in ("ML-TYO", "COLOADER-A"))
-        first = seed()
+        first = seed_json()
         first["house_bills"][4]["goods"][0]["hs_code"] = "52"
         await publish_bookings(settings, [first])
 
@@ -207,7 +202,7 @@ class TestAlertsFollowTheState:
         )[0]
         assert chased["title"].startswith("F15 for SKC26TYO0001 not lodged")
 
-        await publish_bookings(settings, [{**seed(), "version": 2}])
+        await publish_bookings(settings, [{**seed_json(), "version": 2}])
         resolved = await queue_alerts(settings, coloader, lambda a: a["closes_alert_id"] == blocked["alert_id"])
         assert [a["notification_message_type"] for a in resolved] == ["RESOLVED"]
         assert "fixed version was filed" in resolved[0]["message"]

@@ -24,7 +24,7 @@ from streams.topics import Catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The modules whose code runs inside ``ics2 worker`` (build_pipeline and what it wires).
-WORKER_CODE = sorted((ROOT / "streams" / "pipeline").glob("*.py")) + sorted((ROOT / "streams" / "audit").glob("*.py"))
+WORKER_CODE = sorted((ROOT / "streams" / "pipeline").rglob("*.py")) + sorted((ROOT / "streams" / "audit").glob("*.py"))
 GATEWAY_CODE = sorted((ROOT / "streams" / "gateway").glob("*.py"))
 #: The catalogue's fixed topics are its properties; methods (party_queue, all, ...) are not topics.
 TOPIC_ATTRIBUTES = {name for name, member in vars(Catalogue).items() if isinstance(member, property)}

@@ -9,26 +9,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from streams.domain.dates import format_datetime
 from streams.domain.deadlines import DEFAULT_RESPONSE_TIMES, answer_deadline
 from streams.domain.events import Ack, AnswerSent, LifecycleEvent, Tick, event_from_json
 from streams.domain.ledger import filing_record
 from streams.domain.lifecycle import EnsState, FilingState, HouseState, apply, filing_key
-from streams.domain.model import Consolidation, format_datetime
+from streams.domain.model import Consolidation
 from streams.domain.notifications import Notification, NotificationError, NotificationKind
 from streams.domain.planning import plan
 from streams.domain.routing import alert_id
 from streams.settings import Settings, SettingsError
-from tests.data import SEED_PATH
 
 NOW = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)
 DEADLINE = datetime(2027, 6, 14, 12, 0, tzinfo=UTC)
 OWN = "SKC26TYO0001"
 MRN = "27NL00000000000017"
-
-
-@pytest.fixture(scope="module")
-def seed() -> Consolidation:
-    return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
 def planned(consolidation: Consolidation, drop: str | None = None, version: int = 1) -> LifecycleEvent:

@@ -14,21 +14,21 @@ from typing import Any
 import pytest
 from lxml import etree
 
+from streams.cli.answer_checks import answer_request, check_answer
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.records import ledger_record
+from streams.domain.answers import AnswerRejected
 from streams.domain.ledger import FilingRecord, referral_key
 from streams.domain.planning import FilingType
-from streams.pipeline.answers import (
-    AnswerRejected,
-    answer_request,
-    check_answer,
-    parked_key,
-)
-from streams.pipeline.handlers import BookingStage, Correlator, LifecycleTracker, NotificationParser
 from streams.pipeline.stage import Emit, Incoming
+from streams.pipeline.stages.answers import parked_key
+from streams.pipeline.stages.booking import BookingStage
+from streams.pipeline.stages.correlate import Correlator
+from streams.pipeline.stages.lifecycle import LifecycleTracker
+from streams.pipeline.stages.parse import NotificationParser
 from streams.simulator import CustomsSimulator, Outcome, RiskRule, RiskScript
 from streams.topics import Catalogue
-from tests.data import SEED_PATH
+from tests.data import seed_json_with_carrier_contact
 
 NOW = datetime(2027, 6, 1, 9, 0, tzinfo=UTC)
 NS = {"i": "urn:wco:datamodel:eu:ics2:2"}
@@ -36,15 +36,6 @@ MBL = "OCLU26TYO7781234"
 RFI_HBL = "SKC26TYO0003"
 RFI_FILE = {"texts": [{"text": "Office laptops, invoice INV-4711 attached"}]}
 RFS_FILE = {"results": [{"result": "1", "methods": ["XRY", "EDD"], "texts": [{"text": "screened at origin"}]}]}
-
-
-def seed_json() -> dict[str, Any]:
-    """The seed co-load; its carrier gets the ICS2 contact an F12 needs, so the carrier's booking files one."""
-    data = json.loads(SEED_PATH.read_text())
-    for party in data["parties"]:
-        if party["id"] == "CARRIER-A":
-            party["contact"] = {"email": "ens@oceanic.example", "phone": None}
-    return data
 
 
 class Pump:
@@ -113,8 +104,8 @@ class Pump:
 def referred(outcome: Outcome) -> tuple[Pump, str]:
     """The seed booked with customs scripted to refer ML-TYO's F15 for SKC26TYO0003; the referral's reference."""
     pump = Pump(RiskScript(rules=(RiskRule(outcome, hbl=RFI_HBL),)))
-    pump.book(seed_json())
-    pump.book(dict(seed_json(), planning_party="CARRIER-A", event_id="e-carrier"))
+    pump.book(seed_json_with_carrier_contact())
+    pump.book(dict(seed_json_with_carrier_contact(), planning_party="CARRIER-A", event_id="e-carrier"))
     message_type = "IE3Q02" if outcome is Outcome.RFI else "IE3Q03"
     alert = next(a for a in pump.alerts("ML-TYO") if a["notification_message_type"] == message_type)
     return pump, alert["referral_reference"]

@@ -30,11 +30,14 @@ from streams.audit.trail import ChainHead, chain, head_after
 from streams.cli.replay import replay_command
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.events import ack_record
+from streams.domain.dates import format_datetime
 from streams.domain.labels import OURS_NOTE
-from streams.domain.model import format_datetime
-from streams.pipeline.audit_stages import audit_stages
-from streams.pipeline.handlers import BookingStage, Correlator, LifecycleTracker, NotificationParser
 from streams.pipeline.stage import Emit, Incoming
+from streams.pipeline.stages.audit import audit_stages
+from streams.pipeline.stages.booking import BookingStage
+from streams.pipeline.stages.correlate import Correlator
+from streams.pipeline.stages.lifecycle import LifecycleTracker
+from streams.pipeline.stages.parse import NotificationParser
 from streams.simulator import CustomsSimulator, Outcome, RiskRule, RiskScript
 from streams.topics import Catalogue
 from tests.data import SEED_PATH

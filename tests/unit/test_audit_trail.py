@@ -41,11 +41,11 @@ from streams.audit.trail import (
 from streams.cli.audit import audit
 from streams.contracts.avro import SchemaCatalogue
 from streams.errors import DecodeError
-from streams.pipeline.audit_stages import AuditChainer, AuditCollector, BatchChainer, SendFirstChainer
-from streams.pipeline.handlers import BookingStage
 from streams.pipeline.stage import Emit, Incoming
+from streams.pipeline.stages.audit import AuditChainer, AuditCollector, BatchChainer, SendFirstChainer
+from streams.pipeline.stages.booking import BookingStage
 from streams.topics import Catalogue
-from tests.data import SEED_PATH
+from tests.data import seed_json
 
 SCHEMAS = SchemaCatalogue.load()
 CATALOGUE = Catalogue.for_prefix("p.")
@@ -362,7 +362,7 @@ class TestTamperProperty:
 
 def booking_emits() -> tuple[Incoming, list[Emit]]:
     """The seed booking through the real booking stage: drafts, filings, ENS events and alerts as written."""
-    data = json.loads(SEED_PATH.read_text())
+    data = seed_json()
     value = SCHEMAS.encode("BookingEvent", data)
     incoming = Incoming(CATALOGUE.bookings.name, 2, 41, SEED_MBL.encode(), value, (), 1_780_000_000_000)
     return incoming, BookingStage(SCHEMAS, CATALOGUE, lambda: NOW, {})(incoming)

@@ -30,7 +30,7 @@ from streams.contracts.avro import (
 )
 from streams.domain.model import Consolidation
 from streams.errors import DecodeError, InputError, UnknownSchemaError
-from tests.data import SEED_PATH
+from tests.data import seed_json
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "schemas" / "avro"
@@ -240,12 +240,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
-def seed() -> dict[str, Any]:
-    return json.loads(SEED_PATH.read_text(encoding="utf-8"))
-
-
 def sample(name: str) -> dict[str, Any]:
-    return seed() if name == "BookingEvent" else copy.deepcopy(SAMPLES[name])
+    return seed_json() if name == "BookingEvent" else copy.deepcopy(SAMPLES[name])
 
 
 def crc64_avro(data: bytes) -> int:
@@ -326,13 +322,13 @@ class TestSingleObjectLayout:
 class TestSeedRoundTrip:
     def test_seed_decodes_as_the_model_writes_it(self, catalogue: SchemaCatalogue):
         """The seed encodes as is and decodes to exactly the model's to_json() of the same booking."""
-        decoded = catalogue.decode(catalogue.encode("BookingEvent", seed()))
+        decoded = catalogue.decode(catalogue.encode("BookingEvent", seed_json()))
         assert decoded.name == "eu.ics2streams.BookingEvent"
-        assert decoded.record == Consolidation.from_json(seed()).to_json()
+        assert decoded.record == Consolidation.from_json(seed_json()).to_json()
 
     def test_seed_reads_back_equal_with_defaults_filled(self, catalogue: SchemaCatalogue):
         """Fields absent from the seed read back as their defaults; everything else is unchanged."""
-        expected = seed()
+        expected = seed_json()
         expected["version"] = 1
         for house_bill in expected["house_bills"]:
             house_bill.setdefault("notify_party", None)
@@ -356,11 +352,11 @@ class TestSeedRoundTrip:
             if party["contact"] is not None:
                 party["contact"].setdefault("phone", None)
                 party["contact"].setdefault("email", None)
-        assert catalogue.decode(catalogue.encode("BookingEvent", seed())).record == expected
+        assert catalogue.decode(catalogue.encode("BookingEvent", seed_json())).record == expected
 
     def test_model_json_with_every_optional_field_round_trips(self, catalogue: SchemaCatalogue):
         """A booking using version, f15_requested, notify_party and un_number survives the codec unchanged."""
-        data = seed()
+        data = seed_json()
         data["version"] = 4
         lowest = data["house_bills"][7]
         lowest["f15_requested"] = True
@@ -593,7 +589,7 @@ def _string(text: str) -> bytes:
 
 def _bad_message(catalogue: SchemaCatalogue, case: str) -> Any:
     audit = catalogue.encode("AuditRecord", sample("AuditRecord"))
-    booking = catalogue.encode("BookingEvent", seed())
+    booking = catalogue.encode("BookingEvent", seed_json())
     notification_up_to_errors = (
         _header(catalogue, "CustomsNotification") + _string("m") + _string("IE3N99") + _long(0) * 6 + _string("d")
     )

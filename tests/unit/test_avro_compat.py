@@ -15,16 +15,12 @@ import pytest
 from streams.contracts.avro import SchemaCatalogue, single_object_fingerprint
 from streams.contracts.compat import Incompatibility, IncompatibilityKind, can_read, full_compatibility
 from streams.errors import DecodeError, UnknownSchemaError
-from tests.data import SEED_PATH
+from tests.data import seed_json
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "schemas" / "avro"
 
 K = IncompatibilityKind
-
-
-def seed() -> dict[str, Any]:
-    return json.loads(SEED_PATH.read_text(encoding="utf-8"))
 
 
 def record(name: str, *fields: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -328,7 +324,7 @@ def old_deployment(tmp_path: Path) -> SchemaCatalogue:
 class TestEvolutionThroughCodec:
     def test_new_reader_reads_old_writer(self, old_deployment: SchemaCatalogue):
         """A v1 message read with the current schema gets version 1, f15_requested false and the v3 fields null."""
-        data = old_deployment.encode("BookingEvent", _written_before_v3(seed()))
+        data = old_deployment.encode("BookingEvent", _written_before_v3(seed_json()))
         current = SchemaCatalogue.load(SCHEMAS)
         decoded = current.decode(data, reader="BookingEvent")
         assert decoded.record["version"] == 1
@@ -340,7 +336,7 @@ class TestEvolutionThroughCodec:
 
     def test_old_reader_reads_new_writer(self, old_deployment: SchemaCatalogue):
         """A current message read by a v1 worker drops the added fields and keeps everything else."""
-        booking = seed()
+        booking = seed_json()
         booking["version"] = 3
         booking["house_bills"][0]["f15_requested"] = True
         current = SchemaCatalogue.load(SCHEMAS)
@@ -357,7 +353,7 @@ class TestEvolutionThroughCodec:
         """decode accepts a reader schema itself, e.g. a history version, not only a catalogue name."""
         current = SchemaCatalogue.load(SCHEMAS)
         v1 = current.versions("BookingEvent")[1]
-        decoded = current.decode(current.encode("BookingEvent", seed()), reader=v1)
+        decoded = current.decode(current.encode("BookingEvent", seed_json()), reader=v1)
         assert decoded.name == "eu.ics2streams.BookingEvent"
         assert "version" not in decoded.record
 

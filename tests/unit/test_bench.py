@@ -25,7 +25,7 @@ from bench.stats import (
     ratio,
     ratios,
 )
-from tests.data import SEED_PATH
+from tests.data import SEED_PATH, seed_json
 
 samples = st.lists(st.floats(min_value=0.0, max_value=1e6, allow_nan=False), min_size=1, max_size=300)
 
@@ -251,7 +251,7 @@ class TestParameters:
 class TestBookings:
     def test_copies_of_the_seed_with_distinct_mbls(self):
         """Each booking is the seed under its own MBL and event id; the rest is unchanged."""
-        seed = json.loads(SEED_PATH.read_text())
+        seed = seed_json()
         made = bookings(5, SEED_PATH)
         assert [b["master"]["mbl_number"] for b in made] == [mbl_number(i) for i in range(5)]
         assert len({b["event_id"] for b in made}) == 5

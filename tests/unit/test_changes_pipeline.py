@@ -12,10 +12,11 @@ from streams.domain.planning import FilingDraft, FilingType, PlannedFiling
 from streams.messages import NS
 from streams.messages.render import render_filing
 from streams.messages.safe import read_xml
-from streams.pipeline import changes
 from streams.pipeline.stage import Emit
+from streams.pipeline.stages import changes
 from streams.simulator import CustomsSimulator, RiskScript, ScriptedRejection
-from tests.unit.test_handlers import NOW, Pump, seed_json
+from tests.data import seed_json_with_carrier_contact
+from tests.unit.test_handlers import NOW, Pump
 
 MBL = "OCLU26TYO7781234"
 AMENDED_HBL, MOVED_HBL, REMOVED_HBL = "SKC26TYO0001", "CHY26YOK0501", "SKC26TYO0003"
@@ -39,7 +40,7 @@ def outbound(pump: Pump, start: int = 0) -> list[dict]:
 
 def carrier_files_f12(pump: Pump) -> None:
     """The carrier's own F12, so that customs can assess the house consignments."""
-    consolidation = Consolidation.from_json(seed_json())
+    consolidation = Consolidation.from_json(seed_json_with_carrier_contact())
     planned = PlannedFiling(FilingType.F12, None, "CARRIER-A")
     xml = render_filing(FilingDraft(consolidation, planned, "CARRIER-F12-1", NOW))
     for answer in pump.simulator.submit(xml, NOW):
@@ -49,7 +50,7 @@ def carrier_files_f12(pump: Pump) -> None:
 def booked_twice(pump: Pump, between: Callable[[Pump, str], list] | None = None) -> int:
     """The seed booked (and registered), ``between(pump, carrier EORI)``'s customs messages, then version 2; the
     outbound count before version 2."""
-    data = seed_json()
+    data = seed_json_with_carrier_contact()
     pump.book(data)
     pump.run()
     if between is not None:
@@ -120,7 +121,7 @@ class TestVersionTwo:
         again = len(pump.topics[pump.catalogue.filings_outbound.name])
         for handler in pump.handlers.values():
             handler.clock = lambda: NOW + timedelta(hours=1)
-        pump.book(version_2(seed_json()))
+        pump.book(version_2(seed_json_with_carrier_contact()))
         pump.run()
         resent = [(f["message_type"], f["hbl"], f["message_id"]) for f in outbound(pump, again)]
         assert {i for _, _, i in resent} <= ids
@@ -132,7 +133,7 @@ class TestNotRegistered:
     def test_rejected_filing_is_filed_anew_not_amended(self):
         """A filing customs rejected has no MRN: the new content goes out as a new F14 and registers."""
         pump = Pump(RiskScript(rejections=(ScriptedRejection(MOVED_HBL),)))
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         pump.book(data)
         pump.run()
         first = len(pump.topics[pump.catalogue.filings_outbound.name])
@@ -153,7 +154,7 @@ class TestNotRegistered:
 
     def test_an_older_workers_rejected_marker_is_honoured_and_moved_to_the_ledger(self):
         pump = Pump(RiskScript(rejections=(ScriptedRejection(MOVED_HBL),)))
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         pump.book(data)
         pump.run()
         key, raw = next((k, v) for k, v in pump.tables["ledger"].items() if json.loads(v).get("rejected_at"))
@@ -245,7 +246,7 @@ class TestRefiled:
     def test_version_three_amends_the_refiled_filing_by_its_mrn(self):
         """v1's F14 rejected, v2 re-files it under a new LRN (registered), v3 amends that one: IE3A14, not a 3rd F14."""
         pump = Pump(RiskScript(rejections=(ScriptedRejection(MOVED_HBL),)))
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         pump.book(data)
         pump.run()
         first = len(pump.topics[pump.catalogue.filings_outbound.name])
@@ -273,7 +274,7 @@ class TestRefiled:
     def test_a_ledger_entry_sent_again_without_mrn_keeps_the_mrn(self):
         """A redelivered booking re-sends its ledger entries: the MRN customs gave stays known to later requests."""
         pump = Pump()
-        pump.book(seed_json())
+        pump.book(seed_json_with_carrier_contact())
         pump.run()
         key, raw = next((k, v) for k, v in pump.tables["ledger"].items() if k.startswith("lrn:"))
         registered = json.loads(raw)

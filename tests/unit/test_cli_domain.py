@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from streams.cli.main import cli
-from tests.data import SEED_PATH, SEED_PLAN_PATH
+from tests.data import SEED_PATH, SEED_PLAN_PATH, seed_json
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 EARLY = "2027-01-01T00:00:00Z"
@@ -83,7 +83,7 @@ class TestValidateCommand:
 
     def test_booking_error_exits_3(self, runner, tmp_path):
         """A JSON document that is not a booking exits 3 naming the field."""
-        data = json.loads(SEED_PATH.read_text(encoding="utf-8"))
+        data = seed_json()
         del data["master"]
         bad = tmp_path / "nomaster.json"
         bad.write_text(json.dumps(data), encoding="utf-8")

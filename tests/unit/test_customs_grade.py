@@ -4,7 +4,6 @@ whatever validates clean renders and passes our XSDs."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import pytest
@@ -17,9 +16,9 @@ from streams.domain.validation import ValidationReport, validate
 from streams.errors import RenderError
 from streams.messages.render import render_filing
 from streams.simulator.checks import customs_grade_errors
-from tests.data import SEED_PATH
+from tests.data import seed_consolidation
 
-SEED = Consolidation.from_json(json.loads(SEED_PATH.read_text()))
+SEED = seed_consolidation()
 AGENT = Representative(
     "Rotterdam Filing Services B.V.",
     "NL009988776",

@@ -10,13 +10,15 @@ from html import escape as html_escape
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.domain.dates import format_datetime
 from streams.domain.events import event_from_json
 from streams.domain.labels import OURS_NOTE
 from streams.domain.ledger import filing_record
 from streams.domain.lifecycle import EnsState, apply
-from streams.domain.model import Consolidation, format_datetime
+from streams.domain.model import Consolidation
 from streams.domain.notifications import Notification
 from streams.domain.planning import plan
+from streams.pipeline.feed import AlertFeed
 from streams.pipeline.metrics import (
     LatencyMatcher,
     PipelineMetrics,
@@ -26,7 +28,6 @@ from streams.pipeline.metrics import (
 )
 from streams.pipeline.runner import StageStats
 from streams.pipeline.web import (
-    AlertFeed,
     alerts_view,
     consolidation_view,
     consolidations_view,
@@ -41,15 +42,9 @@ from streams.pipeline.web import (
 )
 from streams.security.operators import Operator
 from streams.settings import Settings
-from tests.data import SEED_PATH
 
 NOW = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)
 DEADLINE = "2027-06-14T12:00:00Z"
-
-
-@pytest.fixture(scope="module")
-def seed() -> Consolidation:
-    return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
 def notify(state: EnsState, c: Consolidation, message_type: str, hbl: str, **fields) -> EnsState:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,14 +10,14 @@ import pytest
 from streams.domain.deadlines import DeadlineStatus, lodging_deadline
 from streams.domain.model import Consolidation, MasterBill, Mode
 from streams.errors import InputError
-from tests.data import SEED_PATH
+from tests.data import seed_json
 
 LOADING = datetime(2027, 6, 15, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def master() -> MasterBill:
-    data = json.loads(SEED_PATH.read_text(encoding="utf-8"))
+    data = seed_json()
     return Consolidation.from_json(data).master
 
 

@@ -27,15 +27,15 @@ from streams.domain.model import Consolidation
 from streams.errors import ICS2StreamsError
 from streams.messages.parse import parse_notification
 from streams.messages.safe import read_xml
-from streams.pipeline.handlers import BookingStage
 from streams.pipeline.stage import Incoming, StageFailure
+from streams.pipeline.stages.booking import BookingStage
 from streams.topics import Catalogue
-from tests.hostile import seed
+from tests.data import seed_json
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xml"
 SCHEMAS = SchemaCatalogue.load()
 CATALOGUE = Catalogue.for_prefix("")
-SEED_AVRO = SCHEMAS.encode("BookingEvent", seed())
+SEED_AVRO = SCHEMAS.encode("BookingEvent", seed_json())
 BOOKING_HEADER = MARKER + SCHEMAS.fingerprint("BookingEvent")
 XML_FIXTURES = tuple(path.read_bytes() for path in sorted(FIXTURES.glob("*.xml")))
 EXAMPLES = int(os.environ.get("ICS2_FUZZ_EXAMPLES", "600"))
@@ -169,7 +169,7 @@ def _nodes(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
-SEED_PATHS = tuple(_nodes(seed()))
+SEED_PATHS = tuple(_nodes(seed_json()))
 
 
 def _replaced(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
@@ -198,7 +198,7 @@ def _same_type(original: Any) -> st.SearchStrategy[Any]:
 
 
 def _value_at(path: tuple[Any, ...]) -> Any:
-    node: Any = seed()
+    node: Any = seed_json()
     for key in path:
         node = node[key]
     return node
@@ -231,7 +231,7 @@ class TestFuzzAvro:
     def test_booking_json_with_a_value_of_any_type(self, data: st.DataObject):
         """Any JSON value anywhere in the seed's JSON form gives a consolidation or a BookingError."""
         path = data.draw(st.sampled_from(SEED_PATHS))
-        ics2_error_or_value(lambda: Consolidation.from_json(_replaced(seed(), path, data.draw(JSON))))
+        ics2_error_or_value(lambda: Consolidation.from_json(_replaced(seed_json(), path, data.draw(JSON))))
 
 
 class TestFuzzBookingStage:
@@ -240,7 +240,7 @@ class TestFuzzBookingStage:
     def test_schema_valid_booking_with_odd_values(self, data: st.DataObject):
         """A booking that fits the Avro schema but holds odd values is planned or rejected, never a stage bug."""
         path = data.draw(st.sampled_from(SCALAR_PATHS))
-        booking = _replaced(seed(), path, data.draw(_same_type(_value_at(path))))
+        booking = _replaced(seed_json(), path, data.draw(_same_type(_value_at(path))))
         try:
             value = SCHEMAS.encode("BookingEvent", booking)
         except ICS2StreamsError:

@@ -32,7 +32,7 @@ from streams.gateway.simulator import MemorySnapshotStore, SimulatorGateway, loa
 from streams.messages.parse import parse_notification
 from streams.messages.render import render_filing
 from streams.simulator import Outcome, RiskRule, RiskScript
-from tests.data import SEED_PATH
+from tests.data import seed_json
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xml"
 NOW = datetime(2027, 6, 13, 8, tzinfo=UTC)
@@ -51,7 +51,7 @@ BILLION_LAUGHS = b"""<?xml version="1.0"?>
 
 @pytest.fixture(scope="module")
 def consolidation() -> Consolidation:
-    data = json.loads(SEED_PATH.read_text())
+    data = seed_json()
     for party in data["parties"]:
         if party["id"] == "CARRIER-A":
             party["contact"] = {"email": "ops@carrier.example"}

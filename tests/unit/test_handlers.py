@@ -17,22 +17,17 @@ from streams.contracts.avro import SchemaCatalogue
 from streams.domain.model import Consolidation
 from streams.domain.notifications import NotificationError
 from streams.messages import build
-from streams.pipeline.handlers import BookingStage, Correlator, LifecycleTracker, NotificationParser
 from streams.pipeline.stage import Emit, Incoming, StageFailure
+from streams.pipeline.stages.booking import BookingStage
+from streams.pipeline.stages.correlate import Correlator
+from streams.pipeline.stages.lifecycle import LifecycleTracker
+from streams.pipeline.stages.parse import NotificationParser
 from streams.simulator import CustomsSimulator, Outcome, RiskRule, RiskScript
 from streams.simulator.customs import Outbound
 from streams.topics import Catalogue
-from tests.data import SEED_PATH
+from tests.data import seed_json_with_carrier_contact
 
 NOW = datetime(2027, 6, 1, 9, 0, tzinfo=UTC)
-
-
-def seed_json() -> dict:
-    data = json.loads(SEED_PATH.read_text())
-    for party in data["parties"]:
-        if party["id"] == "CARRIER-A":
-            party["contact"] = {"email": "ens@oceanic.example", "phone": None}
-    return data
 
 
 class Pump:
@@ -107,7 +102,7 @@ class TestBookingToAlerts:
     def test_seed_files_our_filings_and_registers_them(self):
         """The master loader's F15s and F14s go out, customs registers them, the ENS state follows."""
         pump = Pump()
-        pump.book(seed_json())
+        pump.book(seed_json_with_carrier_contact())
         pump.run()
         outbound = [pump.schemas.decode(e.value).record for e in pump.topics[pump.catalogue.filings_outbound.name]]
         assert sorted((f["message_type"], f["hbl"]) for f in outbound) == [
@@ -131,7 +126,7 @@ class TestBookingToAlerts:
     def test_missing_f16_chases_the_coloader(self):
         """After the grace period customs says the ENS is incomplete; the co-loader whose F16 is missing hears it."""
         pump = Pump()
-        pump.book(seed_json())
+        pump.book(seed_json_with_carrier_contact())
         pump.run()
         pump.advance(NOW + timedelta(hours=3))
         pending = [a for a in pump.alerts() if a["notification_message_type"] == "IE3N11"]
@@ -143,7 +138,7 @@ class TestBookingToAlerts:
         """A scripted DNL on COLOADER-C's HBL goes to ML-TYO (filer), CARRIER-A and COLOADER-C, critical."""
         script = RiskScript(rules=(RiskRule(Outcome.DO_NOT_LOAD, hbl="CHY26YOK0501"),))
         pump = Pump(script)
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         pump.book(data)
         coloader = dict(data, planning_party="COLOADER-C", event_id="e-c")
         pump.book(coloader)
@@ -160,7 +155,7 @@ class TestBookingToAlerts:
         """The same raw notification delivered twice yields its alerts once."""
         script = RiskScript(rules=(RiskRule(Outcome.RFI, hbl="SKC26TYO0001"),))
         pump = Pump(script)
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         pump.book(data)
         pump.book(dict(data, planning_party="CARRIER-A", event_id="e-carrier"))
         pump.run()
@@ -174,7 +169,7 @@ class TestBookingToAlerts:
     def test_notification_before_its_filing_is_parked_then_correlated(self):
         """An IE3R01 arriving before the ledger entry of its LRN waits, then is correlated when the entry arrives."""
         pump = Pump()
-        pump.book(seed_json())
+        pump.book(seed_json_with_carrier_contact())
         # Hold back the ledger entries: run the booking stage alone.
         booking = pump.queue.popleft()
         emits = pump.handlers[booking.topic](Incoming(booking.topic, 0, 0, booking.key, booking.value))
@@ -194,7 +189,7 @@ class TestBookingToAlerts:
     def test_blocked_draft_alerts_the_party_that_must_fix_it(self):
         """A bad HS code on COLOADER-A's lowest HBL blocks its F14 and tells COLOADER-A what to fix."""
         pump = Pump()
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         data["house_bills"][4]["goods"][0]["hs_code"] = "52"
         pump.book(data)
         pump.run()
@@ -209,7 +204,7 @@ class TestBookingToAlerts:
     def test_new_booking_version_resends_only_what_changed(self):
         """Version 2 with one changed description re-files that HBL only and tells the planner what changed."""
         pump = Pump()
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         pump.book(data)
         pump.run()
         first = len(pump.topics[pump.catalogue.filings_outbound.name])
@@ -229,12 +224,12 @@ class TestAlertsFollowTheState:
     def test_fixed_version_resolves_the_blocked_alert(self):
         """Version 1 blocked on a bad HS code; version 2 fixes it and files: COLOADER-A's alert is resolved."""
         pump = Pump()
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         data["house_bills"][4]["goods"][0]["hs_code"] = "52"
         pump.book(data)
         pump.run()
         (blocked,) = [a for a in pump.alerts("COLOADER-A") if a["title"].startswith("Filing blocked")]
-        fixed = seed_json()
+        fixed = seed_json_with_carrier_contact()
         fixed["version"] = 2
         pump.book(fixed)
         pump.run()
@@ -249,7 +244,7 @@ class TestAlertsFollowTheState:
         """Customs answers "already filed" (IE3N01) to a re-send of a registered F15: the F15 stays registered, and
         a changed version 2 is then filed as an amendment that customs accepts."""
         pump = Pump()
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         pump.book(data)
         pump.run()
         (f15,) = [f for f in pump.ens("OCLU26TYO7781234")["filings"] if f["hbl"] == "SKC26TYO0001"]
@@ -273,7 +268,7 @@ class TestAlertsFollowTheState:
     def test_dnl_of_a_container_reaches_every_hbl_in_it(self):
         """A DNL naming only the seed's container is fanned out to its five HBLs, each issuer told."""
         pump = Pump()
-        pump.book(seed_json())
+        pump.book(seed_json_with_carrier_contact())
         pump.run()
         (f15,) = [f for f in pump.ens("OCLU26TYO7781234")["filings"] if f["hbl"] == "SKC26TYO0001"]
         xml = build.build_ie3q01(
@@ -305,7 +300,7 @@ class TestBadInput:
     def test_unusable_booking_names_the_planning_party(self):
         """A booking whose tree is unusable is refused with the planning party to tell."""
         pump = Pump()
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         data["occurred_at"] = "yesterday"
         with pytest.raises(StageFailure) as info:
             pump.handlers[pump.catalogue.bookings.name](
@@ -329,7 +324,7 @@ class TestBadInput:
 
 def test_seed_copy_is_not_mutated():
     """The helper that adds the carrier's contact does not touch the shared seed file's parse."""
-    assert Consolidation.from_json(seed_json()).mbl == "OCLU26TYO7781234"
+    assert Consolidation.from_json(seed_json_with_carrier_contact()).mbl == "OCLU26TYO7781234"
     assert replace  # keeps the import used for readers extending these tests
 
 
@@ -339,7 +334,7 @@ class TestScriptedRejection:
         from streams.simulator import ScriptedRejection
 
         pump = Pump(RiskScript(rejections=(ScriptedRejection("CHY26YOK0501"),)))
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         pump.book(data)
         pump.run()
         rejected = [a for a in pump.alerts() if a["notification_message_type"] == "IE3N99"]

@@ -21,10 +21,12 @@ from streams.domain.model import Consolidation
 from streams.errors import BookingError, DecodeError, ICS2StreamsError, XMLRejected
 from streams.messages.parse import parse_notification
 from streams.pipeline.dead_letters import DeadLetterSink, rejection_alert, rejection_emits
-from streams.pipeline.handlers import BookingStage, NotificationParser
 from streams.pipeline.runner import StageRunner, StageStats
 from streams.pipeline.stage import Emit, Incoming, StageFailure
+from streams.pipeline.stages.booking import BookingStage
+from streams.pipeline.stages.parse import NotificationParser
 from streams.topics import Catalogue
+from tests.data import seed_json
 from tests.hostile import (
     ADDRESSEE,
     PLANNER,
@@ -33,7 +35,6 @@ from tests.hostile import (
     booking_cases,
     fixture,
     flagged_bookings,
-    seed,
     xml_cases,
 )
 
@@ -124,7 +125,7 @@ class TestHostileAvro:
 
 
 def _wrong(path: str, value: object) -> dict[str, Any]:
-    data = seed()
+    data = seed_json()
     *parents, last = path.split(".")
     node: Any = data
     for part in parents:
@@ -207,7 +208,7 @@ class TestFlaggedBookings:
 
     def test_planning_party_that_cannot_name_a_queue_is_alerted_on_the_shared_topic(self):
         """A planning party id no topic can carry still gets its alerts on the alerts topic, and nothing crashes."""
-        data = seed()
+        data = seed_json()
         data["planning_party"] = "no such/party"
         emits = booking_stage()(Incoming(CATALOGUE.bookings.name, 0, 1, None, SCHEMAS.encode("BookingEvent", data)))
         alerts = [SCHEMAS.decode(e.value).record for e in emits if e.topic == CATALOGUE.alerts.name]
@@ -216,7 +217,7 @@ class TestFlaggedBookings:
 
     def test_a_clean_booking_raises_no_alert(self):
         """The seed itself alerts no one, so the alerts above come from the hostile change."""
-        value = SCHEMAS.encode("BookingEvent", seed())
+        value = SCHEMAS.encode("BookingEvent", seed_json())
         emits = booking_stage()(Incoming(CATALOGUE.bookings.name, 0, 1, None, value))
         assert not [e for e in emits if e.topic == CATALOGUE.alerts.name]
 

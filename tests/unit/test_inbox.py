@@ -16,8 +16,8 @@ from rich.console import Console
 
 from streams.cli.inbox import JsonView, TableView
 from streams.contracts.avro import SchemaCatalogue
+from streams.domain.dates import format_datetime
 from streams.domain.labels import relative_deadline
-from streams.domain.model import format_datetime
 from streams.domain.notifications import Action, Urgency
 from streams.domain.routing import PartyAlert
 from streams.inbox import (
@@ -32,8 +32,8 @@ from streams.inbox import (
     select,
     table,
 )
-from streams.pipeline.handlers import _Stage
 from streams.pipeline.stage import Incoming
+from streams.pipeline.stages.base import EmittingStage
 from streams.topics import Catalogue
 
 REPO = Path(__file__).resolve().parents[2]
@@ -273,7 +273,7 @@ class TestAlertContract:
 
     def test_doc_lists_every_header_the_pipeline_writes(self):
         """The headers on an emitted alert record are exactly those the contract's header table names."""
-        stage = _Stage(SchemaCatalogue.load(), Catalogue.for_prefix(""), lambda: NOW)
+        stage = EmittingStage(SchemaCatalogue.load(), Catalogue.for_prefix(""), lambda: NOW)
         party_alert = PartyAlert(
             alert_id="a1", party="ML-TYO", urgency=Urgency.HIGH, action=Action.ANSWER_RFI, title="t", message="m",
             mbl="OCLU26TYO7781234", hbl=None, hbl_chain=(), party_at_fault=None, lrn=None, mrn=None,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from streams.domain.events import LifecycleEvent, Tick, event_from_json
 from streams.domain.ledger import correlation_keys, filing_record
 from streams.domain.lifecycle import EnsState, FilingState, HouseState, apply
@@ -14,14 +12,8 @@ from streams.domain.model import Consolidation
 from streams.domain.notifications import Action, Notification, NotificationError, Urgency
 from streams.domain.planning import plan
 from streams.domain.routing import recipients
-from tests.data import SEED_PATH
 
 NOW = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def seed() -> Consolidation:
-    return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
 def planned_event(consolidation: Consolidation) -> LifecycleEvent:

@@ -16,27 +16,22 @@ from structlog.testing import capture_logs
 
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.events import ack_record, lifecycle_event
+from streams.domain.dates import format_datetime
 from streams.domain.events import Ack, AnswerSent, LifecycleEvent, Tick, event_from_json
 from streams.domain.ledger import filing_record
 from streams.domain.lifecycle import DEFAULT_MARGINS, EnsState, NaggingKind, apply
-from streams.domain.model import Consolidation, format_datetime
+from streams.domain.model import Consolidation
 from streams.domain.notifications import Action, Notification, Urgency
 from streams.domain.planning import plan
-from streams.pipeline.handlers import LifecycleTracker, ticks_due
 from streams.pipeline.stage import Incoming
+from streams.pipeline.stages.lifecycle import LifecycleTracker, ticks_due
 from streams.topics import Catalogue
-from tests.data import SEED_PATH
 
 NOW = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)
 DNL_HBL = "AOB26OSA1001"
 RFI_HBL = "SKC26TYO0003"
 LODGING_DEADLINE = NOW + timedelta(hours=100)
 RFI_DEADLINE = NOW + timedelta(hours=30)
-
-
-@pytest.fixture(scope="module")
-def seed() -> Consolidation:
-    return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
 def planned(consolidation: Consolidation, deadline: datetime = LODGING_DEADLINE) -> LifecycleEvent:
@@ -284,7 +279,9 @@ class TestTrackerAcks:
         """Default structlog and an uncached logger, so ``capture_logs`` sees info lines whatever ran before."""
         saved = structlog.get_config()
         structlog.reset_defaults()
-        monkeypatch.setattr("streams.pipeline.handlers.log", structlog.get_logger("streams.pipeline.handlers"))
+        monkeypatch.setattr(
+            "streams.pipeline.stages.lifecycle.log", structlog.get_logger("streams.pipeline.stages.lifecycle")
+        )
         yield
         structlog.configure(**saved)
 

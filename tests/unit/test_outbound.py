@@ -6,19 +6,10 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
-import pytest
-
-from streams.domain.model import Consolidation
 from streams.domain.outbound import PlanMemory, fingerprint
-from streams.pipeline.booking import process_booking
-from tests.data import SEED_PATH
+from streams.pipeline.stages.booking import process_booking
 
 NOW = datetime(2027, 6, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def seed() -> Consolidation:
-    return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
 
 
 def sent(outcome) -> list[tuple[str, bytes]]:

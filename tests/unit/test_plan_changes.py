@@ -10,9 +10,10 @@ import pytest
 from streams.domain.model import Consolidation
 from streams.domain.outbound import PlanMemory
 from streams.domain.planning import ChangeKind
-from streams.pipeline.booking import process_booking
+from streams.pipeline.stages.booking import process_booking
+from tests.data import seed_json_with_carrier_contact
 from tests.unit.test_changes_pipeline import AMENDED_HBL, MOVED_HBL, REMOVED_HBL, version_2
-from tests.unit.test_handlers import NOW, seed_json
+from tests.unit.test_handlers import NOW
 
 
 def booking(data: dict) -> Consolidation:
@@ -21,7 +22,7 @@ def booking(data: dict) -> Consolidation:
 
 @pytest.fixture
 def first():
-    return process_booking(booking(seed_json()), None, NOW)
+    return process_booking(booking(seed_json_with_carrier_contact()), None, NOW)
 
 
 def summary(outcome) -> set[tuple[str, str | None, str, tuple[str, ...]]]:
@@ -38,7 +39,7 @@ def summary(outcome) -> set[tuple[str, str | None, str, tuple[str, ...]]]:
 
 class TestDiff:
     def test_content_change_amends_under_the_old_lrn(self, first):
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         data["version"] = 2
         next(h for h in data["house_bills"] if h["hbl_number"] == AMENDED_HBL)["goods"][0]["gross_mass_kg"] = 845.0
         second = process_booking(booking(data), first.memory, NOW)
@@ -53,7 +54,7 @@ class TestDiff:
     def test_third_version_asks_under_the_second_versions_lrn(self, first):
         """v3 names the LRN v2 amended under: its ledger entry holds the MRN customs holds the filing under now,
         the amended one's, or the re-filed one's when customs had rejected the first."""
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         goods = next(h for h in data["house_bills"] if h["hbl_number"] == AMENDED_HBL)["goods"][0]
         data["version"], goods["gross_mass_kg"] = 2, 845.0
         second = process_booking(booking(data), first.memory, NOW)
@@ -66,7 +67,7 @@ class TestDiff:
         assert v3_change.amendment is not None and v3_change.amendment.draft.lrn not in (v2_change.lrn, v3_change.lrn)
 
     def test_dropped_hbl_is_invalidated_and_moved_hbl_replaced(self, first):
-        second = process_booking(booking(version_2(seed_json())), first.memory, NOW)
+        second = process_booking(booking(version_2(seed_json_with_carrier_contact())), first.memory, NOW)
         assert summary(second) == {
             ("amend", AMENDED_HBL, "F15", ()),
             ("invalidate", REMOVED_HBL, "F15", ()),
@@ -77,7 +78,7 @@ class TestDiff:
 
     def test_new_linking_key_files_first_then_invalidates(self, first):
         """A new carrier EORI makes another ENS: the new filings go out at once, the old ones are withdrawn."""
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         data["version"] = 2
         next(p for p in data["parties"] if p["id"] == "CARRIER-A")["eori"] = "NL999999999"
         second = process_booking(booking(data), first.memory, NOW)
@@ -87,7 +88,7 @@ class TestDiff:
 
     def test_non_amendable_particular_in_the_same_ens_is_invalidate_then_refile(self, first):
         """A new EORI of the supplementary declarant an F14 names: no amendment may change it, same ENS."""
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         data["version"] = 2
         next(p for p in data["parties"] if p["id"] == "COLOADER-A")["eori"] = "DE111111111111"
         second = process_booking(booking(data), first.memory, NOW)
@@ -95,12 +96,12 @@ class TestDiff:
         assert not second.to_send, "the new F14 waits for the old one's invalidation"
 
     def test_unchanged_version_changes_nothing(self, first):
-        data = seed_json()
+        data = seed_json_with_carrier_contact()
         data["version"] = 2
         assert process_booking(booking(data), first.memory, NOW).changes == ()
 
     def test_redelivery_recomputes_the_same_changes(self, first):
-        v2 = booking(version_2(seed_json()))
+        v2 = booking(version_2(seed_json_with_carrier_contact()))
         second = process_booking(v2, first.memory, NOW)
         memory = PlanMemory.from_json(json.loads(json.dumps(second.memory.to_json())))
         replayed = process_booking(v2, memory, NOW)

@@ -18,18 +18,13 @@ from streams.domain.model import Consolidation, HouseBill
 from streams.domain.planning import FilingPlan, FilingType, PlannedFiling, diff_plans, plan
 from streams.domain.validation import validate
 from streams.errors import InputError
-from tests.data import SEED_PATH, SEED_PLAN_PATH
+from tests.data import SEED_PLAN_PATH
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 
 def load(path: Path) -> Consolidation:
     return Consolidation.from_json(json.loads(path.read_text(encoding="utf-8")))
-
-
-@pytest.fixture(scope="module")
-def seed() -> Consolidation:
-    return load(SEED_PATH)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from streams.messages import NS
 from streams.messages.answers import AnswerText, Attachment, AuthorizedPerson, RfiAnswer, RfsAnswer, ScreeningResult
 from streams.messages.render import render_filing, render_rfi_answer, render_rfs_answer
 from streams.messages.schemas import validate
-from tests.data import SEED_PATH, SEED_PLAN_PATH
+from tests.data import SEED_PLAN_PATH, seed_consolidation
 
 NSMAP = {"i": NS}
 ISSUED = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)
@@ -27,7 +27,7 @@ HOUSE = "i:consignmentMasterLevel/i:consignmentHouseLevel"
 
 
 def load_seed() -> Consolidation:
-    return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
+    return seed_consolidation()
 
 
 def load_plan() -> list[dict[str, Any]]:

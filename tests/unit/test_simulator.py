@@ -18,7 +18,7 @@ from streams.messages.render import render_filing, render_rfi_answer, render_rfs
 from streams.messages.schemas import validate
 from streams.simulator import CustomsSimulator, Outbound, Outcome, RiskRule, RiskScript
 from streams.simulator.risk import HouseFacts
-from tests.data import SEED_PATH
+from tests.data import seed_json
 
 NOW = datetime(2027, 6, 13, 8, tzinfo=UTC)
 MBL = "OCLU26TYO7781234"
@@ -28,7 +28,7 @@ OWN_HBL, COLOADED_HBL = "SKC26TYO0001", "AOB26OSA1001"
 
 @pytest.fixture(scope="module")
 def consolidation() -> Consolidation:
-    data = json.loads(SEED_PATH.read_text())
+    data = seed_json()
     for party in data["parties"]:
         if party["id"] == "CARRIER-A":
             party["contact"] = {"email": "ops@carrier.example"}

@@ -20,11 +20,11 @@ from streams.messages.render import render_filing
 from streams.messages.render_requests import amendment_xml
 from streams.simulator import CustomsSimulator, RiskScript
 from streams.simulator.checks import customs_grade_errors, pointer
-from tests.data import SEED_PATH
+from tests.data import SEED_PATH, seed_consolidation
 
 NOW = datetime(2027, 6, 13, 8, tzinfo=UTC)
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
-SEED = Consolidation.from_json(json.loads(SEED_PATH.read_text()))
+SEED = seed_consolidation()
 CLEAN_SCENARIOS = ("coloader-a-not-automated", "transhipment-sgsin", "f15-requested", "carrier-plans")
 F15 = PlannedFiling(FilingType.F15, "SKC26TYO0001", "ML-TYO")
 F14 = PlannedFiling(FilingType.F14, "AOB26OSA1001", "ML-TYO", "COLOADER-A")

@@ -25,7 +25,7 @@ from bench.soak import (
     topic_totals,
     window_rate,
 )
-from tests.data import SEED_PATH, SEED_PLAN_PATH
+from tests.data import SEED_PATH, SEED_PLAN_PATH, seed_json
 
 STATUS = """Name:\tics2
 Umask:\t0022
@@ -246,7 +246,7 @@ class TestSoakBookings:
     def test_filings_per_booking_follows_the_plan(self):
         """The count checked against comes from the domain plan of the seed (the expected plan's filings of ours)."""
         expected = json.loads(SEED_PLAN_PATH.read_text(encoding="utf-8"))
-        planner = json.loads(SEED_PATH.read_text(encoding="utf-8"))["planning_party"]
+        planner = seed_json()["planning_party"]
         ours = [f for f in expected["filings"] if f["filer"] == planner]
         assert filings_per_booking(SEED_PATH) == len(ours) > 0
 

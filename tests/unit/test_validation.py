@@ -13,18 +13,12 @@ from streams.domain.model import Consolidation
 from streams.domain.planning import FilingPlan, FilingType, PlannedFiling, plan
 from streams.domain.rules import RULES, Responsible, Severity
 from streams.domain.validation import ValidationReport, validate, validate_filing_set
-from tests.data import SEED_PATH
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 
 def load(path: Path) -> Consolidation:
     return Consolidation.from_json(json.loads(path.read_text(encoding="utf-8")))
-
-
-@pytest.fixture(scope="module")
-def seed() -> Consolidation:
-    return load(SEED_PATH)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from streams.domain.model import Consolidation, Contact
+from streams.domain.model import Contact
 from streams.domain.planning import FilingDraft, FilingType, PlannedFiling
 from streams.messages import NS
 from streams.messages.answers import RfiAnswer, RfsAnswer, ScreeningResult
@@ -26,7 +26,7 @@ from streams.messages.schemas import (
     schemas_dir,
     validate,
 )
-from tests.data import OFFICIAL_XSD, SEED_PATH, SEED_PLAN_PATH
+from tests.data import OFFICIAL_XSD, SEED_PLAN_PATH, seed_consolidation
 
 REPO = Path(__file__).resolve().parents[2]
 OURS = REPO / "schemas" / "xsd"
@@ -151,13 +151,9 @@ def deviations(ours: list[Child], official: list[Child], omitted: tuple[str, ...
     return problems
 
 
-def seed() -> Consolidation:
-    return Consolidation.from_json(json.loads(SEED_PATH.read_text()))
-
-
 def seed_messages() -> list[tuple[str, bytes]]:
     """Every filing of the seed's plan, the carrier's F12, and one answer of each kind."""
-    consolidation = seed()
+    consolidation = seed_consolidation()
     plan = json.loads(SEED_PLAN_PATH.read_text())["filings"]
     out = []
     for i, entry in enumerate(plan):

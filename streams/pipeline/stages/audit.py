@@ -26,7 +26,7 @@ from streams.audit.entries import AuditEntry, EntryDeriver, kafka_time, source_i
 from streams.audit.signing import Signer
 from streams.audit.trail import ChainHead, chain
 from streams.contracts.avro import SchemaCatalogue
-from streams.domain.model import format_datetime
+from streams.domain.dates import format_datetime
 from streams.pipeline.stage import Emit, Handler, Incoming, StageFailure
 from streams.topics import Catalogue, TopicSpec
 

@@ -31,17 +31,16 @@ import structlog
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.events import CHANGE_SENT
 from streams.contracts.records import filing_record_from_ledger, ledger_record, sha256
+from streams.domain.dates import format_datetime, parse_datetime
 from streams.domain.ledger import FilingRecord, lrn_key, mrn_key
-from streams.domain.model import format_datetime, parse_datetime
-from streams.domain.notifications import Action, Urgency
 from streams.domain.outbound import FilingChangeRequest
 from streams.domain.planning import ChangeKind
-from streams.domain.routing import PartyAlert, alert_id
+from streams.domain.routing import change_expired_alert, change_sent_alert
 from streams.errors import ICS2StreamsError, RenderError
 from streams.messages.render_requests import Invalidation, amendment_xml, invalidation_reference, render_invalidation
-from streams.pipeline.answers import Emitter
 from streams.pipeline.dead_letters import dead_letter_emit
 from streams.pipeline.stage import Emit, Incoming
+from streams.pipeline.stages.base import Emitter
 
 log = structlog.get_logger(__name__)
 
@@ -242,22 +241,14 @@ def _expired(
     then: str,
 ) -> list[Emit]:
     """An expired request's dead letter (its own source and bytes) and its filer's alert."""
-    log.warning("change_expired", key=(original.key or b"").decode(), kind=change["kind"], reason=reason)
+    key = (original.key or b"").decode()
+    log.warning("change_expired", key=key, kind=change["kind"], reason=reason)
     dead = dead_letter_emit(
         stage.catalogue.dead_letters.name, stage.schemas, stage="correlate", phase="expire",
         reason=f"filing change expired: {reason}", exc=ICS2StreamsError(reason), incoming=original,
         party=change["filer"],
     )  # fmt: skip
-    where = change["hbl"] or change["mbl"]
-    alert = PartyAlert(
-        alert_id=alert_id(f"change|{change['change_id']}|{(original.key or b'').decode()}|expired", change["filer"]),
-        party=change["filer"], urgency=Urgency.HIGH, action=Action.FIX_AND_REFILE,
-        title=f"{change['filing']} for {where}: {title}",
-        message=f"{reason}. Find out what customs holds with 'ics2 consult {change['mbl']}', then {then}.",
-        mbl=change["mbl"], hbl=change["hbl"], hbl_chain=record.hbl_chain if record else (),
-        party_at_fault=change["filer"], lrn=change["lrn"], mrn=record.mrn if record else None,
-        referral_reference=None, deadline=None, message_type="BOOKING", created_at=stage.clock(),
-    )  # fmt: skip
+    alert = change_expired_alert(change, record, key, reason, title, then, stage.clock())
     return [dead, *stage.alert_emits([alert], original)]
 
 
@@ -475,16 +466,7 @@ def _events_and_alert(
         }
     }
     event = stage.event_emit(change["mbl"], "tick", payload, incoming)
-    where = change["hbl"] or change["mbl"]
-    alert = PartyAlert(
-        alert_id=alert_id(f"change|{change['change_id']}|sent", change["filer"]),
-        party=change["filer"], urgency=Urgency.NORMAL, action=Action.INFO,
-        title=f"{change['filing']} for {where}: {change['kind']} requested (booking version {change['version']})",
-        message=f"{change['reason']}: {note}.", mbl=change["mbl"], hbl=change["hbl"],
-        hbl_chain=record.hbl_chain if record else (), party_at_fault=None, lrn=change["lrn"],
-        mrn=record.mrn if record else None, referral_reference=None, deadline=None,
-        message_type=message_type or "BOOKING", created_at=stage.clock(),
-    )  # fmt: skip
+    alert = change_sent_alert(change, record, message_type, note, stage.clock())
     return [event, *stage.alert_emits([alert], incoming)]
 
 

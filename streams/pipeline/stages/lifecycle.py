@@ -1,0 +1,73 @@
+"""The lifecycle stage: ENS events -> the ENS state table and the alerts each event calls for."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import structlog
+
+from streams.contracts.avro import SchemaCatalogue
+from streams.contracts.events import decode_lifecycle_event
+from streams.domain.deadlines import DEFAULT_RESPONSE_TIMES
+from streams.domain.events import Ack, NotificationReceived
+from streams.domain.lifecycle import DEFAULT_MARGINS, EnsState, apply
+from streams.pipeline.stage import Emit, Incoming
+from streams.pipeline.stages.base import Clock, EmittingStage
+from streams.topics import Catalogue
+
+log = structlog.get_logger(__name__)
+
+
+class LifecycleTracker(EmittingStage):
+    """ENS events -> the ENS state table and the alerts each event calls for."""
+
+    def __init__(
+        self,
+        schemas: SchemaCatalogue,
+        catalogue: Catalogue,
+        clock: Clock,
+        states: MutableMapping[str, bytes],
+        margins: Sequence[timedelta] = DEFAULT_MARGINS,
+        response_times: Mapping[str, timedelta] = DEFAULT_RESPONSE_TIMES,
+    ) -> None:
+        super().__init__(schemas, catalogue, clock)
+        self.states = states
+        self.margins = tuple(margins)
+        self.response_times = dict(response_times)
+
+    def __call__(self, incoming: Incoming) -> list[Emit]:
+        record = self.schemas.decode(incoming.value, reader="EnsEvent").record
+        payload = json.loads(record["payload"])
+        event = decode_lifecycle_event(record["type"], record["mbl"], payload)
+        ids = {k: payload["record"].get(k) for k in ("hbl", "lrn", "mrn")} if "record" in payload else {}
+        with structlog.contextvars.bound_contextvars(mbl=record["mbl"], **ids):
+            stored = self.states.get(record["mbl"])
+            if stored is None and isinstance(event, Ack):
+                log.warning("ack_for_unknown_ens", alert_id=event.alert_id)
+                return []
+            state = None if stored is None else EnsState.from_json(json.loads(stored))
+            transition = apply(state, event, self.clock(), self.margins, self.response_times)
+            self.states[record["mbl"]] = json.dumps(transition.state.to_json()).encode()
+            if transition.duplicate:
+                log.info("duplicate_suppressed", event_id=record["event_id"])
+            elif isinstance(event, Ack):
+                log.info("alert_acknowledged", alert_id=event.alert_id, by=event.by)
+            emits = self.alert_emits(transition.alerts, incoming)
+        if isinstance(event, NotificationReceived):
+            # The alerts' latency is measured from the notification's arrival (streams.pipeline.metrics).
+            tag = ("ics2-notification-id", str(payload["notification_id"]).encode())
+            emits = [replace(e, headers=(*e.headers, tag)) for e in emits]
+        return emits
+
+
+def ticks_due(states: Iterable[tuple[str, bytes]], now: datetime, widest_margin: timedelta) -> list[str]:
+    """MBLs whose ENS misses filings, or has unacknowledged DNL/RFI/RFS alerts, within the widest margin."""
+    due: list[str] = []
+    for mbl, raw in states:
+        state = EnsState.from_json(json.loads(raw))
+        if state.needs_tick(now, widest_margin):
+            due.append(mbl)
+    return due
