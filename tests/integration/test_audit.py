@@ -22,8 +22,9 @@ from fastavro import writer as avro_writer
 from rich.console import Console
 
 from streams.admin import apply_topics, delete_topics, list_topics
-from streams.audit.reading import read_trail
+from streams.audit.reading import read_trail, trusted_keys
 from streams.audit.replay import ReplayFilter, build_report, comparable_state
+from streams.audit.trail import chain, head_after
 from streams.client import produce, publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
 from streams.demo import DEMO_SCRIPT, DemoResult, tell_story
@@ -204,6 +205,30 @@ class TestReplay:
             await delete_topics(copy_settings, await list_topics(copy_settings, copy_prefix), wait=False)
         assert [(b["mbl"], b["sequence"], b["kind"]) for b in report["integrity"]["breaks"]] == [
             (SECOND_MBL, 3, "hash_mismatch")
+        ]
+
+    async def test_forged_extension_on_kafka_is_named_unsigned(self, story: Run):
+        """A writer of the audit topic appends a record with the right link and every hash recomputed: replayed from
+        Kafka and verified with the worker's public key, it is named as a record the audit stage did not sign."""
+        records = (await read_trail(story.settings)).records
+        keys = trusted_keys(replace(story.settings, state_dir=story.tmp / "state"))
+        assert keys is not None, "the worker keeps its signing key in its state folder"
+        last = [r for r in records if r["mbl"] == SECOND_MBL][-1]
+        forged = chain(head_after(last), "note", {"mbl": SECOND_MBL, "text": "forged"}, last["recorded_at"])
+        copy_prefix = f"{story.settings.topic_prefix}ext."
+        copy_settings = replace(story.settings, topic_prefix=copy_prefix)
+        catalogue = Catalogue.for_prefix(copy_prefix)
+        await apply_topics(copy_settings, catalogue)
+        try:
+            keyed = [(r["mbl"].encode(), SCHEMAS.encode("AuditRecord", r)) for r in [*records, forged]]
+            await produce(copy_settings, catalogue.audit.name, keyed)
+            replayed = (await read_trail(copy_settings)).records
+        finally:
+            await delete_topics(copy_settings, await list_topics(copy_settings, copy_prefix), wait=False)
+        assert build_report(replayed, ReplayFilter(mbl=SECOND_MBL))["integrity"]["breaks"] == [], "hashes all right"
+        report = build_report(replayed, ReplayFilter(mbl=SECOND_MBL), keys=keys)
+        assert [(b["mbl"], b["sequence"], b["kind"]) for b in report["integrity"]["breaks"]] == [
+            (SECOND_MBL, forged["sequence"], "unsigned")
         ]
 
 
