@@ -7,7 +7,6 @@ as the other unit tests drive them, writes exactly the headers docs/alerts.md do
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +25,7 @@ from streams.simulator import Outcome, RiskRule, RiskScript
 from tests.unit.test_answers_pipeline import RFI_FILE, ledger_with_referral, request
 from tests.unit.test_answers_pipeline import incoming as answer_incoming
 from tests.unit.test_changes_pipeline import arrived, booked_twice
+from tests.unit.test_cli_output import markdown_table
 from tests.unit.test_handlers import NOW, Pump, seed_json
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text(encoding="utf-8")
@@ -175,15 +175,9 @@ def wire() -> list[OnTheWire]:
     return [*story(), *expired_change(), *refused_answer(), *dead_letter()]
 
 
-def doc_table(heading: str) -> list[list[str]]:
-    """The rows of the first table under ``heading`` in docs/alerts.md, cells stripped."""
-    section = DOC.split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
-    lines = [line for line in section.splitlines() if line.startswith("|")][2:]
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
-
-
-def ticked(cell: str) -> set[str]:
-    return set(re.findall(r"`([^`]+)`", cell))
+def names(cell: str) -> frozenset[str]:
+    """The backticked names of a table cell as ``markdown_table`` leaves it: ``a`, `b``."""
+    return frozenset(name.strip().strip("`") for name in cell.split(","))
 
 
 class TestHeadersOnTheWire:
@@ -239,11 +233,11 @@ class TestRecordsOfTheContract:
 class TestTheDocIsTheTest:
     def test_doc_table_of_emitters_is_the_tests(self):
         """docs/alerts.md's "Headers by emitter" table names the same emitters with the same headers."""
-        rows = doc_table("### Headers by emitter")
-        documented = {next(iter(ticked(row[0]))): frozenset(ticked(row[-1])) for row in rows}
+        rows = markdown_table(DOC, "### Headers by emitter")
+        documented = {row[0]: names(row[-1]) for row in rows}
         assert documented == EXPECTED
 
     def test_header_table_lists_every_header_written(self):
         """The contract's header table names every header some emitter writes, and no other."""
-        rows = doc_table("## Headers")
-        assert {next(iter(ticked(row[0]))) for row in rows} == set().union(*EXPECTED.values())
+        rows = markdown_table(DOC, "\n## Headers\n")
+        assert {row[0] for row in rows} == set().union(*EXPECTED.values())
