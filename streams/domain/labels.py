@@ -76,6 +76,7 @@ MESSAGE_LABELS: Mapping[str, str] = {
     "ESCALATION": "escalation: an alert nobody acknowledged, raised again as its deadline nears",
     "BOOKING": "the booking itself: data to fix before the filings can go",
     "DEAD_LETTER": "input that could not be processed, kept on the dead-letter topic",
+    "ACKNOWLEDGED": "an operator acknowledged the alert with this id",
 }
 
 

@@ -42,7 +42,15 @@ from streams.domain.events import (
 )
 from streams.domain.ledger import FilingRecord
 from streams.domain.notifications import REFERRAL_ANSWERS, Action, Notification, NotificationKind, Urgency
-from streams.domain.routing import FAULT_KINDS, REFUSAL_KINDS, PartyAlert, alert_id, alerts_for, closing_alert
+from streams.domain.routing import (
+    FAULT_KINDS,
+    REFUSAL_KINDS,
+    PartyAlert,
+    acknowledgement_alert,
+    alert_id,
+    alerts_for,
+    closing_alert,
+)
 
 #: How many notification ids a state remembers to suppress duplicates (customs re-sends, replays).
 SEEN_LIMIT = 2000
@@ -808,7 +816,9 @@ def _refuses_a_request(notification: Notification, record: FilingRecord, status:
 
 
 def _ack(state: EnsState, event: Ack, now: datetime) -> Transition:
-    """An operator acknowledged an alert: remember who and when; an open DNL/RFI/RFS stops escalating."""
+    """An operator acknowledged an alert: remember who and when; an open DNL/RFI/RFS stops escalating, and its party
+    gets the acknowledgement as a record with the alert's id (the lifecycle knows the addressee of these alerts only).
+    """
     alert_id_ = event.alert_id
     if state.acknowledgement(alert_id_) is not None:
         return Transition(state, duplicate=True)
@@ -818,10 +828,15 @@ def _ack(state: EnsState, event: Ack, now: datetime) -> Transition:
     while len(state.acks) > ACK_LIMIT:
         del state.acks[next(iter(state.acks))]
     owner = state.owner_of(alert_id_)
-    if owner is not None:
-        owner.acknowledged_by, owner.acknowledged_at = by, at
     _log(state, now, f"alert {alert_id_} acknowledged by {by}")
-    return Transition(state)
+    if owner is None:
+        return Transition(state)
+    owner.acknowledged_by, owner.acknowledged_at = by, at
+    published = acknowledgement_alert(
+        alert_id_, owner.party, owner.title, by, parse_datetime(at), mbl=state.mbl, hbl=owner.hbl,
+        referral_reference=owner.referral_reference,
+    )  # fmt: skip
+    return Transition(state, alerts=(published,))
 
 
 def _answer_sent(state: EnsState, event: AnswerSent, now: datetime) -> Transition:

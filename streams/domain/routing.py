@@ -92,6 +92,8 @@ class PartyAlert:
     created_at: datetime
     closes_alert_id: str | None = None
     """On a ``RESOLVED`` or ``SUPERSEDED`` record: the id of the alert it closes."""
+    acknowledged: bool = False
+    """True on the record that publishes an operator's acknowledgement of the alert ``alert_id``."""
 
     def to_record(self) -> dict[str, Any]:
         """The Avro record (``schemas/avro/PartyAlert.avsc``)."""
@@ -112,7 +114,7 @@ class PartyAlert:
             "deadline": None if self.deadline is None else format_datetime(self.deadline),
             "notification_message_type": self.message_type,
             "created_at": format_datetime(self.created_at),
-            "acknowledged": False,
+            "acknowledged": self.acknowledged,
             "closes_alert_id": self.closes_alert_id,
         }
 
@@ -223,6 +225,10 @@ class Closing(StrEnum):
 
     RESOLVED = "RESOLVED"
     SUPERSEDED = "SUPERSEDED"
+
+
+#: ``notification_message_type`` of the record that publishes an acknowledgement.
+ACKNOWLEDGED = "ACKNOWLEDGED"
 
 
 def closing_alert(
@@ -413,3 +419,40 @@ def change_expired_alert(
         party_at_fault=change["filer"], lrn=change["lrn"], mrn=record.mrn if record else None,
         referral_reference=None, deadline=None, message_type="BOOKING", created_at=now,
     )  # fmt: skip
+
+
+def acknowledgement_alert(
+    acked_id: str,
+    party: str,
+    title: str,
+    by: str,
+    at: datetime,
+    *,
+    mbl: str,
+    hbl: str | None = None,
+    referral_reference: str | None = None,
+) -> PartyAlert:
+    """The record that publishes an acknowledgement: the acknowledged alert's own id, ``acknowledged`` true.
+
+    Alerting services keep the latest record per id, so this one marks the alert done for every consumer, not only
+    for the dashboard that took the ack.
+    """
+    return PartyAlert(
+        alert_id=acked_id,
+        party=party,
+        urgency=Urgency.INFO,
+        action=Action.NONE,
+        title=f"Acknowledged: {title}",
+        message=f"Alert {acked_id} was acknowledged by {by} at {format_datetime(at)}.",
+        mbl=mbl,
+        hbl=hbl,
+        hbl_chain=(),
+        party_at_fault=None,
+        lrn=None,
+        mrn=None,
+        referral_reference=referral_reference,
+        deadline=None,
+        message_type=ACKNOWLEDGED,
+        created_at=at,
+        acknowledged=True,
+    )

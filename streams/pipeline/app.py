@@ -51,8 +51,14 @@ Clock = Callable[[], datetime]
 STALL_CHECK_S = 5.0
 #: How long Faust's producer (table changelogs) waits to fill a produce request.
 CHANGELOG_LINGER_S = 0.005
-#: A worker that dies without leaving the group holds its partitions this long (Faust's default is 60 s).
-SESSION_TIMEOUT_S = 30.0
+#: A worker that dies without leaving the group (SIGKILL, power loss) holds its partitions this long, so its
+#: replacement waits this long before it resumes (Faust's default is 60 s; 30 s made a restart idle 26-48 s). 6 s is
+#: the broker's smallest allowed session (``group.min.session.timeout.ms``). Static membership was not taken: every
+#: worker would need its own stable ``group.instance.id``, and a static member that stops cleanly keeps its
+#: partitions for the whole session instead of handing them over at once.
+SESSION_TIMEOUT_S = 6.0
+#: Heartbeats a third of the session apart (Kafka's rule), so two lost heartbeats do not end a live worker's session.
+HEARTBEAT_INTERVAL_S = 2.0
 
 
 def utc_now() -> datetime:
@@ -102,6 +108,7 @@ def faust_app(settings: Settings) -> faust.App:
         # their offsets are not committed, so the new owner reads them again (at-least-once, ids deduplicate).
         "stream_wait_empty": False,
         "broker_session_timeout": SESSION_TIMEOUT_S,
+        "broker_heartbeat_interval": HEARTBEAT_INTERVAL_S,
         "TableManager": OrderedTableManager,
     }
     if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:

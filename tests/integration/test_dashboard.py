@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.admin import apply_topics, delete_topics, list_topics
 from streams.audit.reading import report_when_caught_up
 from streams.client import publish_bookings, read_topic
+from streams.contracts.avro import SchemaCatalogue
 from streams.demo import DEMO_SCRIPT
 from streams.scenarios import SEED_MBL, as_party, seed_booking
 from streams.security.operators import CSRF_HEADER, CSRF_VALUE, OperatorStore
@@ -401,7 +402,8 @@ class TestDashboard:
 
     async def test_unacknowledged_rfi_escalates_until_the_cli_acknowledges_it(self, deployment):
         """The RFI (6 h assumed) is escalated to its party at the 6 h margin, not on arrival inside the 24 h one;
-        ``ics2 ack`` then acknowledges it and its escalation."""
+        ``ics2 ack`` then acknowledges it and its escalation, and the acknowledgement is published as a record with the
+        RFI's id on the alerts topic and the party's queue (docs/alerts.md)."""
         await asyncio.to_thread(poll, story_arrived(deployment), "the DNL/RFI story", deployment.worker)
         rfi = next(a for a in get_json(f"{deployment.url}/api/alerts")["alerts"] if a["message_type"] == "IE3Q02")
 
@@ -428,6 +430,16 @@ class TestDashboard:
         await asyncio.to_thread(poll, acknowledged, "the CLI's acknowledgement", deployment.worker)
         state = get_json(f"{deployment.url}/ens/{SEED_MBL}")
         assert [a["acknowledged_by"] for a in state["open_alerts"] if a["alert_id"] == rfi["alert_id"]] == ["ops-cli"]
+
+        def published(records: list) -> list[dict]:
+            alerts = [SchemaCatalogue.load().decode(r.value, reader="PartyAlert").record for r in records]
+            return [a for a in alerts if a["alert_id"] == rfi["alert_id"] and a["acknowledged"]]
+
+        catalogue = deployment.catalogue
+        for topic in (catalogue.alerts.name, catalogue.party_queue(rfi["party"]).name):
+            records = await read_topic(deployment.settings, topic, until=lambda rs: bool(published(rs)), timeout=30)
+            (ack,) = published(records)
+            assert ack["party_id"] == rfi["party"] and "ops-cli" in ack["message"], f"ack record on {topic}"
 
     async def test_metrics_match_the_records_processed(self, deployment):
         """/metrics counts what the stages consumed per topic, no dead letters, filings by state and alert latency."""

@@ -119,10 +119,17 @@ class TestOpenAlerts:
 
 class TestAck:
     def test_ack_records_who_and_when(self, held):
-        """An ack marks the open alert acknowledged by the operator at the given time and raises no alert."""
+        """An ack marks the open alert acknowledged by the operator at the given time and publishes it to the alert's
+        party as a record with the alert's own id and ``acknowledged`` true (docs/alerts.md)."""
         alert_id = next(iter(held.open_alerts))
         result = apply(held, ack(held.mbl, alert_id), NOW + timedelta(minutes=5))
-        assert result.alerts == ()
+        (published,) = result.alerts
+        record = published.to_record()
+        assert (record["alert_id"], record["acknowledged"]) == (alert_id, True)
+        assert record["party_id"] == held.open_alerts[alert_id].party
+        assert record["notification_message_type"] == "ACKNOWLEDGED"
+        assert record["created_at"] == format_datetime(NOW)
+        assert "ops-anna" in record["message"]
         assert result.state.open_alerts[alert_id].acknowledged_by == "ops-anna"
         assert result.state.acknowledgement(alert_id) == ("ops-anna", format_datetime(NOW))
 
@@ -294,10 +301,15 @@ class TestTrackerAcks:
         return Incoming(tracker.catalogue.ens_events.name, 0, offset, record["mbl"].encode(), value)
 
     def test_tracker_applies_an_ack_to_the_table(self, tracker, held):
-        """An ack record on ens-events marks the alert acknowledged in the ENS state table."""
+        """An ack record on ens-events marks the alert acknowledged in the ENS state table and publishes the
+        acknowledgement on the alerts topic and the party's queue."""
         tracker.states[held.mbl] = json.dumps(held.to_json()).encode()
         alert_id = next(iter(held.open_alerts))
-        assert tracker(self.incoming(tracker, ack_record(held.mbl, alert_id, "ops-ben", NOW))) == []
+        emits = tracker(self.incoming(tracker, ack_record(held.mbl, alert_id, "ops-ben", NOW)))
+        party = held.open_alerts[alert_id].party
+        catalogue = tracker.catalogue
+        assert [e.topic for e in emits] == [catalogue.alerts.name, catalogue.party_queue(party).name]
+        assert all(dict(e.headers)["ics2-alert-id"] == alert_id.encode() for e in emits)
         state = EnsState.from_json(json.loads(tracker.states[held.mbl]))
         assert state.acknowledgement(alert_id) == ("ops-ben", format_datetime(NOW))
 
