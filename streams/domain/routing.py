@@ -250,21 +250,13 @@ def closing_alert(
     closing = Closing.RESOLVED if superseded_by is None else Closing.SUPERSEDED
     source = f"{closing.value.lower()}|{closed_id}" + (f"|{superseded_by}" if superseded_by else "")
     newer = f" Superseded by alert {superseded_by}." if superseded_by else ""
-    return PartyAlert(
-        alert_id=alert_id(source, party),
-        party=party,
-        urgency=Urgency.INFO,
-        action=Action.NONE,
-        title=f"{closing.value.capitalize()}: {title}",
-        message=f"Alert {closed_id} no longer stands: {reason}.{newer}",
+    return _notice(
+        alert_id(source, party),
+        party,
+        f"{closing.value.capitalize()}: {title}",
+        f"Alert {closed_id} no longer stands: {reason}.{newer}",
         mbl=mbl,
         hbl=hbl,
-        hbl_chain=(),
-        party_at_fault=None,
-        lrn=None,
-        mrn=None,
-        referral_reference=None,
-        deadline=None,
         message_type=closing.value,
         created_at=now,
         closes_alert_id=closed_id,
@@ -437,13 +429,42 @@ def acknowledgement_alert(
     Alerting services keep the latest record per id, so this one marks the alert done for every consumer, not only
     for the dashboard that took the ack.
     """
+    return _notice(
+        acked_id,
+        party,
+        f"Acknowledged: {title}",
+        f"Alert {acked_id} was acknowledged by {by} at {format_datetime(at)}.",
+        mbl=mbl,
+        hbl=hbl,
+        message_type=ACKNOWLEDGED,
+        created_at=at,
+        referral_reference=referral_reference,
+        acknowledged=True,
+    )
+
+
+def _notice(
+    alert_id_: str,
+    party: str,
+    title: str,
+    message: str,
+    *,
+    mbl: str,
+    hbl: str | None,
+    message_type: str,
+    created_at: datetime,
+    referral_reference: str | None = None,
+    closes_alert_id: str | None = None,
+    acknowledged: bool = False,
+) -> PartyAlert:
+    """A record about another alert (it closed, or was acknowledged): for information, nothing to do."""
     return PartyAlert(
-        alert_id=acked_id,
+        alert_id=alert_id_,
         party=party,
         urgency=Urgency.INFO,
         action=Action.NONE,
-        title=f"Acknowledged: {title}",
-        message=f"Alert {acked_id} was acknowledged by {by} at {format_datetime(at)}.",
+        title=title,
+        message=message,
         mbl=mbl,
         hbl=hbl,
         hbl_chain=(),
@@ -452,7 +473,8 @@ def acknowledgement_alert(
         mrn=None,
         referral_reference=referral_reference,
         deadline=None,
-        message_type=ACKNOWLEDGED,
-        created_at=at,
-        acknowledged=True,
+        message_type=message_type,
+        created_at=created_at,
+        closes_alert_id=closes_alert_id,
+        acknowledged=acknowledged,
     )

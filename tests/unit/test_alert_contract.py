@@ -17,16 +17,17 @@ import pytest
 
 from streams.contracts.events import ack_record, lifecycle_event
 from streams.contracts.records import ens_event
-from streams.domain.model import parse_datetime
-from streams.pipeline import changes
+from streams.domain.dates import parse_datetime
 from streams.pipeline.dead_letters import rejection_alert, rejection_emits
 from streams.pipeline.stage import Emit, Incoming
+from streams.pipeline.stages import changes
 from streams.simulator import Outcome, RiskRule, RiskScript
+from tests.data import seed_json_with_carrier_contact as seed_json
 from tests.unit.test_answers_pipeline import RFI_FILE, ledger_with_referral, request
 from tests.unit.test_answers_pipeline import incoming as answer_incoming
 from tests.unit.test_changes_pipeline import arrived, booked_twice
 from tests.unit.test_cli_output import markdown_table
-from tests.unit.test_handlers import NOW, Pump, seed_json
+from tests.unit.test_handlers import NOW, Pump
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "alerts.md").read_text(encoding="utf-8")
 MBL = "OCLU26TYO7781234"
