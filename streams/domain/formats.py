@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from stdnum import iso6346
 
@@ -248,7 +249,9 @@ def check_document_number(value: str) -> FormatProblem | None:
     return _text_problem(value, 70, "the document number")
 
 
+@lru_cache(maxsize=4096)
 def _character_allowed(char: str) -> bool:
+    """Whether ICS2 free text may hold ``char``; cached, as every text of every filing is checked per character."""
     if not any(low <= ord(char) <= high for low, high in TEXT_BLOCKS):
         return False
     if ord(char) <= _LATIN_BLOCKS_END:

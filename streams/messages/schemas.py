@@ -64,7 +64,12 @@ def schemas_dir() -> Path:
 
 def schema_path(message_type: str, directory: Path | None = None) -> Path:
     """The one ``<message_type>.xsd`` anywhere under the XSD folder."""
-    base = directory or schemas_dir()
+    return _schema_path(message_type, directory or schemas_dir())
+
+
+@lru_cache(maxsize=256)
+def _schema_path(message_type: str, base: Path) -> Path:
+    """Found once per folder: searching the folder tree for every filing cost more than rendering it."""
     found = sorted(base.rglob(f"{message_type}.xsd"))
     if not found:
         raise XsdUnavailable(f"no schema {message_type}.xsd under {base}")
