@@ -775,18 +775,12 @@ class _Validator:
             )
         party = self.c.party(declarant)
         eori = party.eori if party is not None else None
-        eu = formats.check_eu_eori(eori) if eori else None
-        if eu is not None:
-            self._emit(
-                "ENS-F14-SUPP-DECL",
-                self._party_path(declarant, "eori"),
-                declarant,
-                hbl=f14.hbl,
-                filing=FilingType.F14,
-                value=declarant,
-                problem=f"its EORI {eori} cannot be named: {eu.message}",
-            )
         if not eori:
+            problem = "the booking gives no EORI for it, and the F14 must carry it"
+        else:
+            eu = formats.check_eu_eori(eori)
+            problem = f"its EORI {eori} cannot be named: {eu.message}" if eu is not None else ""
+        if problem:
             self._emit(
                 "ENS-F14-SUPP-DECL",
                 self._party_path(declarant, "eori"),
@@ -794,7 +788,7 @@ class _Validator:
                 hbl=f14.hbl,
                 filing=FilingType.F14,
                 value=declarant,
-                problem="the booking gives no EORI for it, and the F14 must carry it",
+                problem=problem,
             )
 
     def _deadline(self, now: datetime, margin: timedelta, arrival_at: datetime | None) -> None:
