@@ -30,7 +30,15 @@ from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.records import ens_event
 from streams.pipeline.dead_letters import DeadLetterSink
 from streams.pipeline.recovery import OrderedTableManager
-from streams.pipeline.runner import AsyncHandler, Producer, StageRunner, StageStats, add_stage, skip_when_broker_away
+from streams.pipeline.runner import (
+    AsyncHandler,
+    BatchPolicy,
+    Producer,
+    StageRunner,
+    StageStats,
+    add_stage,
+    skip_when_broker_away,
+)
 from streams.pipeline.stage import Emit, Handler
 from streams.pipeline.stages import changes
 from streams.pipeline.stages.audit import audit_stages
@@ -57,6 +65,10 @@ CHANGELOG_LINGER_S = 0.005
 #: worker would need its own stable ``group.instance.id``, and a static member that stops cleanly keeps its
 #: partitions for the whole session instead of handing them over at once.
 SESSION_TIMEOUT_S = 6.0
+#: The audit stages' batches: nobody waits for an audit record within a second, so they gather up to a quarter of
+#: a second of records before sending (measured in ``make bench``: fewer produce requests, commits and chain-head
+#: writes per record, and more of the core for the stages that alert a party).
+AUDIT_BATCHES = BatchPolicy(linger_s=0.25, max_age_s=1.0)
 #: Heartbeats a third of the session apart (Kafka's rule), so two lost heartbeats do not end a live worker's session.
 HEARTBEAT_INTERVAL_S = 2.0
 
@@ -195,7 +207,15 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
         ),
         "track-ens": (
             catalogue.ens_events,
-            LifecycleTracker(schemas, catalogue, clock, tables["ens-state"], settings.margins, settings.response_times),
+            LifecycleTracker(
+                schemas,
+                catalogue,
+                clock,
+                tables["ens-state"],
+                settings.margins,
+                settings.response_times,
+                batched=True,
+            ),
         ),
     }
     signer = signer_for(key_path(settings))
@@ -210,6 +230,7 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
             producer=producer,
             dead_letters=dead_letters,
             stats=stats,
+            policy=AUDIT_BATCHES if name.startswith("audit-") else None,
         )
     guard = StallGuard(app, settings, stats, {source.name for source, _ in stages.values()})
 

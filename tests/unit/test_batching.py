@@ -181,3 +181,15 @@ class TestBatchPolicy:
         assert policy.due(self.batch(2, emits_each=25), waiting=True, now=0.0)
         assert policy.due(self.batch(2, opened_at=1.0), waiting=True, now=1.05)
         assert not policy.due(self.batch(2, opened_at=1.0), waiting=True, now=1.01)
+
+    def test_no_linger_by_default(self):
+        """The stages that alert a party send as soon as nothing waits."""
+        assert BatchPolicy().linger(self.batch(1, opened_at=1.0), waiting=False, now=1.0) == 0.0
+
+    def test_a_lingering_policy_waits_out_the_rest_of_its_linger_when_nothing_waits(self):
+        policy = BatchPolicy(linger_s=0.25, max_age_s=1.0, max_records=10)
+        assert policy.linger(self.batch(2, opened_at=1.0), waiting=False, now=1.05) == pytest.approx(0.2)
+        assert policy.linger(self.batch(2, opened_at=1.0), waiting=False, now=1.3) == 0.0
+        assert policy.linger(self.batch(2, opened_at=1.0), waiting=True, now=1.05) == 0.0, "records wait: take them"
+        assert policy.linger(self.batch(10, opened_at=1.0), waiting=False, now=1.05) == 0.0, "a full batch goes"
+        assert policy.linger(Batch(), waiting=False, now=1.05) == 0.0

@@ -1,0 +1,82 @@
+"""The worker's tracker keeps a batch's ENS states decoded and stores each once, after the batch's alerts are written.
+
+Fed the same ENS events, the batched tracker must emit exactly the alerts of the one-event-at-a-time tracker and
+end with the same stored state; before the batch is acknowledged nothing is stored, and an abandoned batch leaves
+the table as it was so that the redelivered events give the same alerts again.
+"""
+
+from __future__ import annotations
+
+from streams.pipeline.stage import Emit, Incoming
+from streams.pipeline.stages.lifecycle import LifecycleTracker
+from streams.simulator import Outcome, RiskRule, RiskScript
+from tests.data import seed_json_with_carrier_contact
+from tests.unit.test_handlers import NOW, Pump
+
+MBL = "OCLU26TYO7781234"
+
+
+def _seed_events() -> tuple[Pump, list[Incoming]]:
+    """Every ENS event of the seed booked by the master loader, a co-loader and the carrier: plans, filings,
+    registrations, and a Do Not Load on the co-loader's house."""
+    pump = Pump(RiskScript(rules=(RiskRule(Outcome.DO_NOT_LOAD, hbl="CHY26YOK0501"),)))
+    data = seed_json_with_carrier_contact()
+    pump.book(data)
+    pump.book(dict(data, planning_party="COLOADER-C", event_id="e-c"))
+    pump.book(dict(data, planning_party="CARRIER-A", event_id="e-carrier"))
+    pump.run()
+    topic = pump.catalogue.ens_events.name
+    events = [Incoming(e.topic, 0, i, e.key, e.value, e.headers) for i, e in enumerate(pump.topics[topic])]
+    return pump, events
+
+
+def _tracker(pump: Pump, states: dict[str, bytes], *, batched: bool) -> LifecycleTracker:
+    return LifecycleTracker(pump.schemas, pump.catalogue, lambda: NOW, states, batched=batched)
+
+
+def _run(tracker: LifecycleTracker, events: list[Incoming]) -> list[Emit]:
+    return [emit for incoming in events for emit in tracker(incoming)]
+
+
+def test_a_batch_gives_the_alerts_and_state_of_one_event_at_a_time() -> None:
+    pump, events = _seed_events()
+    assert len(events) > 5
+    one_by_one: dict[str, bytes] = {}
+    expected = _run(_tracker(pump, one_by_one, batched=False), events)
+    assert any(pump.schemas.decode(e.value).record.get("urgency") == "critical" for e in expected if "alert" in e.topic)
+
+    batched_states: dict[str, bytes] = {}
+    tracker = _tracker(pump, batched_states, batched=True)
+    half = len(events) // 2
+    first = _run(tracker, events[:half])
+    assert batched_states == {}, "nothing is stored before the batch's alerts are acknowledged"
+    tracker.acknowledged()
+    assert set(batched_states) == {MBL}
+    second = _run(tracker, events[half:])
+    tracker.acknowledged()
+
+    assert first + second == expected
+    assert batched_states == one_by_one
+    assert tracker.pending == {}
+
+
+def test_an_abandoned_batch_leaves_the_table_and_gives_the_same_alerts_again() -> None:
+    pump, events = _seed_events()
+    states: dict[str, bytes] = {}
+    tracker = _tracker(pump, states, batched=True)
+    half = len(events) // 2
+    _run(tracker, events[:half])
+    tracker.acknowledged()
+    before = dict(states)
+
+    delivered = _run(tracker, events[half:])
+    tracker.abandoned()
+    assert states == before
+    assert tracker.pending == {}
+
+    redelivered = _run(tracker, events[half:])
+    assert redelivered == delivered
+    tracker.acknowledged()
+    reference: dict[str, bytes] = {}
+    _run(_tracker(pump, reference, batched=False), events)
+    assert states == reference
