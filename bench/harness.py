@@ -330,6 +330,7 @@ async def measure_pipeline(
         ICS2_DEFAULT_PARTITIONS=str(params.partitions),
         ICS2_WEB_PORT=str(web_port),
     )
+    written_before = await records_written(settings)
     child = Child("worker", [ICS2, "worker", "--no-apply-topics"], env, workdir / "worker.log", cwd=REPO_ROOT).start()
     filings_per_booking = 4
     try:
@@ -337,6 +338,8 @@ async def measure_pipeline(
         outputs, _ = await _drain(settings, catalogue.filings_outbound.name, expected, child, params.phase_timeout_s)
         throughput = _throughput(len(booking_records), outputs, child)
         log.info("bench_pipeline_drained", per_s=round(throughput.items_per_s, 1))
+        await wait_idle(settings, catalogue, child, params.phase_timeout_s)
+        per_booking = (await records_written(settings) - written_before) / len(booking_records)
         queue = catalogue.party_queue(FILER).name
         mrns = [mrn_number(i) for i in range(params.notifications)]
         registrations = Arrivals(settings, queue, _alert_matcher(schemas, "IE3R01"))
@@ -365,16 +368,20 @@ async def measure_pipeline(
             settings, params, catalogue.notifications_inbound.name, arrivals, probes, child
         )
         await wait_idle(settings, catalogue, child, params.phase_timeout_s)
+        burst_written = await records_written(settings)
         cpu_before, burst_started = child.cpu_seconds(), time.perf_counter()
         notifications = await _notification_rate(settings, params, catalogue, mrns, child)
         await wait_idle(settings, catalogue, child, params.phase_timeout_s)
         sustained = params.burst / (time.perf_counter() - burst_started)
         cpu_ms = _cpu_ms_per_item(cpu_before, child.cpu_seconds(), params.burst)
+        per_notification = (await records_written(settings) - burst_written) / params.burst
         log.info(
             "bench_pipeline_notifications",
             per_s=round(notifications, 1),
             sustained_per_s=round(sustained, 1),
             cpu_ms_per_notification=cpu_ms,
+            records_per_notification=round(per_notification, 1),
+            records_per_booking=round(per_booking, 1),
         )
         steady_rate = max(1.0, round(sustained * STEADY_SHARE))
         arrivals = Arrivals(settings, queue, _notification_matcher)
@@ -395,8 +402,25 @@ async def measure_pipeline(
     result = PathResult("pipeline", 4, throughput, LatencySummary.of(samples), peak, tuple(samples))
     return PipelineResult(
         result, notifications, LatencySummary.of(loaded), tuple(loaded), cpu_ms, steady_rate, LatencySummary.of(steady),
-        sustained,
+        sustained, per_booking, per_notification,
     )  # fmt: skip
+
+
+async def records_written(settings: Settings) -> int:
+    """Every record on the run's topics (inputs, outputs, table changelogs, the audit trail, Faust's own)."""
+    from bench.soak import OffsetProbe  # bench.soak builds on this module
+
+    probe = OffsetProbe(settings)
+    await probe.start()
+    try:
+        return sum((await probe.end_offsets()).values())
+    finally:
+        await probe.stop()
+
+
+def _floor(records: float | None, cpu_ms_per_record: float | None) -> float | None:
+    """What the records alone would cost at the raw passthrough's CPU per consumed-and-produced record."""
+    return None if records is None or cpu_ms_per_record is None else records * cpu_ms_per_record
 
 
 def _cpu_ms_per_item(before: float | None, after: float | None, items: int) -> float | None:
@@ -446,6 +470,10 @@ class PipelineResult:
     steady_latency: LatencySummary | None = None
     sustained_per_s: float | None = None
     """The burst's notifications over the time until the worker was idle again: the audit trail's work included."""
+    records_per_booking: float | None = None
+    """Records written to every topic of the run per booking, until the worker was idle again."""
+    records_per_notification: float | None = None
+    """The same per notification of the burst: what each one costs in Kafka records, audit and changelogs included."""
 
 
 def dnl_probes(mrns: Sequence[str], count: int, first: int = 0) -> list[Probe]:
@@ -563,6 +591,12 @@ def measures(
         row("latency p99, one at a time", path.latency.p99_ms, "ms", "per record", per_record.latency.p99_ms),
         row("worker CPU per notification (burst)", pipeline.cpu_ms_per_notification, "ms", "per-poll CPU per record",
             per_poll.cpu_ms_per_item),
+        row("records written per booking (outputs, changelogs, audit)", pipeline.records_per_booking, "records"),
+        row("records written per notification (outputs, changelogs, audit)", pipeline.records_per_notification,
+            "records"),
+        row("CPU floor per notification: records written x per-poll CPU per record",
+            _floor(pipeline.records_per_notification, per_poll.cpu_ms_per_item), "ms", "worker CPU per notification",
+            pipeline.cpu_ms_per_notification),
         row("audit replay from Kafka (read + verify)", replay["kafka"]["records_per_s"], "records/s", "", None,
             ">= 100,000/s"),
         row("audit replay from the Avro archive", replay["archive"]["records_per_s"], "records/s", "", None,
@@ -625,6 +659,8 @@ async def measure(session: BrokerSession, params: Parameters, workdir: Path) -> 
         "sustained_per_s": pipeline.sustained_per_s,
         "steady_rate_per_s": pipeline.steady_rate,
         "steady_open_loop_latency_ms": None if pipeline.steady_latency is None else asdict(pipeline.steady_latency),
+        "records_per_notification": pipeline.records_per_notification,
+        "records_per_booking": pipeline.records_per_booking,
     }
     document["audit_replay"] = replay
     document["measures"] = measures(
