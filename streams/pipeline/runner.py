@@ -43,6 +43,8 @@ PRODUCE_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 BATCH_MAX_RECORDS = 500
 BATCH_MAX_EMITS = 5000
 BATCH_MAX_AGE_S = 0.05
+#: A stage working through a backlog lets the others run at least this often.
+YIELD_EVERY_S = 0.002
 
 AsyncHandler = Callable[[Incoming], Awaitable[Sequence[Emit]]]
 
@@ -382,6 +384,7 @@ def add_stage(
         # only once every output of the batch is (``StageRunner.flush``).
         stream.enable_acks = False
         batch = Batch()
+        yielded_at = time.monotonic()
         async for event in stream.events():
             incoming = Incoming.from_faust(event.message)
             try:
@@ -393,14 +396,17 @@ def add_stage(
             pause = policy.linger(batch, waiting(stream), time.monotonic())
             if pause:
                 await asyncio.sleep(pause)
-            if policy.due(batch, waiting(stream), time.monotonic()):
+            now = time.monotonic()
+            if policy.due(batch, waiting(stream), now):
                 await runner.flush(batch, stream.ack)
                 batch = Batch()
-            else:
+                yielded_at = time.monotonic()
+            elif now - yielded_at >= YIELD_EVERY_S:
                 # Taking a buffered record does not yield to the event loop: without this, a stage working
                 # through a backlog would hold every other stage (and the notifications' latency) until its
-                # batch is full.
+                # batch is full. Once per record was measured to cost a loop turn (and a select) per record.
                 await asyncio.sleep(0)
+                yielded_at = time.monotonic()
 
     agent.__name__ = agent.__qualname__ = name.replace("-", "_")
     app.agent(topic, name=name, concurrency=1)(agent)
