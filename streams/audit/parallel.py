@@ -137,11 +137,12 @@ def examine_parallel(
     keys: Keyring | None = None,
     accept_unsigned: bool = False,
     workers: int | None = None,
-    min_share: int = MIN_SHARE,
+    min_share: int | None = None,
 ) -> Examination:
     """``examine`` over ``workers`` processes (default: one per CPU); in this process alone when there are fewer
-    than ``min_share`` records per worker."""
-    workers = min(workers or default_workers(), max(1, len(records) // max(1, min_share)))
+    than ``min_share`` (default ``MIN_SHARE``) records per worker."""
+    least = MIN_SHARE if min_share is None else max(1, min_share)
+    workers = min(workers or default_workers(), max(1, len(records) // least))
     if workers <= 1:
         return examine(records, heads, keys, accept_unsigned)
     return merge(records, walk_shares(records, heads, keys, accept_unsigned, workers))
