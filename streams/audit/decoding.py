@@ -1,11 +1,12 @@
 """Audit records of a whole fetch decoded in one pass, with exactly what decoding each message alone would give.
 
 ``SchemaCatalogue.decode`` costs about three times as much per message as fastavro's container reader does per
-record, so a replay hands the reader all the bodies of a fetch at once: one in-memory Avro container with one block.
-After each body the block holds a random 16-byte canary, read back as the last field of a wrapper record; a body
-that is not exactly one record (cut short, or with bytes left over) misplaces it. Any message that is not a plain
-current ``AuditRecord``, a misplaced canary or any error of the reader sends the whole fetch to per-message decoding,
-which reports each bad message as it always has.
+record, so a replay hands the reader all the messages of a fetch at once: one in-memory Avro container with one
+block, whose wrapper record reads each message's 10-byte header as a fixed field, then the record, then a random
+16-byte canary that the block holds after each message. A body that is not exactly one record (cut short, or with
+bytes left over) misplaces the canary. Any message that is not a plain current ``AuditRecord``, a misplaced canary
+or any error of the reader sends the whole fetch to per-message decoding, which reports each bad message as it
+always has.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fastavro import writer as avro_writer
 
 from streams.contracts.avro import HEADER_SIZE, MARKER, MAX_MESSAGE_BYTES, SchemaCatalogue
 
+HEADER_FIELD = "_ics2_header"
 CANARY_FIELD = "_ics2_canary"
 CANARY_SIZE = 16
 
@@ -44,24 +46,27 @@ class BatchDecoder:
         self.sync = os.urandom(16)
         wrapper = {k: v for k, v in schema.items() if not k.startswith("__")}
         wrapper["name"] = f"{schema['name']}InBatch"
+        header = {"type": "fixed", "name": f"{schema['name']}Header", "size": HEADER_SIZE}
         canary = {"type": "fixed", "name": f"{schema['name']}Canary", "size": CANARY_SIZE}
-        wrapper["fields"] = [*schema["fields"], {"name": CANARY_FIELD, "type": canary}]
-        header = io.BytesIO()
-        avro_writer(header, wrapper, [], sync_marker=self.sync)
-        self.header = header.getvalue()
+        wrapper["fields"] = [
+            {"name": HEADER_FIELD, "type": header},
+            *schema["fields"],
+            {"name": CANARY_FIELD, "type": canary},
+        ]
+        container = io.BytesIO()
+        avro_writer(container, wrapper, [], sync_marker=self.sync)
+        self.header = container.getvalue()
 
     def decode(self, values: Sequence[Any]) -> list[dict[str, Any]] | None:
         """The records of ``values`` in order, or None when they must be decoded one by one."""
         if not values:
             return []
         prefix = self.prefix
-        bodies = []
         for value in values:
             if type(value) is not bytes or len(value) > MAX_MESSAGE_BYTES or not value.startswith(prefix):
                 return None
-            bodies.append(memoryview(value)[HEADER_SIZE:])
         canary = os.urandom(CANARY_SIZE)
-        block = canary.join(bodies) + canary
+        block = canary.join(values) + canary
         container = b"".join((self.header, _long(len(values)), _long(len(block)), block, self.sync))
         try:
             records: list[dict[str, Any]] = list(avro_reader(io.BytesIO(container)))  # type: ignore[arg-type]
@@ -70,6 +75,7 @@ class BatchDecoder:
         if len(records) != len(values):
             return None
         for record in records:
-            if record.pop(CANARY_FIELD, None) != canary:
+            del record[HEADER_FIELD]
+            if record.pop(CANARY_FIELD) != canary:
                 return None
         return records
