@@ -33,7 +33,7 @@ import structlog
 from aiokafka import ConsumerRecord
 from aiokafka.admin import NewTopic
 
-from bench.audit_replay import load_trail, replay_from_archive, replay_from_kafka, summary
+from bench.audit_replay import load_trail, replay_from_archive, replay_from_kafka, signed_verify, summary
 from bench.probes import Arrivals, Probe, latencies_ms
 from bench.processes import BenchError, Child
 from bench.producer_perf import producer_performance
@@ -511,7 +511,8 @@ async def _audit_replay(settings: Settings, params: Parameters, schemas: SchemaC
     kafka = await replay_from_kafka(replay_settings, schemas)
     archive = replay_from_archive(records, workdir / "archive", schemas)
     result = {}
-    for one, parallel in (kafka, archive):
+    signed = signed_verify(max(1, params.audit_records // 5))
+    for one, parallel in (kafka, archive, signed):
         result[one.source] = summary(one, parallel)
         log.info("bench_audit_replay", **result[one.source])
     return result
@@ -568,10 +569,13 @@ def measures(
                 "records/s", "one process", r["one_process_per_s"], ">= 100,000/s")
             for what, r in (("Kafka", replay["kafka"]), ("the Avro archive", replay["archive"]))
         ),
+        row(f"audit verify with Ed25519 signatures, in memory ({replay['signed']['workers']} processes)",
+            replay["signed"]["records_per_s"], "records/s", "one process", replay["signed"]["one_process_per_s"]),
         *(
             row(f"audit replay CPU per 100k records, {what}", r["cpu_s_per_100k"], "s", "one process",
                 r["one_process_cpu_s_per_100k"])
-            for what, r in (("Kafka", replay["kafka"]), ("the Avro archive", replay["archive"]))
+            for what, r in (("Kafka", replay["kafka"]), ("the Avro archive", replay["archive"]),
+                            ("signatures verified", replay["signed"]))
         ),
         row("peak RSS of the worker", (path.peak_rss_kib or 0) / 1024, "MiB", "per-poll passthrough",
             (per_poll.peak_rss_kib or 0) / 1024),
