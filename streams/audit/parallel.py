@@ -4,22 +4,25 @@ order. The result is the ``Examination`` that ``examine`` gives, break for break
 
 The records are never sent to a worker: the workers are forked once the records are read and find them (with the
 kept heads and the trusted keys) in the memory they inherit, so only the findings cross a pipe. The calling process
-walks the first share itself while the workers walk the others.
+walks the first share itself while the workers walk the others. ``in_shares`` runs any such work; the replay also
+builds each consolidation's history with it.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from streams.audit.signing import Keyring
 from streams.audit.trail import Break, ChainHead, Duplicate, Examination, examine, walk
+
+T = TypeVar("T")
 
 MIN_SHARE = 10_000
 """Fewer records than this per worker are walked in one process: forking costs more than it saves."""
@@ -31,6 +34,13 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
+
+
+def worth_forking(records: int, workers: int | None = None, min_share: int | None = None) -> int:
+    """How many processes to share ``records`` over: ``workers`` (default: one per CPU), fewer when a share would
+    hold fewer than ``min_share`` (default ``MIN_SHARE``) records; 1 means none forked."""
+    least = MIN_SHARE if min_share is None else max(1, min_share)
+    return max(1, min(workers or default_workers(), records // least))
 
 
 def share_of(mbl: str, workers: int) -> int:
@@ -48,6 +58,18 @@ class _Job:
     keys: Keyring | None
     accept_unsigned: bool
 
+    def walk(self, index: int) -> ShareFindings:
+        rows = self.shares[index]
+        records = self.records
+        walked = walk([records[r] for r in rows], self.heads[index], self.keys, self.accept_unsigned)
+        found = walked.found
+        return ShareFindings(
+            walker=os.getpid(),
+            breaks=[(None if r is None else rows[r], b) for r, b in zip(walked.break_rows, found.breaks, strict=True)],
+            duplicates=[(rows[r], d) for r, d in zip(walked.duplicate_rows, found.duplicates, strict=True)],
+            unsigned_accepted=found.unsigned_accepted,
+        )
+
 
 @dataclass
 class ShareFindings:
@@ -59,23 +81,33 @@ class ShareFindings:
     unsigned_accepted: int = 0
 
 
-_job: _Job | None = None
+_task: Callable[[int], Any] | None = None
+"""The work of one share, set before the workers are forked: they inherit it with everything it refers to."""
 
 
-def _walk_share(index: int) -> ShareFindings:
-    job = _job
-    if job is None:
-        raise RuntimeError("no audit trail to walk: the worker was not forked by examine_parallel")
-    rows = job.shares[index]
-    records = job.records
-    walked = walk([records[r] for r in rows], job.heads[index], job.keys, job.accept_unsigned)
-    found = walked.found
-    return ShareFindings(
-        walker=os.getpid(),
-        breaks=[(None if r is None else rows[r], b) for r, b in zip(walked.break_rows, found.breaks, strict=True)],
-        duplicates=[(rows[r], d) for r, d in zip(walked.duplicate_rows, found.duplicates, strict=True)],
-        unsigned_accepted=found.unsigned_accepted,
-    )
+def _run_share(index: int) -> Any:
+    if _task is None:
+        raise RuntimeError("no work to do: the worker was not forked by in_shares")
+    return _task(index)
+
+
+def in_shares(task: Callable[[int], T], workers: int) -> list[T]:
+    """``task(share)`` for every share, share 0 in this process and the others in ``workers - 1`` forked workers
+    (a worker that dies has its share done here). Nothing but the results is pickled."""
+    global _task
+    _task = task
+    try:
+        with ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures: list[Future[T]] = [pool.submit(_run_share, i) for i in range(1, workers)]
+            results = [task(0)]
+            for index, future in enumerate(futures, start=1):
+                try:
+                    results.append(future.result())
+                except BrokenProcessPool:
+                    results.append(task(index))
+    finally:
+        _task = None
+    return results
 
 
 def _share_out(
@@ -98,21 +130,8 @@ def walk_shares(
     workers: int,
 ) -> list[ShareFindings]:
     """Each share's findings, share 0 walked here and the others in ``workers - 1`` forked processes."""
-    global _job
     shares, kept = _share_out(records, heads or {}, workers)
-    _job = _Job(records, shares, kept, keys, accept_unsigned)
-    try:
-        with ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures: list[Future[ShareFindings]] = [pool.submit(_walk_share, i) for i in range(1, workers)]
-            parts = [_walk_share(0)]
-            for index, future in enumerate(futures, start=1):
-                try:
-                    parts.append(future.result())
-                except BrokenProcessPool:
-                    parts.append(_walk_share(index))
-    finally:
-        _job = None
-    return parts
+    return in_shares(_Job(records, shares, kept, keys, accept_unsigned).walk, workers)
 
 
 def merge(records: Sequence[Mapping[str, Any]], parts: Sequence[ShareFindings]) -> Examination:
@@ -141,8 +160,7 @@ def examine_parallel(
 ) -> Examination:
     """``examine`` over ``workers`` processes (default: one per CPU); in this process alone when there are fewer
     than ``min_share`` (default ``MIN_SHARE``) records per worker."""
-    least = MIN_SHARE if min_share is None else max(1, min_share)
-    workers = min(workers or default_workers(), max(1, len(records) // least))
+    workers = worth_forking(len(records), workers, min_share)
     if workers <= 1:
         return examine(records, heads, keys, accept_unsigned)
     return merge(records, walk_shares(records, heads, keys, accept_unsigned, workers))
