@@ -58,7 +58,7 @@ class _Job:
     keys: Keyring | None
     accept_unsigned: bool
 
-    def walk(self, index: int) -> ShareFindings:
+    def walk_share(self, index: int) -> ShareFindings:
         rows = self.shares[index]
         records = self.records
         walked = walk([records[r] for r in rows], self.heads[index], self.keys, self.accept_unsigned)
@@ -131,7 +131,7 @@ def walk_shares(
 ) -> list[ShareFindings]:
     """Each share's findings, share 0 walked here and the others in ``workers - 1`` forked processes."""
     shares, kept = _share_out(records, heads or {}, workers)
-    return in_shares(_Job(records, shares, kept, keys, accept_unsigned).walk, workers)
+    return in_shares(_Job(records, shares, kept, keys, accept_unsigned).walk_share, workers)
 
 
 def merge(records: Sequence[Mapping[str, Any]], parts: Sequence[ShareFindings]) -> Examination:

@@ -322,7 +322,8 @@ def build_report(
     for record in found.unique:
         chains.setdefault(record["mbl"], []).append(record)
     selected = [m for m in sorted(chains) if filters.mbl is None or m == filters.mbl]
-    consolidations = _consolidations(selected, chains, filters, worth_forking(len(found.unique), workers))
+    workers = worth_forking(sum(len(chains[m]) for m in selected), workers)
+    consolidations = _consolidations(selected, chains, filters, workers)
     return {
         "format": REPORT_FORMAT,
         "filters": filters.to_json(),
