@@ -117,7 +117,7 @@ def synthetic_trail(count: int, signer: Signer | None = None) -> Iterator[dict[s
         yield record
 
 
-async def load_trail(settings: Settings, schemas: SchemaCatalogue, count: int, partitions: int) -> list[dict]:
+async def load_trail(settings: Settings, schemas: SchemaCatalogue, count: int, partitions: int) -> list[dict[str, Any]]:
     """Write the synthetic trail to the audit topic of ``settings``' prefix; returns the records."""
     topic = Catalogue.for_prefix(settings.topic_prefix).audit.name
     async with admin_client(settings) as admin:
@@ -139,7 +139,7 @@ async def replay_from_kafka(
 
 
 def replay_from_archive(
-    records: list[dict], directory: Path, schemas: SchemaCatalogue, workers: int | None = None
+    records: list[dict[str, Any]], directory: Path, schemas: SchemaCatalogue, workers: int | None = None
 ) -> tuple[ReplayRate, ReplayRate]:
     """Archive the records (not timed), then read the archive folder back (manifest heads included) and verify it
     in one process and in ``workers``."""
