@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from streams.admin import admin_client
 from streams.audit.archive import read_archives, write_archive
-from streams.audit.parallel import default_workers, examine_parallel
+from streams.audit.parallel import default_workers, examine_parallel, worth_forking
 from streams.audit.reading import read_trail
 from streams.audit.signing import Keyring, Signer
 from streams.audit.trail import ChainHead, chain, head_after
@@ -71,7 +71,8 @@ class ReadBack:
 
 
 def _verified(source: str, read: ReadBack, workers: int, keys: Keyring | None = None) -> ReplayRate:
-    """The read plus verifying its chains in ``workers`` processes, timed together."""
+    """The read plus verifying its chains in ``workers`` processes (fewer for a small trail), timed together."""
+    workers = worth_forking(len(read.records), workers)
     started, cpu = time.perf_counter(), cpu_seconds()
     found = examine_parallel(read.records, read.heads, keys, workers=workers)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
