@@ -38,7 +38,10 @@ def default_workers() -> int:
 
 def worth_forking(records: int, workers: int | None = None, min_share: int | None = None) -> int:
     """How many processes to share ``records`` over: ``workers`` (default: one per CPU), fewer when a share would
-    hold fewer than ``min_share`` (default ``MIN_SHARE``) records; 1 means none forked."""
+    hold fewer than ``min_share`` (default ``MIN_SHARE``) records; 1 means none forked (also where processes
+    cannot be forked)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
     least = MIN_SHARE if min_share is None else max(1, min_share)
     return max(1, min(workers or default_workers(), records // least))
 
