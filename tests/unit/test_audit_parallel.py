@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.audit.parallel import examine_parallel, merge, share_of, walk_shares
+from streams.audit.parallel import examine_parallel, merge, share_of, walk_shares, worth_forking
 from streams.audit.signing import Signer
 from streams.audit.trail import BreakKind, Examination, chain, examine, head_after
 from tests.unit.test_audit_trail import FIELDS, KEYS, SIGNER, _tampered, build_chain
@@ -78,6 +78,9 @@ class TestParallelVerify:
         for workers in (2, 3, 5):
             parallel = examine_parallel(tampered, heads, KEYS, workers=workers, min_share=1)
             assert as_json(parallel) == as_json(serial)
+
+    def test_a_share_holds_at_least_min_share_records(self):
+        assert [worth_forking(n, 4, 10) for n in (0, 9, 10, 25, 39, 40, 1000)] == [1, 1, 1, 2, 3, 4, 4]
 
     def test_small_trails_stay_in_one_process(self):
         records = trail(30)
