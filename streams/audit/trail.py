@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -136,36 +136,48 @@ class Break:
         }
 
 
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+"""The C scanner behind ``json.loads``: a whole canonical payload in one call, without the wrapper's two regex
+matches (a payload with spaces around it or any error takes ``json.loads`` itself, so the outcome is the same)."""
+
+
 def _payload_mbl(payload: str) -> str | None:
     """The MBL a payload names at its top level, if it is a JSON object that names one."""
     try:
-        data = json.loads(payload)
-    except ValueError:
-        return None
+        data, end = _scan_json(payload, 0)
+    except (StopIteration, ValueError):
+        end = -1
+    if end != len(payload):
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return None
     named = data.get("mbl") if isinstance(data, dict) else None
     return named if isinstance(named, str) else None
 
 
-def _faults(record: Mapping[str, Any], head: ChainHead, keys: Keyring | None) -> list[tuple[BreakKind, str]]:
-    """What is wrong with one record, given the head of its chain before it (and the trusted keys, if any)."""
+def _faults(
+    record: Mapping[str, Any], sequence: int, next_sequence: int, last_hash: str | None, keys: Keyring | None
+) -> list[tuple[BreakKind, str]]:
+    """What is wrong with one record, given the head of its chain before it (the next sequence and the hash the
+    record must name) and the trusted keys, if any."""
     faults: list[tuple[BreakKind, str]] = []
-    sequence = int(record["sequence"])
-    if sequence > head.next_sequence:
-        faults.append((BreakKind.GAP, f"sequences {head.next_sequence}..{sequence - 1} are missing"))
-    elif sequence < head.next_sequence:
-        faults.append((BreakKind.OUT_OF_ORDER, f"sequence {sequence} after {head.next_sequence - 1}"))
-    if sha256_hex(record["payload"]) != record["payload_sha256"]:
+    if sequence > next_sequence:
+        faults.append((BreakKind.GAP, f"sequences {next_sequence}..{sequence - 1} are missing"))
+    elif sequence < next_sequence:
+        faults.append((BreakKind.OUT_OF_ORDER, f"sequence {sequence} after {next_sequence - 1}"))
+    payload = record["payload"]
+    payload_sha256 = record["payload_sha256"]
+    if sha256_hex(payload) != payload_sha256:
         faults.append((BreakKind.PAYLOAD_CHANGED, "the payload does not match its payload_sha256"))
-    expected = record_hash(
-        record["previous_hash"], sequence, record["kind"], record["payload_sha256"], record["recorded_at"]
-    )
-    if expected != record["hash"]:
+    previous_hash = record["previous_hash"]
+    if record_hash(previous_hash, sequence, record["kind"], payload_sha256, record["recorded_at"]) != record["hash"]:
         faults.append((BreakKind.HASH_MISMATCH, "the hash does not seal the record's fields"))
-    named = _payload_mbl(record["payload"])
+    named = _payload_mbl(payload)
     if named is not None and named != record["mbl"]:
         faults.append((BreakKind.MISFILED, f"the payload belongs to MBL {named}"))
-    if record["previous_hash"] != head.last_hash:
-        before = "no record" if head.last_hash is None else f"record {head.next_sequence - 1}"
+    if previous_hash != last_hash:
+        before = "no record" if last_hash is None else f"record {next_sequence - 1}"
         faults.append((BreakKind.BROKEN_LINK, f"previous_hash does not name the hash of {before}"))
     if keys is not None:
         fault = keys.fault(record["mbl"], sequence, record["hash"], record.get("key_id"), record.get("signature"))
@@ -214,9 +226,19 @@ AUDIT_RECORD_FIELDS = (
 
 
 def _fingerprint(record: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Every field of a record, so that only a byte-identical copy counts as a duplicate (the values are kept by
-    reference: no copy, no hashing)."""
+    """Every field of a record, so that only a byte-identical copy counts as a duplicate."""
     return tuple(record.get(k) for k in AUDIT_RECORD_FIELDS)
+
+
+@dataclass
+class Walked:
+    """``examine``'s findings with the row (index in the records given) of each break and duplicate, so that
+    findings made on parts of a trail (``streams.audit.parallel``) merge back in stored order."""
+
+    found: Examination
+    break_rows: list[int | None] = field(default_factory=list)
+    """The row of the record each break is about; None for a break found against a kept head."""
+    duplicate_rows: list[int] = field(default_factory=list)
 
 
 def examine(
@@ -234,55 +256,75 @@ def examine(
     ``accept_unsigned`` lets unsigned records pass while their chain has no signed record yet (trails written
     before signing existed), counted in ``unsigned_accepted``.
     """
-    found = Examination()
-    state: dict[str, ChainHead] = {}
-    positions: dict[str, int] = {}
-    seen: dict[str, dict[int, tuple[tuple[Any, ...], str]]] = {}
-    signed: set[str] = set()
-    for record in records:
+    return walk(records, heads, keys, accept_unsigned).found
+
+
+def walk(
+    records: Iterable[Mapping[str, Any]],
+    heads: Mapping[str, ChainHead] | None = None,
+    keys: Keyring | None = None,
+    accept_unsigned: bool = False,
+) -> Walked:
+    """``examine``, keeping the row of every finding.
+
+    Each chain's state is one small list (next sequence, last hash, records read, the first record at each
+    sequence, whether a signed record was seen): no objects per record, and a record is compared field by field
+    only with one stored at the same sequence.
+    """
+    walked = Walked(Examination())
+    found = walked.found
+    chains: dict[str, list[Any]] = {}
+    for row, record in enumerate(records):
         mbl = record["mbl"]
-        position = positions.get(mbl, 0)
-        positions[mbl] = position + 1
-        head = state.get(mbl, ChainHead(mbl))
+        state = chains.get(mbl)
+        if state is None:
+            state = chains[mbl] = [0, None, 0, {}, False]
+        next_sequence, last_hash, position, seen, signed = state
+        state[2] = position + 1
         sequence = int(record["sequence"])
-        fingerprint = _fingerprint(record)
-        earlier = seen.setdefault(mbl, {}).get(sequence)
-        if earlier is not None and earlier[0] == fingerprint:
+        earlier = seen.get(sequence)
+        if earlier is not None and _fingerprint(earlier) == _fingerprint(record):
             found.duplicates.append(Duplicate(mbl, sequence, position))
+            walked.duplicate_rows.append(row)
             continue
-        legacy = keys is not None and accept_unsigned and mbl not in signed and not record.get("signature")
-        faults = _faults(record, head, None if legacy else keys)
+        signature = record.get("signature")
+        legacy = keys is not None and accept_unsigned and not signed and not signature
+        faults = _faults(record, sequence, next_sequence, last_hash, None if legacy else keys)
         found.unsigned_accepted += legacy
-        if record.get("signature"):
-            signed.add(mbl)
-        found.breaks.extend(Break(mbl, sequence, position, kind, detail) for kind, detail in faults)
+        if signature:
+            state[4] = True
+        if faults:
+            found.breaks.extend(Break(mbl, sequence, position, kind, detail) for kind, detail in faults)
+            walked.break_rows.extend([row] * len(faults))
         found.unique.append(record)
-        seen[mbl].setdefault(sequence, (fingerprint, record["hash"]))
-        state[mbl] = ChainHead(mbl, max(sequence + 1, head.next_sequence), record["hash"])
+        if earlier is None:
+            seen[sequence] = record
+        state[0] = max(sequence + 1, next_sequence)
+        state[1] = record["hash"]
     for mbl, kept in sorted((heads or {}).items()):
-        found.breaks.extend(
-            _kept_head_faults(
-                kept, state.get(mbl, ChainHead(mbl)), seen.get(mbl, {}), positions.get(mbl, 0), keys, accept_unsigned
-            )
-        )
-    return found
+        state = chains.get(mbl) or [0, None, 0, {}, False]
+        breaks = _kept_head_faults(kept, state[0], state[3], state[2], keys, accept_unsigned)
+        found.breaks.extend(breaks)
+        walked.break_rows.extend([None] * len(breaks))
+    return walked
 
 
 def _kept_head_faults(
     kept: ChainHead,
-    reached: ChainHead,
-    seen: Mapping[int, tuple[tuple[Any, ...], str]],
+    reached: int,
+    seen: Mapping[int, Mapping[str, Any]],
     position: int,
     keys: Keyring | None,
     accept_unsigned: bool,
 ) -> list[Break]:
-    """A head kept elsewhere against the chain read: cut short, naming another record, or not signed."""
+    """A head kept elsewhere against the chain read (``reached``: its next sequence; ``seen``: its first record at
+    each sequence): cut short, naming another record, or not signed."""
     mbl, last = kept.mbl, kept.next_sequence - 1
-    if reached.next_sequence < kept.next_sequence:
-        detail = f"the chain ends at sequence {reached.next_sequence - 1}, the kept head at {last}"
-        return [Break(mbl, reached.next_sequence, position, BreakKind.TRUNCATED, detail)]
+    if reached < kept.next_sequence:
+        detail = f"the chain ends at sequence {reached - 1}, the kept head at {last}"
+        return [Break(mbl, reached, position, BreakKind.TRUNCATED, detail)]
     breaks = []
-    if last >= 0 and last in seen and seen[last][1] != kept.last_hash:
+    if last >= 0 and last in seen and seen[last]["hash"] != kept.last_hash:
         detail = f"the kept head names another hash than the chain's record {last}"
         breaks.append(Break(mbl, last, position, BreakKind.HEAD_MISMATCH, detail))
     if keys is not None and last >= 0 and kept.last_hash is not None:

@@ -65,6 +65,11 @@ def _when(value: str | None) -> datetime | None:
     is_flag=True,
     help="Accept unsigned records at the start of a chain (trails written before signing existed); counted",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Verify the chains in this many processes (default: one per CPU; 1 verifies in this process)",
+)
 @json_option
 @connection_options
 def replay_command(
@@ -79,6 +84,7 @@ def replay_command(
     public_keys: tuple[Path, ...],
     key_ids: tuple[str, ...],
     accept_unsigned: bool,
+    workers: int | None,
     as_json: bool,
     bootstrap_servers: str | None,
     topic_prefix: str | None,
@@ -99,7 +105,9 @@ def replay_command(
     filters = ReplayFilter(mbl=mbl, hbl=hbl, party=party, since=_when(since), until=_when(until))
     settings = settings_from(bootstrap_servers, topic_prefix)
     keys = trusted_keys(settings, public_keys, key_ids)
-    result = replay(settings, filters, archives, progress=True, keys=keys, accept_unsigned=accept_unsigned)
+    result = replay(
+        settings, filters, archives, progress=True, keys=keys, accept_unsigned=accept_unsigned, workers=workers
+    )
     if as_json or (json_path is None and html_path is None):
         click.echo(report_json(result.report), nl=False)
     write_outputs(result.report, json_path, html_path)

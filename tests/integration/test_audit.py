@@ -22,8 +22,10 @@ from fastavro import writer as avro_writer
 from rich.console import Console
 
 from streams.admin import apply_topics, delete_topics, list_topics
+from streams.audit import parallel
+from streams.audit.parallel import share_of, walk_shares
 from streams.audit.reading import read_trail, trusted_keys
-from streams.audit.replay import ReplayFilter, build_report, comparable_state
+from streams.audit.replay import ReplayFilter, build_report, comparable_state, report_json
 from streams.audit.trail import chain, head_after
 from streams.client import produce, publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
@@ -229,6 +231,36 @@ class TestReplay:
         report = build_report(replayed, ReplayFilter(mbl=SECOND_MBL), keys=keys)
         assert [(b["mbl"], b["sequence"], b["kind"]) for b in report["integrity"]["breaks"]] == [
             (SECOND_MBL, forged["sequence"], "unsigned")
+        ]
+
+    async def test_forged_record_found_by_a_forked_worker_is_reported_as_in_one_process(
+        self, story: Run, monkeypatch: pytest.MonkeyPatch
+    ):
+        """Read back from Kafka with a forged record, the trail verified over worker processes (the forged chain in a
+        forked one) gives the report of one process, byte for byte, signatures checked."""
+        records = (await read_trail(story.settings)).records
+        keys = trusted_keys(replace(story.settings, state_dir=story.tmp / "state"))
+        workers = next(n for n in range(2, 9) if share_of(SECOND_MBL, n) != 0)
+        copy_prefix = f"{story.settings.topic_prefix}par."
+        copy_settings = replace(story.settings, topic_prefix=copy_prefix)
+        catalogue = Catalogue.for_prefix(copy_prefix)
+        await apply_topics(copy_settings, catalogue)
+        try:
+            index = next(i for i, r in enumerate(records) if r["mbl"] == SECOND_MBL and r["sequence"] == 2)
+            forged = dict(records[index], kind="note")
+            keyed = [(r["mbl"].encode(), SCHEMAS.encode("AuditRecord", forged if i == index else r)) for i, r in
+                     enumerate(records)]  # fmt: skip
+            await produce(copy_settings, catalogue.audit.name, keyed)
+            replayed = (await read_trail(copy_settings)).records
+        finally:
+            await delete_topics(copy_settings, await list_topics(copy_settings, copy_prefix), wait=False)
+        parts = walk_shares(replayed, None, keys, False, workers)
+        assert [p.walker != os.getpid() for p in parts if p.breaks] == [True]
+        monkeypatch.setattr(parallel, "MIN_SHARE", 1)
+        alone = build_report(replayed, keys=keys, workers=1)
+        assert report_json(build_report(replayed, keys=keys, workers=workers)) == report_json(alone)
+        assert [(b["mbl"], b["sequence"], b["kind"]) for b in alone["integrity"]["breaks"]] == [
+            (SECOND_MBL, 2, "hash_mismatch")
         ]
 
 

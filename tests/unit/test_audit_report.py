@@ -22,7 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastavro import reader as avro_reader
 from fastavro import writer as avro_writer
 
+from streams.audit import parallel
 from streams.audit.archive import manifests, next_offsets, read_archives, write_archive
+from streams.audit.parallel import share_of
 from streams.audit.replay import ReplayFilter, build_report, comparable_state, ens_state, report_json
 from streams.audit.report import WIDTH, duration, plain_title, render_html, text_width, timeline_svg
 from streams.audit.signing import Keyring, Signer, public_pem
@@ -248,6 +250,22 @@ class TestDeterminism:
         tampered = copy.deepcopy(records)
         tampered[3]["payload"] = tampered[3]["payload"].replace('"', "'", 1)
         assert report_json(build_report(records)) != report_json(build_report(tampered))
+
+    def test_verified_and_built_over_worker_processes_the_report_is_the_same(
+        self, story: AuditedPump, monkeypatch: pytest.MonkeyPatch
+    ):
+        """Chains verified and histories built in forked workers (one MBL in a worker at least) give the report of
+        one process byte for byte, a tampered record and a repeated one included."""
+        records = story.trail()
+        records[3] = {**records[3], "payload": records[3]["payload"].replace('"', "'", 1)}
+        records.append(dict(records[10]))
+        monkeypatch.setattr(parallel, "MIN_SHARE", 1)
+        alone = report_json(build_report(records, keys=KEYS, workers=1))
+        assert '"payload_changed"' in alone and '"duplicates": [\n      {' in alone
+        counts = [n for n in range(2, 9) if share_of(SEED_MBL, n) or share_of(OTHER_MBL, n)][:3]
+        assert counts, "some count of workers puts an MBL in a forked one"
+        for workers in counts:
+            assert report_json(build_report(records, keys=KEYS, workers=workers)) == alone
 
 
 def _record(sequence: int, previous: ChainHead, title: str, mbl: str = "MBL<1>") -> dict[str, Any]:

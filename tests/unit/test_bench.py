@@ -303,6 +303,20 @@ class TestBaselinesAndLoad:
         records = list(synthetic_trail(RECORDS_PER_MBL * 3))
         assert verify(records) == [] and len({r["mbl"] for r in records}) == 3
 
+    def test_replay_rates_keep_the_one_process_baseline_and_the_read(self):
+        """Each replay rate counts the read; a trail with a changed payload is not intact in either rate."""
+        from bench.audit_replay import RECORDS_PER_MBL, ReadBack, one_and_parallel, summary, synthetic_trail
+
+        records = list(synthetic_trail(RECORDS_PER_MBL * 4))
+        one, parallel = one_and_parallel("archive", ReadBack(records, {}, [], 0.5, 0.25), 2)
+        assert (one.workers, parallel.workers, one.records) == (1, 1, len(records)), "too few records to fork"
+        assert one.intact and parallel.intact and one.seconds > 0.5 and (one.cpu_seconds or 0) >= 0.25
+        document = summary(one, parallel)
+        assert document["one_process_per_s"] == one.records_per_s
+        assert document["records_per_s"] == parallel.records_per_s and document["intact"]
+        records[7] = {**records[7], "payload": records[7]["payload"] + " "}
+        assert not summary(*one_and_parallel("kafka", ReadBack(records, {}, [], 0.5, 0.25), 2))["intact"]
+
     def test_markdown_summary_has_a_row_per_measure(self):
         from bench.report import markdown_summary
 
