@@ -72,6 +72,10 @@ class _Entry:
     canonical: str
     fingerprint: bytes
     version: int | None
+    hinted: dict[str, Any]
+    """The same schema as fastavro's writer, reader and validator take it without parsing it again: ``parsed``
+    lacks fastavro's parsed marker (it is the form the canonical form and the compatibility checks read), and
+    fastavro re-parses such a schema on every call, the larger part of a record's encode or decode."""
 
 
 def single_object_fingerprint(schema: Mapping[str, Any] | str | list[Any]) -> bytes:
@@ -100,6 +104,7 @@ def _entry(schema: Mapping[str, Any], version: int | None, origin: str) -> _Entr
         canonical=canonical,
         fingerprint=bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO")),
         version=version,
+        hinted=parse_schema(dict(schema)),
     )
 
 
@@ -222,12 +227,12 @@ class SchemaCatalogue:
         try:
             # Checked without raising first: with raise_errors fastavro builds a ValidationError for every union
             # branch a value does not take (each optional field), a cost paid by every valid record.
-            if not validate(record, entry.parsed, raise_errors=False):
-                validate(record, entry.parsed, raise_errors=True)
+            if not validate(record, entry.hinted, raise_errors=False):
+                validate(record, entry.hinted, raise_errors=True)
             body = io.BytesIO()
             body.write(MARKER)
             body.write(entry.fingerprint)
-            schemaless_writer(body, entry.parsed, record, strict_allow_default=True)
+            schemaless_writer(body, entry.hinted, record, strict_allow_default=True)
         except Exception as exc:
             raise SchemaViolation(f"record does not fit {entry.name}: {exc}") from exc
         data = body.getvalue()
@@ -255,10 +260,10 @@ class SchemaCatalogue:
         if writer is None:
             raise UnknownSchemaError(f"no schema with fingerprint {fingerprint.hex()} in the catalogue")
         target = self._reader(reader)
-        resolve = None if target is None or target.fingerprint == writer.fingerprint else target.parsed
+        resolve = None if target is None or target.fingerprint == writer.fingerprint else target.hinted
         body = io.BytesIO(data[HEADER_SIZE:])
         try:
-            record = schemaless_reader(body, writer.parsed, resolve)
+            record = schemaless_reader(body, writer.hinted, resolve)
         except EOFError as exc:
             raise DecodeError(
                 f"corrupt {writer.name} body: the message ends before the record does (cut short, or its body was"

@@ -18,7 +18,8 @@ from streams.domain.model import Address, Consolidation, Contact, HouseBill, Par
 from streams.domain.planning import FilingDraft
 from streams.errors import RenderError
 from streams.messages import NS
-from streams.messages.schemas import XsdViolation, validate
+from streams.messages.safe import DEFAULT_MAX_BYTES
+from streams.messages.schemas import XsdViolation, conforms, validate
 
 T = TypeVar("T")
 
@@ -233,8 +234,13 @@ def declarant_block(root: etree._Element, ctx: Render) -> None:
 
 
 def finish(root: etree._Element, message_type: str, where: str) -> bytes:
-    """Serialise as UTF-8 with a declaration and check it against the project's XSD before it leaves."""
+    """Serialise as UTF-8 with a declaration and check it against the project's XSD before it leaves.
+
+    The tree just built is checked as it is; only one that fails (or one too large for the XML reader) is checked
+    again from its bytes, as customs will read them, so that the error names its lines as it always did."""
     data = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    if len(data) <= DEFAULT_MAX_BYTES and conforms(root, message_type):
+        return data
     try:
         validate(data, message_type)
     except XsdViolation as exc:

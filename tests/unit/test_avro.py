@@ -543,6 +543,17 @@ class TestEncode:
             False,
         )
 
+    @pytest.mark.parametrize("name", SCHEMA_NAMES)
+    def test_bytes_are_those_of_the_schema_as_read(self, catalogue: SchemaCatalogue, name: str):
+        """The schema kept parsed for fastavro writes and reads exactly as the schema read from its file."""
+        record = sample(name)
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, catalogue.schema(name), record, strict_allow_default=True)
+        encoded = catalogue.encode(name, record)
+        assert encoded == _header(catalogue, name) + body.getvalue()
+        expected = fastavro.schemaless_reader(io.BytesIO(body.getvalue()), catalogue.schema(name), None)
+        assert catalogue.decode(encoded).record == expected
+
     @pytest.mark.parametrize(("name", "case", "spoil"), BAD_RECORDS, ids=[c for _, c, _ in BAD_RECORDS])
     def test_bad_record_is_a_schema_violation(self, catalogue: SchemaCatalogue, name: str, case: str, spoil: Any):
         """A record that does not fit its schema raises SchemaViolation, an InputError, never fastavro's error."""
