@@ -75,11 +75,17 @@ def filing_message(outcome: DraftOutcome, created_at: datetime) -> dict[str, Any
 
 def ledger_record(key: str, record: FilingRecord) -> dict[str, Any]:
     """``LedgerEntry``: a filing published under one correlation key."""
-    data = record.to_json()
     return {
         "key": key,
-        **{k: data[k] for k in ("mbl", "hbl", "filing", "filer", "planning_party", "carrier", "lrn", "mrn")},
-        "supplementary_declarant": data["supplementary_declarant"],
+        "mbl": record.mbl,
+        "hbl": record.hbl,
+        "filing": record.filing.value,
+        "filer": record.filer,
+        "planning_party": record.planning_party,
+        "carrier": record.carrier,
+        "lrn": record.lrn,
+        "mrn": record.mrn,
+        "supplementary_declarant": record.supplementary_declarant,
         "hbl_chain": [{"hbl": h, "issuer": i} for h, i in record.hbl_chain],
         "eoris": dict(record.eoris),
         "containers": {k: list(v) for k, v in record.containers.items()},

@@ -274,6 +274,8 @@ def _character_allowed(char: str) -> bool:
 
 def check_script(value: str) -> FormatProblem | None:
     """Only Latin, Greek and Cyrillic letters; digits, punctuation, symbols and spaces are fine (CL723 error 102)."""
+    if value.isascii() and value.isprintable():
+        return None  # printable Basic Latin is all allowed: most texts need no look at each character
     for position, char in enumerate(value):
         if not _character_allowed(char):
             try:

@@ -42,16 +42,23 @@ PHONE = "TE"
 _MICRO = Decimal("0.000001")
 
 
+#: Qualified tags by element name, made once: a filing appends about a hundred elements.
+_TAGS: dict[str, str] = {}
+
+
 def q(name: str) -> str:
     """The qualified tag of an ICS2 element."""
-    return f"{{{NS}}}{name}"
+    tag = _TAGS.get(name)
+    if tag is None:
+        tag = _TAGS[name] = f"{{{NS}}}{name}"
+    return tag
 
 
 def sub(parent: etree._Element, name: str, text: str | int | None = None) -> etree._Element:
     """Append a qualified child, with text when given."""
     child = etree.SubElement(parent, q(name))
     if text is not None:
-        child.text = str(text)
+        child.text = text if type(text) is str else str(text)
     return child
 
 
