@@ -51,6 +51,7 @@ NON_BLOCKING_RULES = frozenset({"ENS-DEADLINE", "ENS-DEADLINE-NEAR"})
 Renderer = Callable[[FilingDraft], bytes]
 
 _ISSUE_DATE = re.compile(rb"<([\w.-]+:)?documentIssueDate>[^<]*<")
+_BLANK_DATE = rb"<\1documentIssueDate>-<"
 
 
 def filing_key(planned: PlannedFiling) -> str:
@@ -215,8 +216,17 @@ def findings_for(report: ValidationReport, planned: PlannedFiling) -> tuple[Find
 
 def fingerprint(draft: FilingDraft, xml: bytes) -> str:
     """A hash of what the filing says, without its LRN and issue date, to tell whether a new version changed it."""
-    canonical = _ISSUE_DATE.sub(rb"<\1documentIssueDate>-<", xml.replace(draft.lrn.encode(), b"-"))
-    return hashlib.sha256(canonical).hexdigest()
+    return hashlib.sha256(_without_issue_date(xml.replace(draft.lrn.encode(), b"-"))).hexdigest()
+
+
+def _without_issue_date(xml: bytes) -> bytes:
+    """Every issue date blanked; a filing has one, near its top, so the rest of it is searched by a plain find."""
+    first = _ISSUE_DATE.search(xml)
+    if first is None:
+        return xml
+    if xml.find(b"documentIssueDate>", first.end()) >= 0:
+        return _ISSUE_DATE.sub(_BLANK_DATE, xml)
+    return xml[: first.start()] + first.expand(_BLANK_DATE) + xml[first.end() :]
 
 
 def identity(draft: FilingDraft) -> str:

@@ -57,9 +57,17 @@ class XsdViolation(ICS2StreamsError):
 
 def schemas_dir() -> Path:
     """The folder holding the XSDs: ``$ICS2_SCHEMAS_DIR`` (or its ``xsd`` child), else ``<repo>/schemas/xsd``."""
-    override = os.environ.get(SCHEMAS_DIR_ENV)
+    return _folder(os.environ.get(SCHEMAS_DIR_ENV))
+
+
+def _folder(override: str | None) -> Path:
     root = Path(override) if override else _REPO / "schemas"
     return root / "xsd" if (root / "xsd").is_dir() else root
+
+
+#: The folder per value of ``$ICS2_SCHEMAS_DIR``, found once: every filing sent is validated, and building and
+#: checking the path cost as much as the look-up of its compiled schema.
+_cached_folder = lru_cache(maxsize=16)(_folder)
 
 
 def schema_path(message_type: str, directory: Path | None = None) -> Path:
@@ -94,7 +102,7 @@ def _resolved(message_type: str, base: Path) -> Path:
 
 
 def _schema(message_type: str) -> tuple[etree.XMLSchema, threading.Lock]:
-    path = _resolved(message_type, schemas_dir())
+    path = _resolved(message_type, _cached_folder(os.environ.get(SCHEMAS_DIR_ENV)))
     return _compiled(path, path.stat().st_mtime_ns)
 
 

@@ -6,7 +6,9 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from streams.domain.outbound import PlanMemory, fingerprint
+import pytest
+
+from streams.domain.outbound import _ISSUE_DATE, PlanMemory, _without_issue_date, fingerprint
 from streams.pipeline.stages.booking import process_booking
 
 NOW = datetime(2027, 6, 1, tzinfo=UTC)
@@ -67,3 +69,20 @@ class TestProcessBooking:
         assert other.draft.lrn != first.draft.lrn
         assert other.fingerprint == first.fingerprint
         assert fingerprint(first.draft, first.xml) == first.fingerprint
+
+
+class TestIssueDateBlanking:
+    @pytest.mark.parametrize(
+        "xml",
+        [
+            b"<a><documentIssueDate>2026-11-20T09:00:00Z</documentIssueDate><b/></a>",
+            b"<x:a><x:documentIssueDate>1</x:documentIssueDate><x:documentIssueDate>2</x:documentIssueDate></x:a>",
+            b"<p:documentIssueDate>z</p:documentIssueDate><b><documentIssueDate>q</documentIssueDate></b>",
+            b"<documentIssueDate>1<documentIssueDate>2<",
+            b"<a>no date here</a>",
+            b"<documentIssueDate>never closed",
+        ],
+    )
+    def test_blanks_every_issue_date_as_one_substitution_does(self, xml: bytes):
+        """The blanking that stops at the first issue date when no other follows blanks what a full pass does."""
+        assert _without_issue_date(xml) == _ISSUE_DATE.sub(rb"<\1documentIssueDate>-<", xml)
