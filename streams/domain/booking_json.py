@@ -68,6 +68,10 @@ class _Reader:
             if required:
                 raise BookingError(f"{path}.{key} is missing")
             return None
+        if kind is str and type(value) is str:  # most fields: no type to explain, the path named only on error
+            if _NOT_XML_TEXT.search(value):
+                _xml_text(value, f"{path}.{key}")
+            return value
         if isinstance(value, bool) and kind in (int, float, (int, float)):
             raise BookingError(f"{path}.{key} must be a number, not a boolean")
         if not isinstance(value, kind):

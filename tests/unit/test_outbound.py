@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.domain.outbound import _ISSUE_DATE, PlanMemory, _without_issue_date, fingerprint
 from streams.pipeline.stages.booking import process_booking
@@ -84,5 +86,11 @@ class TestIssueDateBlanking:
         ],
     )
     def test_blanks_every_issue_date_as_one_substitution_does(self, xml: bytes):
-        """The blanking that stops at the first issue date when no other follows blanks what a full pass does."""
+        """Blanking only where the element's name occurs gives what one substitution over the whole filing does."""
+        assert _without_issue_date(xml) == _ISSUE_DATE.sub(rb"<\1documentIssueDate>-<", xml)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from([b"<", b"</", b">", b"x:", b"a.b", b"documentIssueDate>", b"2026", b" ", b":"])))
+    def test_any_text_is_blanked_as_one_substitution_does(self, pieces: list[bytes]):
+        xml = b"".join(pieces)
         assert _without_issue_date(xml) == _ISSUE_DATE.sub(rb"<\1documentIssueDate>-<", xml)
