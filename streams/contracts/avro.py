@@ -18,7 +18,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,18 @@ def _entry(schema: Mapping[str, Any], version: int | None, origin: str) -> _Entr
         version=version,
         hinted=parse_schema(dict(schema)),
     )
+
+
+def _string_bytes(text: str) -> bytes:
+    """An Avro string: its UTF-8 length as a zig-zag varint, then its UTF-8 bytes."""
+    data = text.encode("utf-8")
+    length = len(data) << 1
+    out = bytearray()
+    while length > 0x7F:
+        out.append((length & 0x7F) | 0x80)
+        length >>= 7
+    out.append(length)
+    return bytes(out) + data
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -239,6 +251,34 @@ class SchemaCatalogue:
         if len(data) > MAX_MESSAGE_BYTES:
             raise SchemaViolation(f"{entry.name} message of {len(data)} bytes is over the limit of {MAX_MESSAGE_BYTES}")
         return data
+
+    def encode_each(self, name: str, record: Mapping[str, Any], field: str, values: Sequence[str]) -> list[bytes]:
+        """``encode(name, {**record, field: value})`` for each value, the record checked and written once.
+
+        For a string field that its schema writes first (a ledger entry under each of its correlation keys): its
+        bytes open the body, so every message is the same header, the value's bytes, then the same rest. Any other
+        field is encoded record by record.
+        """
+        entry = self._lookup(name)
+        if not isinstance(record, Mapping):
+            raise SchemaViolation(f"a {entry.name} record is a mapping, not {type(record).__name__}")
+        fields = entry.hinted.get("fields") or ()
+        if not values or not fields or fields[0]["name"] != field or fields[0]["type"] != "string":
+            return [self.encode(name, {**record, field: value}) for value in values]
+        first = self.encode(name, {**record, field: values[0]})
+        rest = first[HEADER_SIZE + len(_string_bytes(values[0])) :]
+        encoded = [first]
+        for value in values[1:]:
+            try:
+                data = first[:HEADER_SIZE] + _string_bytes(value) + rest
+            except (AttributeError, UnicodeEncodeError):  # not a string: encode says why it does not fit
+                data = self.encode(name, {**record, field: value})
+            if len(data) > MAX_MESSAGE_BYTES:
+                raise SchemaViolation(
+                    f"{entry.name} message of {len(data)} bytes is over the limit of {MAX_MESSAGE_BYTES}"
+                )
+            encoded.append(data)
+        return encoded
 
     def decode(self, data: bytes, reader: str | Mapping[str, Any] | None = None) -> Decoded:
         """Decode one single-object message; with ``reader`` (a name or a schema) resolve the record to it.

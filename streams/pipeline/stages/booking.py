@@ -121,7 +121,7 @@ class BookingStage(EmittingStage):
                 continue
             if not d.send:
                 if d.xml is not None:
-                    emits.extend(self._ledger(key, record, incoming) for key in ledger_keys(record, c))
+                    emits.extend(self._ledger(ledger_keys(record, c), record, incoming))
                 continue
             headers = (*ids, ("ics2-message-type", planned.filing.message_type), ("ics2-filer", planned.filer))
             emits.append(
@@ -129,7 +129,7 @@ class BookingStage(EmittingStage):
                     self.catalogue.filings_outbound.name, c.mbl, "Filing", filing_message(d, now), incoming, *headers
                 )
             )
-            emits.extend(self._ledger(key, record, incoming) for key in ledger_keys(record, c))
+            emits.extend(self._ledger(ledger_keys(record, c), record, incoming))
             emits.append(self.event_emit(c.mbl, "filing_sent", {"record": record.to_json()}, incoming))
         emits.extend(self._change_emits(outcome, incoming, now))
         emits.extend(self.alert_emits(alerts, incoming))
@@ -153,10 +153,16 @@ class BookingStage(EmittingStage):
             )  # fmt: skip
         return emits
 
-    def _ledger(self, key: str, record: FilingRecord, incoming: Incoming) -> Emit:
-        return self.emit(
-            self.catalogue.notifications_parsed.name, key, "LedgerEntry", ledger_record(key, record), incoming
-        )
+    def _ledger(self, keys: tuple[str, ...], record: FilingRecord, incoming: Incoming) -> list[Emit]:
+        """The filing's ledger entry under each of its keys: the entries differ by their key alone."""
+        if not keys:
+            return []
+        values = self.schemas.encode_each("LedgerEntry", ledger_record(keys[0], record), "key", keys)
+        topic = self.catalogue.notifications_parsed.name
+        return [
+            self.emit_encoded(topic, key, "LedgerEntry", value, incoming)
+            for key, value in zip(keys, values, strict=True)
+        ]
 
 
 class _RecordsOf:
