@@ -243,14 +243,23 @@ def filing_header(root: etree._Element, ctx: Render) -> None:
 
 
 def declarant_block(root: etree._Element, ctx: Render) -> None:
-    """The filer, with EORI, address and at least one way to reach it."""
+    """The filer, with EORI, address and at least one way to reach it (copied, as ``party_block``)."""
     filer = ctx.party(ctx.draft.planned.filer, "declarant")
-    block = sub(root, "declarant")
-    sub(block, "name", filer.name)
-    sub(block, "identificationNumber", ctx.eori(filer, "declarant/identificationNumber"))
-    address_block(block, "address", filer.address)
-    if not communications(block, filer):
+    eori = ctx.eori(filer, "declarant/identificationNumber")
+    block, reachable = _declarant_template(filer, eori)
+    if not reachable:
         raise ctx.fail("declarant/communication", f"party {filer.id} has no e-mail or phone")
+    root.append(copy.deepcopy(block))
+
+
+@lru_cache(maxsize=1024)
+def _declarant_template(filer: Party, eori: str) -> tuple[etree._Element, bool]:
+    """The declarant block of a filer, and whether it names a way to reach the filer."""
+    block = sub(new_root("DeclarantTemplate"), "declarant")
+    sub(block, "name", filer.name)
+    sub(block, "identificationNumber", eori)
+    address_block(block, "address", filer.address)
+    return block, communications(block, filer) > 0
 
 
 def finish(root: etree._Element, message_type: str, where: str) -> bytes:

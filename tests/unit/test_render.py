@@ -211,6 +211,14 @@ class TestPartiesInARow:
         assert after.replace(b"Kanto Denshi Trading", SEED.parties["SHIPPER-1"].name.encode()) == before
         assert render_filing(draft_for(SEED, PLAN[0], "L1")) == before
 
+    def test_a_filer_that_loses_its_contact_is_refused_then_written_again(self):
+        """The declarant block kept per filer never hides a contact removed in the next booking, nor its return."""
+        before = render_filing(draft_for(SEED, PLAN[0], "L1"))
+        unreachable = with_party(SEED, PLAN[0]["filer"], contact=None)
+        with pytest.raises(RenderError, match="declarant/communication"):
+            render_filing(draft_for(unreachable, PLAN[0], "L1"))
+        assert render_filing(draft_for(SEED, PLAN[0], "L1")) == before
+
     def test_one_party_in_two_roles_is_written_in_each(self):
         """The same party as consignor and seller gets a block of each name, in the order of the message."""
         root = etree.fromstring(render_filing(draft_for(SEED, PLAN[0], "L1")))
