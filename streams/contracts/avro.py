@@ -94,9 +94,10 @@ def _entry(schema: Mapping[str, Any], version: int | None, origin: str) -> _Entr
     try:
         parsed = parse_schema(dict(schema), _write_hint=False)
         canonical = to_parsing_canonical_form(parsed)
+        hinted = parse_schema(dict(schema))
     except Exception as exc:
         raise SchemaDefinitionError(f"{origin}: not a valid Avro schema: {exc}") from exc
-    if not isinstance(parsed, dict):  # a record schema parses to a dict; fastavro types the result as any schema
+    if not isinstance(parsed, dict) or not isinstance(hinted, dict):  # fastavro types the result as any schema
         raise SchemaDefinitionError(f"{origin}: not a record schema")
     return _Entry(
         name=parsed["name"],
@@ -104,7 +105,7 @@ def _entry(schema: Mapping[str, Any], version: int | None, origin: str) -> _Entr
         canonical=canonical,
         fingerprint=bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO")),
         version=version,
-        hinted=parse_schema(dict(schema)),
+        hinted=hinted,
     )
 
 

@@ -56,8 +56,9 @@ def filing_message(outcome: DraftOutcome, created_at: datetime) -> dict[str, Any
     filer = parties[planned.filer]
     declarant = parties.get(planned.supplementary_declarant or "")
     xml = outcome.xml or b""
+    digest = sha256(xml)
     return {
-        "message_id": f"{draft.lrn}-{sha256(xml)[:12]}",
+        "message_id": f"{draft.lrn}-{digest[:12]}",
         "message_type": planned.filing.message_type,
         "lrn": draft.lrn,
         "mbl": draft.consolidation.mbl,
@@ -67,7 +68,7 @@ def filing_message(outcome: DraftOutcome, created_at: datetime) -> dict[str, Any
         "supplementary_declarant": planned.supplementary_declarant,
         "supplementary_declarant_eori": None if declarant is None else declarant.eori,
         "booking_version": draft.consolidation.version,
-        "xml_sha256": sha256(xml),
+        "xml_sha256": digest,
         "xml": xml,
         "created_at": format_datetime(created_at),
     }
