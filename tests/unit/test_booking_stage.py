@@ -11,6 +11,7 @@ import pytest
 
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.model import Consolidation
+from streams.errors import BookingError
 from streams.pipeline.stage import Emit, Incoming
 from streams.pipeline.stages.booking import BookingStage
 from streams.topics import Catalogue
@@ -86,3 +87,31 @@ class TestLowestHbls:
         expected = tuple(h for h in consolidation.house_bills if consolidation.is_lowest(h))
         assert consolidation.lowest_hbls() == expected
         assert len(expected) < len(consolidation.house_bills)
+
+
+class TestBookingText:
+    """The booking reader reads most text fields on a short path; what it refuses, it still refuses by path."""
+
+    @pytest.mark.parametrize(
+        ("where", "text", "expected"),
+        [
+            (("parties", 0, "name"), "ACME\x01", r"\$\.parties\[0\]\.name holds the character U\+0001"),
+            (("house_bills", 0, "goods", 0, "description"), "Laptops\ufffe", r"goods\[0\]\.description .*U\+FFFE"),
+            (("master", "voyage"), "042W\x0b", r"\$\.master\.voyage holds the character U\+000B"),
+        ],
+    )
+    def test_text_no_message_can_carry_is_refused_by_path(self, where: tuple[Any, ...], text: str, expected: str):
+        data = seed_json()
+        target: Any = data
+        for step in where[:-1]:
+            target = target[step]
+        target[where[-1]] = text
+        with pytest.raises(BookingError, match=expected):
+            Consolidation.from_json(data)
+
+    @pytest.mark.parametrize(("value", "expected"), [(42, "must be str, not int"), (None, "is missing")])
+    def test_a_text_field_of_another_type_is_refused_by_path(self, value: Any, expected: str):
+        data = seed_json()
+        data["parties"][1]["name"] = value
+        with pytest.raises(BookingError, match=rf"\$\.parties\[1\]\.name {expected}"):
+            Consolidation.from_json(data)
