@@ -18,7 +18,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,10 @@ class _Entry:
     canonical: str
     fingerprint: bytes
     version: int | None
+    hinted: dict[str, Any]
+    """The same schema as fastavro's writer, reader and validator take it without parsing it again: ``parsed``
+    lacks fastavro's parsed marker (it is the form the canonical form and the compatibility checks read), and
+    fastavro re-parses such a schema on every call, the larger part of a record's encode or decode."""
 
 
 def single_object_fingerprint(schema: Mapping[str, Any] | str | list[Any]) -> bytes:
@@ -90,9 +94,10 @@ def _entry(schema: Mapping[str, Any], version: int | None, origin: str) -> _Entr
     try:
         parsed = parse_schema(dict(schema), _write_hint=False)
         canonical = to_parsing_canonical_form(parsed)
+        hinted = parse_schema(dict(schema))
     except Exception as exc:
         raise SchemaDefinitionError(f"{origin}: not a valid Avro schema: {exc}") from exc
-    if not isinstance(parsed, dict):  # a record schema parses to a dict; fastavro types the result as any schema
+    if not isinstance(parsed, dict) or not isinstance(hinted, dict):  # fastavro types the result as any schema
         raise SchemaDefinitionError(f"{origin}: not a record schema")
     return _Entry(
         name=parsed["name"],
@@ -100,7 +105,20 @@ def _entry(schema: Mapping[str, Any], version: int | None, origin: str) -> _Entr
         canonical=canonical,
         fingerprint=bytes.fromhex(avro_fingerprint(canonical, "CRC-64-AVRO")),
         version=version,
+        hinted=hinted,
     )
+
+
+def _string_bytes(text: str) -> bytes:
+    """An Avro string: its UTF-8 length as a zig-zag varint, then its UTF-8 bytes."""
+    data = text.encode("utf-8")
+    length = len(data) << 1
+    out = bytearray()
+    while length > 0x7F:
+        out.append((length & 0x7F) | 0x80)
+        length >>= 7
+    out.append(length)
+    return bytes(out) + data
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -222,18 +240,46 @@ class SchemaCatalogue:
         try:
             # Checked without raising first: with raise_errors fastavro builds a ValidationError for every union
             # branch a value does not take (each optional field), a cost paid by every valid record.
-            if not validate(record, entry.parsed, raise_errors=False):
-                validate(record, entry.parsed, raise_errors=True)
+            if not validate(record, entry.hinted, raise_errors=False):
+                validate(record, entry.hinted, raise_errors=True)
             body = io.BytesIO()
             body.write(MARKER)
             body.write(entry.fingerprint)
-            schemaless_writer(body, entry.parsed, record, strict_allow_default=True)
+            schemaless_writer(body, entry.hinted, record, strict_allow_default=True)
         except Exception as exc:
             raise SchemaViolation(f"record does not fit {entry.name}: {exc}") from exc
         data = body.getvalue()
         if len(data) > MAX_MESSAGE_BYTES:
             raise SchemaViolation(f"{entry.name} message of {len(data)} bytes is over the limit of {MAX_MESSAGE_BYTES}")
         return data
+
+    def encode_each(self, name: str, record: Mapping[str, Any], field: str, values: Sequence[str]) -> list[bytes]:
+        """``encode(name, {**record, field: value})`` for each value, the record checked and written once.
+
+        For a string field that its schema writes first (a ledger entry under each of its correlation keys): its
+        bytes open the body, so every message is the same header, the value's bytes, then the same rest. Any other
+        field is encoded record by record.
+        """
+        entry = self._lookup(name)
+        if not isinstance(record, Mapping):
+            raise SchemaViolation(f"a {entry.name} record is a mapping, not {type(record).__name__}")
+        fields = entry.hinted.get("fields") or ()
+        if not values or not fields or fields[0]["name"] != field or fields[0]["type"] != "string":
+            return [self.encode(name, {**record, field: value}) for value in values]
+        first = self.encode(name, {**record, field: values[0]})
+        rest = first[HEADER_SIZE + len(_string_bytes(values[0])) :]
+        encoded = [first]
+        for value in values[1:]:
+            try:
+                data = first[:HEADER_SIZE] + _string_bytes(value) + rest
+            except (AttributeError, UnicodeEncodeError):  # not a string: encode says why it does not fit
+                data = self.encode(name, {**record, field: value})
+            if len(data) > MAX_MESSAGE_BYTES:
+                raise SchemaViolation(
+                    f"{entry.name} message of {len(data)} bytes is over the limit of {MAX_MESSAGE_BYTES}"
+                )
+            encoded.append(data)
+        return encoded
 
     def decode(self, data: bytes, reader: str | Mapping[str, Any] | None = None) -> Decoded:
         """Decode one single-object message; with ``reader`` (a name or a schema) resolve the record to it.
@@ -255,10 +301,10 @@ class SchemaCatalogue:
         if writer is None:
             raise UnknownSchemaError(f"no schema with fingerprint {fingerprint.hex()} in the catalogue")
         target = self._reader(reader)
-        resolve = None if target is None or target.fingerprint == writer.fingerprint else target.parsed
+        resolve = None if target is None or target.fingerprint == writer.fingerprint else target.hinted
         body = io.BytesIO(data[HEADER_SIZE:])
         try:
-            record = schemaless_reader(body, writer.parsed, resolve)
+            record = schemaless_reader(body, writer.hinted, resolve)
         except EOFError as exc:
             raise DecodeError(
                 f"corrupt {writer.name} body: the message ends before the record does (cut short, or its body was"

@@ -56,8 +56,9 @@ def filing_message(outcome: DraftOutcome, created_at: datetime) -> dict[str, Any
     filer = parties[planned.filer]
     declarant = parties.get(planned.supplementary_declarant or "")
     xml = outcome.xml or b""
+    digest = sha256(xml)
     return {
-        "message_id": f"{draft.lrn}-{sha256(xml)[:12]}",
+        "message_id": f"{draft.lrn}-{digest[:12]}",
         "message_type": planned.filing.message_type,
         "lrn": draft.lrn,
         "mbl": draft.consolidation.mbl,
@@ -67,7 +68,7 @@ def filing_message(outcome: DraftOutcome, created_at: datetime) -> dict[str, Any
         "supplementary_declarant": planned.supplementary_declarant,
         "supplementary_declarant_eori": None if declarant is None else declarant.eori,
         "booking_version": draft.consolidation.version,
-        "xml_sha256": sha256(xml),
+        "xml_sha256": digest,
         "xml": xml,
         "created_at": format_datetime(created_at),
     }
@@ -75,11 +76,17 @@ def filing_message(outcome: DraftOutcome, created_at: datetime) -> dict[str, Any
 
 def ledger_record(key: str, record: FilingRecord) -> dict[str, Any]:
     """``LedgerEntry``: a filing published under one correlation key."""
-    data = record.to_json()
     return {
         "key": key,
-        **{k: data[k] for k in ("mbl", "hbl", "filing", "filer", "planning_party", "carrier", "lrn", "mrn")},
-        "supplementary_declarant": data["supplementary_declarant"],
+        "mbl": record.mbl,
+        "hbl": record.hbl,
+        "filing": record.filing.value,
+        "filer": record.filer,
+        "planning_party": record.planning_party,
+        "carrier": record.carrier,
+        "lrn": record.lrn,
+        "mrn": record.mrn,
+        "supplementary_declarant": record.supplementary_declarant,
         "hbl_chain": [{"hbl": h, "issuer": i} for h, i in record.hbl_chain],
         "eoris": dict(record.eoris),
         "containers": {k: list(v) for k, v in record.containers.items()},

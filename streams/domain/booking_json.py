@@ -68,6 +68,10 @@ class _Reader:
             if required:
                 raise BookingError(f"{path}.{key} is missing")
             return None
+        if kind is str and type(value) is str:  # most fields: no type to explain, the path named only on error
+            if _NOT_XML_TEXT.search(value):
+                _xml_text(value, f"{path}.{key}")
+            return value
         if isinstance(value, bool) and kind in (int, float, (int, float)):
             raise BookingError(f"{path}.{key} must be a number, not a boolean")
         if not isinstance(value, kind):
@@ -94,8 +98,13 @@ class _Reader:
     @overload
     def _str(self, obj: Mapping[str, Any], key: str, path: str, required: bool) -> str | None: ...
     def _str(self, obj: Mapping[str, Any], key: str, path: str, required: bool = True) -> str | None:
-        value: str | None = self._get(obj, key, path, str, required)
-        return value
+        value = obj.get(key)
+        if type(value) is str:  # as ``_get`` reads a text field, one call fewer for most fields of a booking
+            if _NOT_XML_TEXT.search(value):
+                _xml_text(value, f"{path}.{key}")
+            return value
+        checked: str | None = self._get(obj, key, path, str, required)
+        return checked
 
     def _datetime(self, obj: Mapping[str, Any], key: str, path: str) -> datetime:
         text = self._str(obj, key, path)

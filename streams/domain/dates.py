@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from streams.errors import BookingError
 
@@ -28,4 +29,15 @@ def parse_datetime(value: str, path: str = "") -> datetime:
 
 def format_datetime(value: datetime) -> str:
     """The ICS2 form ``YYYY-MM-DDThh:mm:ssZ``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if value.tzinfo is UTC:
+        return _format_utc(value)
+    return value.astimezone(UTC).strftime(_ICS2_FORMAT)
+
+
+_ICS2_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+@lru_cache(maxsize=1024)
+def _format_utc(value: datetime) -> str:
+    """Cached for UTC times only (equal ones always write the same): a booking writes its own date about 20 times."""
+    return value.strftime(_ICS2_FORMAT)

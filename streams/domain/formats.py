@@ -274,6 +274,8 @@ def _character_allowed(char: str) -> bool:
 
 def check_script(value: str) -> FormatProblem | None:
     """Only Latin, Greek and Cyrillic letters; digits, punctuation, symbols and spaces are fine (CL723 error 102)."""
+    if value.isascii() and value.isprintable():
+        return None  # printable Basic Latin is all allowed: most texts need no look at each character
     for position, char in enumerate(value):
         if not _character_allowed(char):
             try:
@@ -319,6 +321,8 @@ def check_description(value: str) -> FormatProblem | None:
 
 
 _STOP_PATTERNS = tuple(re.compile(rf"(?<!\w){re.escape(p)}(?!\w)") for p in STOP_PHRASES)
+#: Matches where any of ``_STOP_PATTERNS`` does: one search tells that a description holds no generic phrase at all.
+_ANY_STOP = re.compile(rf"(?<!\w)(?:{'|'.join(re.escape(p) for p in STOP_PHRASES)})(?!\w)")
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -326,7 +330,7 @@ def check_description_stopwords(value: str) -> FormatProblem | None:
     """Refuse a description made only of generic words ("goods", "FAK", "said to contain", quantities...)."""
     text = value.casefold()
     found: list[str] = []
-    for phrase, pattern in zip(STOP_PHRASES, _STOP_PATTERNS, strict=True):
+    for phrase, pattern in zip(STOP_PHRASES, _STOP_PATTERNS, strict=True) if _ANY_STOP.search(text) else ():
         if pattern.search(text):
             found.append(phrase)
             text = pattern.sub(" ", text)

@@ -189,8 +189,9 @@ class Consolidation:
         return not any(h.parent == hbl.hbl_number for h in self.house_bills)
 
     def lowest_hbls(self) -> tuple[HouseBill, ...]:
-        """Every lowest HBL, in booking order."""
-        return tuple(h for h in self.house_bills if self.is_lowest(h))
+        """Every lowest HBL, in booking order (one pass for the parents, not one per HBL)."""
+        parents = {h.parent for h in self.house_bills}
+        return tuple(h for h in self.house_bills if h.hbl_number not in parents)
 
     def chain(self, hbl: HouseBill) -> tuple[HouseBill, ...]:
         """The HBLs from the master loader's (top) down to ``hbl`` itself.

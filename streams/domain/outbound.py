@@ -51,6 +51,7 @@ NON_BLOCKING_RULES = frozenset({"ENS-DEADLINE", "ENS-DEADLINE-NEAR"})
 Renderer = Callable[[FilingDraft], bytes]
 
 _ISSUE_DATE = re.compile(rb"<([\w.-]+:)?documentIssueDate>[^<]*<")
+_DATE_NAME = b"documentIssueDate>"
 
 
 def filing_key(planned: PlannedFiling) -> str:
@@ -215,8 +216,24 @@ def findings_for(report: ValidationReport, planned: PlannedFiling) -> tuple[Find
 
 def fingerprint(draft: FilingDraft, xml: bytes) -> str:
     """A hash of what the filing says, without its LRN and issue date, to tell whether a new version changed it."""
-    canonical = _ISSUE_DATE.sub(rb"<\1documentIssueDate>-<", xml.replace(draft.lrn.encode(), b"-"))
-    return hashlib.sha256(canonical).hexdigest()
+    return hashlib.sha256(_without_issue_date(xml.replace(draft.lrn.encode(), b"-"))).hexdigest()
+
+
+def _without_issue_date(xml: bytes) -> bytes:
+    """``_ISSUE_DATE`` blanked as ``re.sub`` would, but tried only where the element's name occurs: the pattern,
+    tried at every ``<`` of a filing, cost more than hashing it."""
+    parts: list[bytes] = []
+    done = 0
+    at = xml.find(_DATE_NAME)
+    while at >= 0:
+        start = xml.rfind(b"<", done, at)  # a match opens at the last "<" before the name, after the last match
+        match = _ISSUE_DATE.match(xml, start) if start >= 0 else None
+        if match is not None:
+            parts += (xml[done:start], b"<", match.group(1) or b"", b"documentIssueDate>-<")
+            done = match.end()
+        at = xml.find(_DATE_NAME, max(at + 1, done))
+    parts.append(xml[done:])
+    return b"".join(parts)
 
 
 def identity(draft: FilingDraft) -> str:

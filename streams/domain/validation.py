@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from streams.domain import formats
@@ -282,45 +283,7 @@ class _Validator:
         self, subject: str, name: str, address: Address, contact: Contact | None, p: str, owner: str
     ) -> None:
         """Name, address and contact of a party or representative: R3002, lengths, scripts and the country."""
-        problem = formats.check_address_r3002(address.street, address.number, address.po_box)
-        if problem:
-            self._emit("ENS-ADDRESS-R3002", f"{p}.address", owner, subject=subject, problem=problem.message)
-        texts = (
-            ("name", "name", name),
-            ("address.street", "street", address.street),
-            ("address.number", "number", address.number),
-            ("address.po_box", "po_box", address.po_box),
-            ("address.postcode", "postcode", address.postcode),
-            ("address.city", "city", address.city),
-            ("address.sub_division", "sub_division", address.sub_division),
-        )
-        for field, kind, value in texts:
-            if value is None or (value == "" and kind in ("street", "po_box")):
-                continue
-            label = f"{kind.replace('_', ' ')} of {subject}"
-            problem = formats.check_text(value, PARTY_TEXT_LENGTHS[kind])
-            if problem:
-                self._emit("ENS-TEXT", f"{p}.{field}", owner, field=label, value=value, problem=problem.message)
-            problem = formats.check_script(value)
-            if problem:
-                self._emit("ENS-SCRIPT", f"{p}.{field}", owner, field=label, value=value, problem=problem.message)
-        for kind, value in (("email", contact.email), ("phone", contact.phone)) if contact else ():
-            if value is None:
-                continue
-            problem = formats.check_text(value, _CONTACT_LENGTH) or formats.check_script(value)
-            if problem:
-                label = f"{kind} of {subject}"
-                self._emit("ENS-TEXT", f"{p}.contact.{kind}", owner, field=label, value=value, problem=problem.message)
-        problem = formats.check_country(address.country)
-        if problem:
-            self._emit(
-                "ENS-COUNTRY",
-                f"{p}.address.country",
-                owner,
-                value=address.country,
-                subject=subject,
-                problem=problem.message,
-            )
+        self.findings.extend(_party_data_findings(subject, name, address, contact, p, owner))
 
     def _representative(self, party: Party, agent: Representative, p: str, owner: str) -> None:
         """The service provider filing for ``party``: its name, address and contact (its EORI, CL094 status and
@@ -821,3 +784,56 @@ def _duration(delta: timedelta) -> str:
     minutes = max(0, int(delta.total_seconds() // 60))
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+@lru_cache(maxsize=4096)
+def _party_data_findings(
+    subject: str, name: str, address: Address, contact: Contact | None, p: str, owner: str
+) -> tuple[Finding, ...]:
+    """``_Validator._party_data``'s findings, a function of its arguments alone: cached, as the same parties come
+    back booking after booking (the rules and code lists it reads are reference data, fixed for the process)."""
+    found: list[Finding] = []
+
+    def emit(rule_id: str, path: str, party: str | None, **kwargs: Any) -> None:
+        found.append(_finding(rule_id, path, party, **kwargs))
+
+    problem = formats.check_address_r3002(address.street, address.number, address.po_box)
+    if problem:
+        emit("ENS-ADDRESS-R3002", f"{p}.address", owner, subject=subject, problem=problem.message)
+    texts = (
+        ("name", "name", name),
+        ("address.street", "street", address.street),
+        ("address.number", "number", address.number),
+        ("address.po_box", "po_box", address.po_box),
+        ("address.postcode", "postcode", address.postcode),
+        ("address.city", "city", address.city),
+        ("address.sub_division", "sub_division", address.sub_division),
+    )
+    for field, kind, value in texts:
+        if value is None or (value == "" and kind in ("street", "po_box")):
+            continue
+        label = f"{kind.replace('_', ' ')} of {subject}"
+        problem = formats.check_text(value, PARTY_TEXT_LENGTHS[kind])
+        if problem:
+            emit("ENS-TEXT", f"{p}.{field}", owner, field=label, value=value, problem=problem.message)
+        problem = formats.check_script(value)
+        if problem:
+            emit("ENS-SCRIPT", f"{p}.{field}", owner, field=label, value=value, problem=problem.message)
+    for kind, value in (("email", contact.email), ("phone", contact.phone)) if contact else ():
+        if value is None:
+            continue
+        problem = formats.check_text(value, _CONTACT_LENGTH) or formats.check_script(value)
+        if problem:
+            label = f"{kind} of {subject}"
+            emit("ENS-TEXT", f"{p}.contact.{kind}", owner, field=label, value=value, problem=problem.message)
+    problem = formats.check_country(address.country)
+    if problem:
+        emit(
+            "ENS-COUNTRY",
+            f"{p}.address.country",
+            owner,
+            value=address.country,
+            subject=subject,
+            problem=problem.message,
+        )
+    return tuple(found)

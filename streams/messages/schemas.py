@@ -57,9 +57,17 @@ class XsdViolation(ICS2StreamsError):
 
 def schemas_dir() -> Path:
     """The folder holding the XSDs: ``$ICS2_SCHEMAS_DIR`` (or its ``xsd`` child), else ``<repo>/schemas/xsd``."""
-    override = os.environ.get(SCHEMAS_DIR_ENV)
+    return _folder(os.environ.get(SCHEMAS_DIR_ENV))
+
+
+def _folder(override: str | None) -> Path:
     root = Path(override) if override else _REPO / "schemas"
     return root / "xsd" if (root / "xsd").is_dir() else root
+
+
+#: The folder per value of ``$ICS2_SCHEMAS_DIR``, found once: every filing sent is validated, and building and
+#: checking the path cost as much as the look-up of its compiled schema.
+_cached_folder = lru_cache(maxsize=16)(_folder)
 
 
 def schema_path(message_type: str, directory: Path | None = None) -> Path:
@@ -87,14 +95,32 @@ def _compiled(path: Path, mtime_ns: int) -> tuple[etree.XMLSchema, threading.Loc
         raise XsdUnavailable(f"schema {path} does not compile: {exc}") from exc
 
 
+@lru_cache(maxsize=256)
+def _resolved(message_type: str, base: Path) -> Path:
+    """Resolved once per folder: resolving the path (a system call per component) cost as much as validating."""
+    return _schema_path(message_type, base).resolve()
+
+
 def _schema(message_type: str) -> tuple[etree.XMLSchema, threading.Lock]:
-    path = schema_path(message_type).resolve()
+    path = _resolved(message_type, _cached_folder(os.environ.get(SCHEMAS_DIR_ENV)))
     return _compiled(path, path.stat().st_mtime_ns)
 
 
 def schema_for(message_type: str) -> etree.XMLSchema:
     """The compiled XSD of a message code (``"IE3F15"``, ``"IE3N02"``), compiled on first use and cached."""
     return _schema(message_type)[0]
+
+
+def conforms(root: etree._Element, message_type: str) -> bool:
+    """Whether a tree built in memory is a valid ``message_type``, without serialising and parsing it again.
+
+    Only says yes or no: a tree built in memory has no line numbers, so ``validate`` of its bytes names the errors.
+    """
+    if root.tag != etree.QName(NS, message_type).text:
+        return False
+    schema, lock = _schema(message_type)
+    with lock:
+        return bool(schema.validate(root))
 
 
 def validate(document: bytes | etree._Element | etree._ElementTree, message_type: str) -> etree._Element:

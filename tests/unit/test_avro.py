@@ -543,6 +543,40 @@ class TestEncode:
             False,
         )
 
+    @pytest.mark.parametrize("name", SCHEMA_NAMES)
+    def test_bytes_are_those_of_the_schema_as_read(self, catalogue: SchemaCatalogue, name: str):
+        """The schema kept parsed for fastavro writes and reads exactly as the schema read from its file."""
+        record = sample(name)
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, catalogue.schema(name), record, strict_allow_default=True)
+        encoded = catalogue.encode(name, record)
+        assert encoded == _header(catalogue, name) + body.getvalue()
+        expected = fastavro.schemaless_reader(io.BytesIO(body.getvalue()), catalogue.schema(name), None)
+        assert catalogue.decode(encoded).record == expected
+
+    @pytest.mark.parametrize(
+        "keys",
+        [("lrn:A",), ("lrn:F15V1ABC", "party:OCLU|NL1", "party:OCLU|DE2"), ("k" * 200, "é€𝄞", "")],
+        ids=["one", "three", "long-and-non-ascii"],
+    )
+    def test_encode_each_is_encode_per_value(self, catalogue: SchemaCatalogue, keys: tuple[str, ...]):
+        """A record under several values of its first field gives, byte for byte, what encoding each one gives."""
+        record = sample("LedgerEntry")
+        expected = [catalogue.encode("LedgerEntry", {**record, "key": key}) for key in keys]
+        assert catalogue.encode_each("LedgerEntry", record, "key", keys) == expected
+        assert [catalogue.decode(d).record["key"] for d in expected] == list(keys)
+
+    def test_encode_each_of_another_field_encodes_each_record(self, catalogue: SchemaCatalogue):
+        record = sample("LedgerEntry")
+        expected = [catalogue.encode("LedgerEntry", {**record, "mbl": m}) for m in ("OCLU1", "OCLU2")]
+        assert catalogue.encode_each("LedgerEntry", record, "mbl", ("OCLU1", "OCLU2")) == expected
+
+    @pytest.mark.parametrize("bad", [7, None, b"lrn:A", "\ud800"])
+    def test_encode_each_refuses_a_value_that_does_not_fit(self, catalogue: SchemaCatalogue, bad: Any):
+        """A value after the first is checked too: one that is not a string is a SchemaViolation."""
+        with pytest.raises(SchemaViolation):
+            catalogue.encode_each("LedgerEntry", sample("LedgerEntry"), "key", ("lrn:A", bad))
+
     @pytest.mark.parametrize(("name", "case", "spoil"), BAD_RECORDS, ids=[c for _, c, _ in BAD_RECORDS])
     def test_bad_record_is_a_schema_violation(self, catalogue: SchemaCatalogue, name: str, case: str, spoil: Any):
         """A record that does not fit its schema raises SchemaViolation, an InputError, never fastavro's error."""

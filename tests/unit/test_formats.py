@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from stdnum import iso6346
 
 from streams.domain import formats
-from streams.domain.rules import ISO_COUNTRIES, PACKAGE_TYPES, ErrorCode
+from streams.domain.rules import ISO_COUNTRIES, PACKAGE_TYPES, STOP_PHRASES, ErrorCode
 
 PROPS = settings(max_examples=150, deadline=None)
 COUNTRIES = sorted(ISO_COUNTRIES)
@@ -352,6 +352,13 @@ class TestDescription:
         assume(any(w not in ("of", "and", "10") for w in words))
         assert formats.check_description_stopwords(text) is not None
         assert formats.check_description_stopwords(text + " bicycles") is None
+
+    @pytest.mark.parametrize("phrase", STOP_PHRASES)
+    def test_every_generic_phrase_is_named(self, phrase):
+        """Each generic phrase, alone or beside a filler, is named in the finding (none is skipped unseen)."""
+        for text in (phrase, f"{phrase.upper()}, various", f"10 x {phrase}"):
+            problem = formats.check_description_stopwords(text)
+            assert problem is not None and repr(phrase) in problem.message
 
     @pytest.mark.parametrize(("value", "ok"), [("x" * 512, True), ("x" * 513, False), ("  ", False), (" lead", False)])
     def test_description_length(self, value, ok):

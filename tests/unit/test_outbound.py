@@ -6,7 +6,11 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from streams.domain.outbound import PlanMemory, fingerprint
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.domain.outbound import _ISSUE_DATE, PlanMemory, _without_issue_date, fingerprint
 from streams.pipeline.stages.booking import process_booking
 
 NOW = datetime(2027, 6, 1, tzinfo=UTC)
@@ -67,3 +71,26 @@ class TestProcessBooking:
         assert other.draft.lrn != first.draft.lrn
         assert other.fingerprint == first.fingerprint
         assert fingerprint(first.draft, first.xml) == first.fingerprint
+
+
+class TestIssueDateBlanking:
+    @pytest.mark.parametrize(
+        "xml",
+        [
+            b"<a><documentIssueDate>2026-11-20T09:00:00Z</documentIssueDate><b/></a>",
+            b"<x:a><x:documentIssueDate>1</x:documentIssueDate><x:documentIssueDate>2</x:documentIssueDate></x:a>",
+            b"<p:documentIssueDate>z</p:documentIssueDate><b><documentIssueDate>q</documentIssueDate></b>",
+            b"<documentIssueDate>1<documentIssueDate>2<",
+            b"<a>no date here</a>",
+            b"<documentIssueDate>never closed",
+        ],
+    )
+    def test_blanks_every_issue_date_as_one_substitution_does(self, xml: bytes):
+        """Blanking only where the element's name occurs gives what one substitution over the whole filing does."""
+        assert _without_issue_date(xml) == _ISSUE_DATE.sub(rb"<\1documentIssueDate>-<", xml)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from([b"<", b"</", b">", b"x:", b"a.b", b"documentIssueDate>", b"2026", b" ", b":"])))
+    def test_any_text_is_blanked_as_one_substitution_does(self, pieces: list[bytes]):
+        xml = b"".join(pieces)
+        assert _without_issue_date(xml) == _ISSUE_DATE.sub(rb"<\1documentIssueDate>-<", xml)

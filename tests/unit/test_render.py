@@ -200,6 +200,34 @@ class TestSeedFilings:
             validate(data, f"IE3{entry['filing']}")
 
 
+class TestPartiesInARow:
+    def test_a_party_changed_between_filings_is_written_anew(self):
+        """Party blocks are copied from the block written once per party data: a changed party is written with its
+        new data, and the unchanged one again gives the same bytes as before."""
+        before = render_filing(draft_for(SEED, PLAN[0], "L1"))
+        changed = with_party(SEED, "SHIPPER-1", name="Kanto Denshi Trading")
+        after = render_filing(draft_for(changed, PLAN[0], "L1"))
+        assert b"Kanto Denshi Trading" in after and b"Kanto Denshi Trading" not in before
+        assert after.replace(b"Kanto Denshi Trading", SEED.parties["SHIPPER-1"].name.encode()) == before
+        assert render_filing(draft_for(SEED, PLAN[0], "L1")) == before
+
+    def test_a_filer_that_loses_its_contact_is_refused_then_written_again(self):
+        """The declarant block kept per filer never hides a contact removed in the next booking, nor its return."""
+        before = render_filing(draft_for(SEED, PLAN[0], "L1"))
+        unreachable = with_party(SEED, PLAN[0]["filer"], contact=None)
+        with pytest.raises(RenderError, match="declarant/communication"):
+            render_filing(draft_for(unreachable, PLAN[0], "L1"))
+        assert render_filing(draft_for(SEED, PLAN[0], "L1")) == before
+
+    def test_one_party_in_two_roles_is_written_in_each(self):
+        """The same party as consignor and seller gets a block of each name, in the order of the message."""
+        root = etree.fromstring(render_filing(draft_for(SEED, PLAN[0], "L1")))
+        hbl = SEED.house_bill(PLAN[0]["hbl"])
+        assert hbl is not None and hbl.shipper == hbl.seller
+        names = [e.findtext(f"{{{NS}}}name") for e in root.iter(f"{{{NS}}}consignor", f"{{{NS}}}seller")]
+        assert names == [SEED.parties[hbl.shipper].name] * 2
+
+
 class TestHouseFilingDetails:
     def test_eight_digit_code_is_split_into_hs_and_combined_nomenclature(self) -> None:
         """An 8-digit code becomes the 6-digit HS sub-heading plus the 2 CN digits."""

@@ -82,6 +82,28 @@ class TestBrokenVariant:
         json.dumps(data)
 
 
+class TestPartiesInARow:
+    def test_a_party_changed_between_bookings_is_judged_again(self, seed):
+        """The findings on a party's data are kept per party data: a changed name is found, the fixed one is not."""
+        parties = dict(seed.parties)
+        parties["SHIPPER-1"] = dataclasses.replace(parties["SHIPPER-1"], name="関東電子株式会社")
+        broken = dataclasses.replace(seed, parties=parties)
+        assert not validate(seed).by_rule("ENS-SCRIPT")
+        (finding,) = validate(broken).by_rule("ENS-SCRIPT")
+        assert "関東電子株式会社" in finding.message and finding.path.endswith(".name")
+        assert not validate(seed).by_rule("ENS-SCRIPT")
+
+    def test_the_same_party_at_another_place_is_named_at_that_place(self, seed):
+        """The same broken party, listed first or last, is reported at its own index and to its own owner."""
+        parties = dict(seed.parties)
+        parties["SHIPPER-1"] = dataclasses.replace(parties["SHIPPER-1"], name="関東電子株式会社")
+        moved = {"SHIPPER-1": parties.pop("SHIPPER-1"), **parties}
+        first = validate(dataclasses.replace(seed, parties=moved)).by_rule("ENS-SCRIPT")
+        last = validate(dataclasses.replace(seed, parties={**parties, "SHIPPER-1": moved["SHIPPER-1"]}))
+        assert [f.path for f in first] == ["$.parties[0].name"]
+        assert [f.path for f in last.by_rule("ENS-SCRIPT")] == [f"$.parties[{len(parties)}].name"]
+
+
 class TestCrossRules:
     def test_exact_duplicate_hbl_number(self, seed):
         """Two HBLs with the same number (possible when built directly) give ENS-HBL-UNIQUE."""

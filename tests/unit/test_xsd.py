@@ -21,6 +21,7 @@ from streams.messages.schemas import (
     SCHEMAS_DIR_ENV,
     XsdUnavailable,
     XsdViolation,
+    conforms,
     schema_for,
     schema_path,
     schemas_dir,
@@ -240,6 +241,34 @@ class TestSchemaLoader:
         data = dict(MESSAGES_RENDERED)["IE3F14"]
         assert validate(data, "IE3F14").tag == f"{{{NS}}}IE3F14"
         assert validate(etree.fromstring(data), "IE3F14").tag == f"{{{NS}}}IE3F14"
+
+
+class TestTreeValidation:
+    """``conforms`` checks the tree a renderer built, without its bytes; it must judge exactly as ``validate``."""
+
+    @pytest.mark.parametrize(("code", "data"), MESSAGES_RENDERED, ids=[c for c, _ in MESSAGES_RENDERED])
+    def test_a_valid_tree_conforms(self, code: str, data: bytes) -> None:
+        assert conforms(etree.fromstring(data), code)
+
+    def test_a_broken_tree_does_not_conform(self) -> None:
+        root = etree.fromstring(dict(MESSAGES_RENDERED)["IE3F15"])
+        root.find(f"{{{NS}}}LRN").text = "X" * 23
+        assert not conforms(root, "IE3F15")
+        with pytest.raises(XsdViolation):
+            validate(etree.tostring(root), "IE3F15")
+
+    def test_another_root_does_not_conform(self) -> None:
+        assert not conforms(etree.fromstring(dict(MESSAGES_RENDERED)["IE3F16"]), "IE3F15")
+
+    def test_a_tree_built_in_memory_is_judged_as_its_bytes(self) -> None:
+        """A tree never parsed (no line numbers, no whitespace between elements) conforms as its bytes validate."""
+        data = dict(MESSAGES_RENDERED)["IE3F14"]
+        built = etree.fromstring(data, etree.XMLParser(remove_blank_text=True))
+        copied = etree.Element(built.tag, nsmap=built.nsmap)
+        copied.extend(copy.deepcopy(child) for child in built)
+        assert conforms(copied, "IE3F14")
+        copied.find(f"{{{NS}}}addressedMemberState/{{{NS}}}country").text = "nl"
+        assert not conforms(copied, "IE3F14")
 
 
 class TestSchemaFiles:

@@ -85,9 +85,9 @@ class BookingStage(EmittingStage):
             PlannedFiling(t, None, c.master.carrier, reason="master level, expected from the carrier")
             for t in outcome.plan.expected_from_carrier
         )
+        record_of = _RecordsOf(c)
         records = [
-            (f, filing_record(c, f, lrns.get((f.filing, f.hbl, f.filer))))
-            for f in (*outcome.plan.filings, *carrier_filings)
+            (f, record_of(f, lrns.get((f.filing, f.hbl, f.filer)))) for f in (*outcome.plan.filings, *carrier_filings)
         ]
         deadline = lodging_deadline(c.master)
         alerts = booking_alerts(outcome, now)
@@ -100,14 +100,14 @@ class BookingStage(EmittingStage):
                     "version": c.version,
                     "deadline": format_datetime(deadline.latest),
                     "filings": [{"ours": f.ours, "record": r.to_json()} for f, r in records],
-                    "withdrawn": [filing_record(c, f, None).to_json() for f in diff_removed(outcome)],
+                    "withdrawn": [record_of(f, None).to_json() for f in diff_removed(outcome)],
                 },
                 incoming,
             )
         ]
         for d in outcome.drafts:
             planned = d.draft.planned
-            record = filing_record(c, planned, d.draft.lrn)
+            record = record_of(planned, d.draft.lrn)
             ids = (("ics2-mbl", c.mbl), ("ics2-hbl", planned.hbl or ""), ("ics2-lrn", d.draft.lrn))
             emits.append(
                 self.emit(self.catalogue.filing_drafts.name, c.mbl, "FilingDraft", draft_record(d, now), incoming, *ids)
@@ -121,7 +121,7 @@ class BookingStage(EmittingStage):
                 continue
             if not d.send:
                 if d.xml is not None:
-                    emits.extend(self._ledger(key, record, incoming) for key in ledger_keys(record, c))
+                    emits.extend(self._ledger(ledger_keys(record, c), record, incoming))
                 continue
             headers = (*ids, ("ics2-message-type", planned.filing.message_type), ("ics2-filer", planned.filer))
             emits.append(
@@ -129,7 +129,7 @@ class BookingStage(EmittingStage):
                     self.catalogue.filings_outbound.name, c.mbl, "Filing", filing_message(d, now), incoming, *headers
                 )
             )
-            emits.extend(self._ledger(key, record, incoming) for key in ledger_keys(record, c))
+            emits.extend(self._ledger(ledger_keys(record, c), record, incoming))
             emits.append(self.event_emit(c.mbl, "filing_sent", {"record": record.to_json()}, incoming))
         emits.extend(self._change_emits(outcome, incoming, now))
         emits.extend(self.alert_emits(alerts, incoming))
@@ -153,10 +153,30 @@ class BookingStage(EmittingStage):
             )  # fmt: skip
         return emits
 
-    def _ledger(self, key: str, record: FilingRecord, incoming: Incoming) -> Emit:
-        return self.emit(
-            self.catalogue.notifications_parsed.name, key, "LedgerEntry", ledger_record(key, record), incoming
-        )
+    def _ledger(self, keys: tuple[str, ...], record: FilingRecord, incoming: Incoming) -> list[Emit]:
+        """The filing's ledger entry under each of its keys: the entries differ by their key alone."""
+        if not keys:
+            return []
+        values = self.schemas.encode_each("LedgerEntry", ledger_record(keys[0], record), "key", keys)
+        topic = self.catalogue.notifications_parsed.name
+        return [
+            self.emit_encoded(topic, key, "LedgerEntry", value, incoming)
+            for key, value in zip(keys, values, strict=True)
+        ]
+
+
+class _RecordsOf:
+    """The ledger records of one booking's filings, each built once: the plan, the drafts and the ledger all ask."""
+
+    def __init__(self, consolidation: Consolidation) -> None:
+        self.consolidation = consolidation
+        self._made: dict[tuple[PlannedFiling, str | None], FilingRecord] = {}
+
+    def __call__(self, planned: PlannedFiling, lrn: str | None) -> FilingRecord:
+        made = self._made.get((planned, lrn))
+        if made is None:
+            made = self._made[(planned, lrn)] = filing_record(self.consolidation, planned, lrn)
+        return made
 
 
 def diff_removed(outcome: BookingOutcome) -> tuple[PlannedFiling, ...]:
