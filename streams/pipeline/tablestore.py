@@ -4,12 +4,21 @@ The default is Faust's RocksDB store through ``rocksdict``: one database per tab
 directory (``Settings.table_dir``), so memory holds only RocksDB's bounded caches, and a restart replays only the
 changelog records written after the offset each database remembers. ``memory`` keeps Faust's in-memory store,
 rebuilt from the whole changelog at every start.
+
+Only a worker that stopped cleanly keeps its files. The stages write a table when they process a record, before its
+outputs are acknowledged; a worker killed then (SIGKILL, power loss) leaves databases ahead of its committed offsets,
+and the records it reprocesses would meet a state that already saw them (a parked notification already released, a
+plan already stored). Its files are discarded at the next start, and the tables are rebuilt from the changelogs, as
+the memory store always does. A clean stop flushes the changelog like the files, so the files equal the changelog.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
+import structlog
 from aiokafka.partitioner import murmur2
 from faust.stores import STORES
 from faust.stores.rocksdb import Store as RocksDBStore
@@ -17,6 +26,8 @@ from faust.types import TableT
 from faust.types.tables import CollectionT
 
 from streams.settings import Settings, TableStore
+
+log = structlog.get_logger(__name__)
 
 #: Small RocksDB buffers and caches per partition database (Faust's defaults are a 2 GiB block cache and three
 #: 64 MiB write buffers each); the tables' values are a few KiB and mostly read right after being written.
@@ -42,6 +53,21 @@ class KeyedRocksDBStore(RocksDBStore):
     database than their changelog's, and a worker given only the changelog's partition lost them.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _discard_unless_clean(*self._files())
+
+    async def stop(self) -> None:
+        await super().stop()
+        directory, table = self._files()
+        directory.mkdir(parents=True, exist_ok=True)
+        _clean_marker(directory, table).touch()
+
+    def _files(self) -> tuple[Path, str]:
+        """The directory of the table's databases and their name before ``-<partition>.db``."""
+        first = self.partition_path(0)
+        return first.parent, first.name.rsplit("-", 1)[0]
+
     def _set(self, key: bytes, value: bytes | None) -> None:
         if not self.table.use_partitioner:
             super()._set(key, value)
@@ -49,6 +75,31 @@ class KeyedRocksDBStore(RocksDBStore):
         partition = key_partition(key, table_partitions(self.table))
         self._key_index[key] = partition
         self._db_for_partition(partition).put(key, value)
+
+
+#: Table directories this process already checked: a second store of the same table must not discard the first's.
+_CHECKED: set[Path] = set()
+
+
+def _clean_marker(directory: Path, table: str) -> Path:
+    return directory / f"{table}.clean-stop"
+
+
+def _discard_unless_clean(directory: Path, table: str) -> None:
+    """Keeps the table's databases if the last worker on them stopped cleanly, else removes them; either way the
+    marker goes, so that a crash of this worker leaves none."""
+    marker = _clean_marker(directory, table)
+    if marker in _CHECKED:
+        return
+    _CHECKED.add(marker)
+    if marker.exists():
+        marker.unlink()
+        return
+    stale = sorted(directory.glob(f"{table}-*.db"))
+    for database in stale:
+        shutil.rmtree(database)
+    if stale:
+        log.warning("table_files_discarded", table=table, databases=len(stale), reason="no clean stop recorded")
 
 
 STORES.aliases["ics2-rocksdb"] = f"{__name__}:KeyedRocksDBStore"

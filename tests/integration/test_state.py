@@ -150,41 +150,59 @@ async def test_a_closed_ens_is_evicted_with_tombstones_and_a_late_answer_is_park
     assert (await ens_view(evicting_worker, closed))[0] == 404
 
 
-async def test_a_killed_worker_restarts_on_its_rocksdb_directory(
+async def test_a_restarted_worker_reads_its_rocksdb_files_unless_it_was_killed(
     settings: Settings, catalogue: Catalogue, tmp_path: Path
 ) -> None:
-    """kill -9, then the same worker id again: its tables are read from disk (plus the changelog written since),
-    and the ENS goes on from where it was."""
+    """Stopped cleanly, the same worker id starts on its files (recovery reads the changelogs from where they had
+    got to); killed, it discards them and rebuilds from the changelogs. The ENS goes on from where it was each time."""
     mbl = "OCLU26TYO7700003"
-    first = worker(settings, tmp_path, ICS2_WORKER_ID="w1").start()
+    changelog = catalogue.ens_state_changelog.name
+    table_dir = settings.with_(state_dir=tmp_path / "state", worker_id="w1").table_dir
+
+    def same_worker() -> Service:
+        return worker(settings, tmp_path, ICS2_WORKER_ID="w1").start()
+
+    async def assessed(service: Service, start: int) -> dict:
+        """Once the worker's ``start``-th recovery is over (the view answers from the changelog before that)."""
+
+        async def ready() -> bool:
+            return service.log_path.read_text(errors="replace").count("Worker ready") >= start
+
+        await eventually(ready, timeout=90)
+
+        async def check() -> bool:
+            status, state = await ens_view(service, mbl)
+            return status == 200 and state["state"] == "assessed"
+
+        await eventually(check, timeout=60)
+        return (await ens_view(service, mbl))[1]
+
+    first = same_worker()
     try:
         await asyncio.to_thread(first.wait_healthy)
         await publish_bookings(settings, [loaded_long_ago(mbl)])
         lrns = await register_and_assess(settings, catalogue, first, mbl)
-
-        async def assessed() -> bool:
-            _, state = await ens_view(first, mbl)
-            return state.get("state") == "assessed"
-
-        await eventually(assessed, timeout=60)
+        await assessed(first, 1)
     finally:
-        first.kill()
-    table_dir = settings.with_(state_dir=tmp_path / "state", worker_id="w1").table_dir
+        first.stop()
     assert list(table_dir.rglob("ens-state-*.db")), f"no RocksDB database below {table_dir}"
 
-    second = worker(settings, tmp_path, ICS2_WORKER_ID="w1").start()
+    second = same_worker()
     try:
         await asyncio.to_thread(second.wait_healthy)
-
-        async def recovered() -> bool:
-            status, state = await ens_view(second, mbl)
-            return status == 200 and state["state"] == "assessed"
-
-        await eventually(recovered, timeout=60)
-        _, state = await ens_view(second, mbl)
+        state = await assessed(second, 2)
         assert sorted(f["lrn"] for f in state["filings"] if f["ours"]) == sorted(lrns)
-        starts = recovery_starts(second.log_path, catalogue.ens_state_changelog.name)
-        assert len(starts) == 2 and max(starts[0].values()) == -1
-        assert max(starts[1].values()) > -1, "the restart read the ENS changelog from its start, not from disk"
     finally:
-        second.stop()
+        second.kill()
+    third = same_worker()
+    try:
+        await asyncio.to_thread(third.wait_healthy)
+        await assessed(third, 3)
+    finally:
+        third.stop()
+
+    first_start, after_stop, after_kill = recovery_starts(third.log_path, changelog)
+    assert max(first_start.values()) == -1
+    assert max(after_stop.values()) > -1, "the restart read the ENS changelog from its start, not from its files"
+    assert max(after_kill.values()) == -1, "the restart after a kill kept files that may be ahead of its offsets"
+    assert "table_files_discarded" in third.log_path.read_text()
