@@ -87,8 +87,9 @@ class Settings:
     rfs_response_time: str = "24h"
     """Time to answer an RFS (IE3Q03, high-risk cargo screening) assumed likewise."""
     table_store: TableStore = TableStore.ROCKSDB
-    """``rocksdb``: tables on disk below the worker's state dir, memory stays flat and a restart reads only the
-    changelog records written since; ``memory``: every table in memory, rebuilt from its changelog at each start."""
+    """``rocksdb``: tables on disk below the worker's state dir, memory stays flat and a restart after a clean stop
+    reads only the changelog records written since; ``memory``: every table in memory, rebuilt from its changelog at
+    each start (as the on-disk tables are after a kill, see ``streams.pipeline.tablestore``)."""
     worker_id: str | None = None
     """Names this worker's own table directory; two workers on one machine need two (the web port when not set)."""
     closed_ens_retention_days: float = 60.0

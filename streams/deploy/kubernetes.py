@@ -2,8 +2,8 @@
 
 Scaling is by partitions: every worker joins one consumer group (the app id), so each partition of the input
 topics is consumed by one worker at a time and replicas beyond the partition count stand idle. Tables live on disk
-(RocksDB) in each worker's own volume claim, named after its pod (``ICS2_WORKER_ID``): a restarted or rescheduled pod
-reads only the changelog records written since, and a partition that moved to it is rebuilt from its changelog. The
+(RocksDB) in each worker's own volume claim, named after its pod (``ICS2_WORKER_ID``): a pod restarted after a clean
+stop reads only the changelog records written since, and a partition that moved to it is rebuilt from its changelog. The
 StatefulSet's stable pod names are also Faust's client ids and make each worker's ``/health`` and ``/ens`` views
 addressable through the headless Service.
 """
