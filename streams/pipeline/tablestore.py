@@ -47,11 +47,12 @@ def key_partition(key: bytes, partitions: int) -> int:
 
 
 class KeyedRocksDBStore(RocksDBStore):
-    """Faust's RocksDB store, with a ``use_partitioner`` table's key kept in the database of its own partition.
+    """Faust's RocksDB store, with a ``use_partitioner`` table's key kept in the database of its own partition, and
+    the files of a worker that did not stop cleanly discarded at start (see the module's docstring).
 
-    Why: Faust's store writes into the database of the record being processed, while the changelog record goes to
-    the key's partition; a table written after a batch (the audit chain heads) then had keys in another partition's
-    database than their changelog's, and a worker given only the changelog's partition lost them.
+    Why the partition: Faust's store writes into the database of the record being processed, while the changelog
+    record goes to the key's partition; a table written after a batch (the audit chain heads) would have keys in
+    another partition's database than their changelog's, lost to a worker given only the changelog's partition.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
