@@ -149,7 +149,8 @@ def steady_window(sending_started: float, sending_ended: float, warmup: float = 
 class RssGrowth:
     """Resident memory at 25 %, 50 % and 100 % of a run; growth that does not level off is a leak.
 
-    The worker's tables live in memory, so RSS grows with the consolidations held; the second half's growth
+    With ``--table-store memory`` the worker's tables live in memory, so RSS grows with the consolidations held
+    (``rocksdb``, the default, keeps them on disk); the second half's growth
     (``late_growth_kib``) tells a level-off (state settled) from a leak (growth goes on at the same pace).
     """
 
@@ -308,6 +309,8 @@ class SoakParameters:
     sample_interval_s: float = 5.0
     partitions: int = 4
     drain_timeout_s: float = 900.0
+    table_store: str = "rocksdb"
+    """The worker's ``ICS2_TABLE_STORE``: ``rocksdb`` (tables on disk) or ``memory``, to compare their RSS."""
 
     def __post_init__(self) -> None:
         if self.bookings < 2 or self.rate <= 0 or self.sample_interval_s <= 0:
@@ -329,10 +332,12 @@ def service_env(settings: Settings, state_dir: Path, **extra: str) -> dict[str, 
     return env
 
 
-def start_worker(settings: Settings, workdir: Path, name: str = "worker") -> tuple[Child, int]:
+def start_worker(
+    settings: Settings, workdir: Path, name: str = "worker", table_store: str = "rocksdb"
+) -> tuple[Child, int]:
     """An ``ics2 worker`` on a free web port with its own state folder and log; returns it and the port."""
     port = free_tcp_port()
-    env = service_env(settings, workdir / f"state-{name}", ICS2_WEB_PORT=str(port))
+    env = service_env(settings, workdir / f"state-{name}", ICS2_WEB_PORT=str(port), ICS2_TABLE_STORE=table_store)
     child = Child(name, [ICS2, "worker", "--no-apply-topics"], env, workdir / f"{name}.log", cwd=REPO_ROOT)
     return child.start(), port
 
@@ -559,7 +564,7 @@ async def soak(session: BrokerSession, params: SoakParameters, workdir: Path) ->
     ]
     await apply_topics(settings, catalogue, PARTIES)
     gateway = start_gateway(settings, workdir)
-    worker, port = start_worker(settings, workdir)
+    worker, port = start_worker(settings, workdir, table_store=params.table_store)
     probe = OffsetProbe(settings)
     tracker = AnswerTracker(settings, catalogue, schemas)
     run = Run(settings, catalogue, params, worker, gateway, probe)
@@ -738,6 +743,8 @@ def run_soak(params: SoakParameters, bootstrap_servers: str | None) -> dict[str,
 @click.option("--drain-timeout", type=click.FloatRange(10.0, 7200.0), default=900.0, show_default=True,
               help="Seconds to wait, after the last booking, for every answer.")  # fmt: skip
 @click.option("--bootstrap-servers", help="Use this broker (topics deleted afterwards) instead of starting one.")
+@click.option("--table-store", type=click.Choice(["rocksdb", "memory"]), default="rocksdb", show_default=True,
+              help="Where the worker keeps its tables (ICS2_TABLE_STORE), to compare RSS.")  # fmt: skip
 @click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path), default=RESULTS_DIR, show_default=True)
 def main(
     bookings: int,
@@ -746,13 +753,14 @@ def main(
     partitions: int,
     drain_timeout: float,
     bootstrap_servers: str | None,
+    table_store: str,
     results_dir: Path,
 ) -> None:
     """Push a day of a large forwarder's bookings through a worker and the customs simulator; report what held."""
     configure_logging("auto", level="INFO")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     try:
-        params = SoakParameters(bookings, rate, sample_interval, partitions, drain_timeout)
+        params = SoakParameters(bookings, rate, sample_interval, partitions, drain_timeout, table_store)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     try:

@@ -33,6 +33,13 @@ class ProcessingGuarantee(StrEnum):
     EXACTLY_ONCE = "exactly_once"
 
 
+class TableStore(StrEnum):
+    """Where a worker keeps its tables: on disk (RocksDB, the worker's default) or in memory (the changelog only)."""
+
+    ROCKSDB = "rocksdb"
+    MEMORY = "memory"
+
+
 class SecurityProtocol(StrEnum):
     PLAINTEXT = "PLAINTEXT"
     SSL = "SSL"
@@ -79,6 +86,19 @@ class Settings:
     """Time to answer an RFI (IE3Q02) assumed when customs gives no deadline, which the message cannot carry."""
     rfs_response_time: str = "24h"
     """Time to answer an RFS (IE3Q03, high-risk cargo screening) assumed likewise."""
+    table_store: TableStore = TableStore.ROCKSDB
+    """``rocksdb``: tables on disk below the worker's state dir, memory stays flat and a restart after a clean stop
+    reads only the changelog records written since; ``memory``: every table in memory, rebuilt from its changelog at
+    each start (as the on-disk tables are after a kill, see ``streams.pipeline.tablestore``)."""
+    worker_id: str | None = None
+    """Names this worker's own table directory; two workers on one machine need two (the web port when not set)."""
+    closed_ens_retention_days: float = 60.0
+    """How long a closed ENS stays in the tables after its last change and its lodging deadline (see
+    ``streams.domain.retention``); then it and the plans, ledger entries and parked records keyed by it go."""
+    eviction_interval_s: float = 300.0
+    """How often the eviction timer looks for closed ENS."""
+    evictions_per_tick: int = 500
+    """At most this many ENS evicted per look, so that a backlog does not stall the worker."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -97,12 +117,14 @@ class Settings:
         try:
             if "security_protocol" in values:
                 values["security_protocol"] = SecurityProtocol(str(values["security_protocol"]).upper())
+            if "table_store" in values:
+                values["table_store"] = TableStore(str(values["table_store"]).lower())
             if "processing_guarantee" in values:
                 values["processing_guarantee"] = ProcessingGuarantee(str(values["processing_guarantee"]).lower())
-            for name in ("web_port", "default_partitions"):
+            for name in ("web_port", "default_partitions", "evictions_per_tick"):
                 if name in values:
                     values[name] = int(values[name])
-            for name in ("watchdog_interval_s", "change_wait_s"):
+            for name in ("watchdog_interval_s", "change_wait_s", "closed_ens_retention_days", "eviction_interval_s"):
                 if name in values:
                     values[name] = float(values[name])
             for name in ("state_dir", "audit_key", "operators_file"):
@@ -113,6 +135,10 @@ class Settings:
         settings = cls(**values)
         settings.margins  # noqa: B018 - validates the margins early, at the entry point
         settings.response_times  # noqa: B018 - and the response times
+        if settings.closed_ens_retention_days <= 0 or settings.evictions_per_tick <= 0:
+            raise SettingsError("ICS2_CLOSED_ENS_RETENTION_DAYS and ICS2_EVICTIONS_PER_TICK must be above 0")
+        if settings.worker_id is not None and Path(settings.worker_id).name != settings.worker_id:
+            raise SettingsError(f"ICS2_WORKER_ID {settings.worker_id!r} must be a plain name, not a path")
         if settings.security_protocol.value.startswith("SASL") and not (
             settings.sasl_mechanism and settings.sasl_username and settings.sasl_password
         ):
@@ -124,6 +150,16 @@ class Settings:
         """The escalation margins, widest first."""
         margins = [_duration(part, "deadline margin") for part in self.deadline_margins.split(",")]
         return tuple(sorted(margins, reverse=True))
+
+    @property
+    def closed_ens_retention(self) -> timedelta:
+        return timedelta(days=self.closed_ens_retention_days)
+
+    @property
+    def table_dir(self) -> Path:
+        """This worker's own table directory: RocksDB locks its files, so two workers cannot share one."""
+        worker = self.worker_id or f"port-{self.web_port}"
+        return self.state_dir / "faust" / self.app_id / worker
 
     @property
     def operators_path(self) -> Path:

@@ -1,11 +1,11 @@
 """Kubernetes manifests of the workers and the gateway connector, for a cluster whose Kafka Strimzi runs.
 
 Scaling is by partitions: every worker joins one consumer group (the app id), so each partition of the input
-topics is consumed by one worker at a time and replicas beyond the partition count stand idle. Tables live in
-memory and are rebuilt from their changelog topics when a worker gets a partition, so a pod keeps nothing on disk
-worth saving: no volume claims, no standby replicas. A StatefulSet still gives the pods stable names, which Faust
-uses as client ids and which make each worker's ``/health`` and ``/ens`` views addressable through the headless
-Service.
+topics is consumed by one worker at a time and replicas beyond the partition count stand idle. Tables live on disk
+(RocksDB) in each worker's own volume claim, named after its pod (``ICS2_WORKER_ID``): a pod restarted after a clean
+stop reads only the changelog records written since, and a partition that moved to it is rebuilt from its changelog. The
+StatefulSet's stable pod names are also Faust's client ids and make each worker's ``/health`` and ``/ens`` views
+addressable through the headless Service.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ IMAGE_UID = 10001
 PASSWORD_KEY = "password"
 #: Strimzi's Cluster Operator puts the cluster CA certificate under this key of ``<cluster>-cluster-ca-cert``.
 CA_KEY = "ca.crt"
+#: Each worker's table volume: RocksDB files of its partitions (a few KiB per open consolidation, closed ones evicted).
+STATE_CLAIM_SIZE = "10Gi"
 
 
 def labels(options: DeployOptions, component: str) -> dict[str, str]:
@@ -87,6 +89,9 @@ def worker_statefulset(options: DeployOptions) -> dict[str, Any]:
         "readinessProbe": _health_probe(failure_threshold=3),
         "livenessProbe": _health_probe(failure_threshold=6),
     }
+    # The pod's name names its table directory, so that the same pod finds its RocksDB files again.
+    pod_name = {"name": "ICS2_WORKER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    container["env"] = [*container["env"], pod_name]
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -97,7 +102,16 @@ def worker_statefulset(options: DeployOptions) -> dict[str, Any]:
             # Workers do not depend on each other's start: start them together, one rebalance instead of N.
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": labels(options, "worker")},
-            "template": _pod_template(options, "worker", container),
+            "template": _pod_template(options, "worker", container, state_claim=True),
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "state", "labels": labels(options, "worker")},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": STATE_CLAIM_SIZE}},
+                    },
+                }
+            ],
         },
     }
 
@@ -162,7 +176,11 @@ def _container(options: DeployOptions, name: str, args: list[str], user: str) ->
     }
 
 
-def _pod_template(options: DeployOptions, component: str, container: dict[str, Any]) -> dict[str, Any]:
+def _pod_template(
+    options: DeployOptions, component: str, container: dict[str, Any], *, state_claim: bool = False
+) -> dict[str, Any]:
+    """``state_claim``: the ``state`` volume is the StatefulSet's claim of the pod, not a scratch directory."""
+    state = [] if state_claim else [{"name": "state", "emptyDir": {}}]
     return {
         "metadata": {"labels": labels(options, component)},
         "spec": {
@@ -176,7 +194,7 @@ def _pod_template(options: DeployOptions, component: str, container: dict[str, A
             },
             "containers": [container],
             "volumes": [
-                {"name": "state", "emptyDir": {}},
+                *state,
                 {"name": "tmp", "emptyDir": {}},
                 {
                     "name": "cluster-ca",

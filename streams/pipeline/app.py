@@ -10,6 +10,7 @@ Topology (every topic, table and changelog named in ``streams.topics``)::
     ens-events ──track-ens (table: ens-state)──▶ alerts, party queues
     timer watchdog ──▶ ens-events (tick) for ENS whose deadline nears with filings missing
     timer parked-changes ──▶ notifications.parsed (FilingChange, ics2-expiry) for changes waiting too long
+    timer closed-ens-eviction ──▶ tombstones in the plans, ledger, parked and ens-state changelogs for closed ENS
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from typing import Any
 import faust
 import structlog
 from faust.serializers import codecs
-from faust.types import TableT
+from faust.types import TP, TableT
 from yarl import URL
 
 from streams.audit.signing import key_path, signer_for
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.records import ens_event
 from streams.pipeline.dead_letters import DeadLetterSink
+from streams.pipeline.eviction import Evictor
 from streams.pipeline.recovery import OrderedTableManager
 from streams.pipeline.runner import (
     AsyncHandler,
@@ -47,6 +49,7 @@ from streams.pipeline.stages.correlate import Correlator
 from streams.pipeline.stages.lifecycle import LifecycleTracker, ticks_due
 from streams.pipeline.stages.parse import NotificationParser
 from streams.pipeline.stall import StallGuard
+from streams.pipeline.tablestore import key_partition, store_url, table_options, table_partitions
 from streams.pipeline.web import register_views
 from streams.settings import ProcessingGuarantee, SecurityProtocol, Settings
 from streams.topics import Catalogue, TopicSpec, with_partitions
@@ -87,15 +90,16 @@ class Pipeline:
     stats: StageStats
     tables: dict[str, TableT[str, bytes]] = field(default_factory=dict)
     runners: dict[str, StageRunner] = field(default_factory=dict)
+    evictor: Evictor | None = None
 
 
 def faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from the settings; no agents yet."""
-    datadir = settings.state_dir / "faust" / settings.app_id
+    datadir = settings.table_dir
     datadir.parent.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
         "broker": settings.faust_broker_url,
-        "store": "memory://",
+        "store": store_url(settings),
         "processing_guarantee": settings.processing_guarantee.value,
         "topic_partitions": settings.default_partitions,
         "topic_replication_factor": 1,
@@ -170,7 +174,13 @@ def _table(
     )
     topic = app.topic(spec.name, schema=schema, partitions=spec.partitions, config=spec.config())
     table: TableT[str, bytes] = app.Table(
-        name, default=None, schema=schema, partitions=spec.partitions, changelog_topic=topic, use_partitioner=by_key
+        name,
+        default=None,
+        schema=schema,
+        partitions=spec.partitions,
+        changelog_topic=topic,
+        use_partitioner=by_key,
+        options=table_options(settings),
     )
     # Faust writes changelog records with serializers it derives from key_type/value_type (JSON without them), not
     # with the schema that recovery reads them with: keys came back JSON-quoted and a recovered table missed them all.
@@ -178,6 +188,13 @@ def _table(
     table.key_serializer = schema.key_serializer  # type: ignore[attr-defined]
     table.value_serializer = schema.value_serializer  # type: ignore[attr-defined]
     return table
+
+
+def _owned(app: faust.App, table: TableT[str, bytes], routing_key: str) -> bool:
+    """Whether this worker is the active owner of the table partition that ``routing_key`` is placed in."""
+    topic = table.changelog_topic.get_topic_name()
+    partition = key_partition(routing_key.encode(), table_partitions(table))
+    return TP(topic, partition) in app.assignor.assigned_actives()
 
 
 def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, clock: Clock = utc_now) -> Pipeline:
@@ -193,11 +210,16 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
     tables["plans"] = _table(app, "plans", catalogue.plans_changelog, settings)
     tables["ledger"] = _table(app, "ledger", catalogue.filing_ledger_changelog, settings)
     tables["parked"] = _table(app, "parked", catalogue.parked_changelog, settings)
-    tables["ens-state"] = _table(app, "ens-state", catalogue.ens_state_changelog, settings)
+    # Written once per MBL after a batch's alerts are acknowledged (``LifecycleTracker`` batched), while the current
+    # record may be of another partition: partitioned by key, like the audit chain heads below.
+    tables["ens-state"] = _table(app, "ens-state", catalogue.ens_state_changelog, settings, by_key=True)
     # Written once per MBL after a batch's records are acknowledged (``BatchChainer``), while the current record
     # may be of another partition: partitioned by key.
     tables["audit-chain"] = _table(app, "audit-chain", catalogue.audit_chain_changelog, settings, by_key=True)
 
+    tracker = LifecycleTracker(
+        schemas, catalogue, clock, tables["ens-state"], settings.margins, settings.response_times, batched=True
+    )
     stages: dict[str, tuple[TopicSpec, Handler | AsyncHandler]] = {
         "plan-bookings": (catalogue.bookings, BookingStage(schemas, catalogue, clock, tables["plans"])),
         "parse-notifications": (catalogue.notifications_inbound, NotificationParser(schemas, catalogue, clock)),
@@ -205,18 +227,7 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
             catalogue.notifications_parsed,
             Correlator(schemas, catalogue, clock, tables["ledger"], tables["parked"]),
         ),
-        "track-ens": (
-            catalogue.ens_events,
-            LifecycleTracker(
-                schemas,
-                catalogue,
-                clock,
-                tables["ens-state"],
-                settings.margins,
-                settings.response_times,
-                batched=True,
-            ),
-        ),
+        "track-ens": (catalogue.ens_events, tracker),
     }
     signer = signer_for(key_path(settings))
     log.info("audit_signing_key", key_id=signer.key_id, path=str(key_path(settings)))
@@ -261,6 +272,21 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
         emits = changes.expired(tables["parked"].items(), clock(), wait, schemas, topic)
         if emits and await skip_when_broker_away("parked-changes", lambda: producer.send_all(emits)):
             log.info("parked_changes_expiring", count=len(emits))
+
+    evictor = pipeline.evictor = Evictor(
+        tables,
+        settings.closed_ens_retention,
+        settings.evictions_per_tick,
+        pending=lambda: getattr(tracker, "pending", {}),
+        owned=lambda table, routing_key: _owned(app, tables[table], routing_key),
+    )
+
+    @app.timer(settings.eviction_interval_s, name="closed-ens-eviction")
+    async def closed_ens_eviction() -> None:
+        """Deletes closed ENS past their retention with what is keyed by them (``streams.pipeline.eviction``)."""
+        evicted = evictor.evict(clock())
+        if evicted:
+            log.info("closed_ens_evicted", count=len(evicted), evicted_total=evictor.evicted["ens-state"])
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

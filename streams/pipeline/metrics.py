@@ -102,9 +102,13 @@ class LatencyMatcher:
 class PipelineMetrics(Collector):
     """One app's metrics: a collector read at scrape time plus the alert latency histogram."""
 
-    def __init__(self, stats: StageStats, states: Callable[[], Iterable[bytes]]) -> None:
+    def __init__(
+        self, stats: StageStats, states: Callable[[], Iterable[bytes]], evicted: Mapping[str, int] | None = None
+    ) -> None:
         self.stats = stats
         self.states = states
+        self.evicted = evicted if evicted is not None else {}
+        """The eviction timer's counts: keys per table, and ENS per reason as ``ens:<reason>``."""
         self.lag: dict[TopicPartition, int] = {}
         self.dead_letters: Counter[tuple[str, str, str]] = Counter()
         self.latency = LatencyMatcher()
@@ -141,6 +145,20 @@ class PipelineMetrics(Collector):
         for labels, count in sorted(self.dead_letters.items()):
             dead.add_metric(list(labels), count)
         yield dead
+        evicted_keys = CounterMetricFamily(
+            "ics2_evicted_table_keys", "Table keys the closed-ENS eviction deleted (tombstoned)", labels=["table"]
+        )
+        evicted_ens = CounterMetricFamily(
+            "ics2_evicted_ens", "Closed ENS evicted after their retention, by why they were closed", labels=["reason"]
+        )
+        for name, count in sorted(self.evicted.items()):
+            what, _, reason = name.partition("ens:")
+            if reason:
+                evicted_ens.add_metric([reason], count)
+            else:
+                evicted_keys.add_metric([what], count)
+        yield evicted_keys
+        yield evicted_ens
         lag = GaugeMetricFamily(
             "ics2_consumer_lag", "Highwater minus position per assigned partition", labels=["topic", "partition"]
         )

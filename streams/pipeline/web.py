@@ -303,7 +303,8 @@ def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, cloc
     ``/api/consolidations``, ``/api/alerts``, ``/api/worker`` and the ack view (the last six for logged-in operators
     only; ``/ens/<mbl>``, ``/metrics`` and ``/health`` are the machine views of ``ics2 status`` and Prometheus)."""
     table = pipeline.tables["ens-state"]
-    metrics = PipelineMetrics(pipeline.stats, lambda: [raw for _, raw in table.items() if raw])
+    evicted = pipeline.evictor.evicted if pipeline.evictor is not None else None
+    metrics = PipelineMetrics(pipeline.stats, lambda: [raw for _, raw in table.items() if raw], evicted)
     ens_topic = pipeline.catalogue.ens_events.name
 
     def owned() -> set[int]:

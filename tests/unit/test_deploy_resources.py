@@ -338,7 +338,8 @@ class TestManifests:
             command.make_context(name, list(args))
 
     def test_pods_run_as_the_image_user_with_state_where_the_image_keeps_it(self):
-        """runAsUser is the Dockerfile's ics2 user, and the writable state volume is the image's ICS2_STATE_DIR."""
+        """runAsUser is the Dockerfile's ics2 user, and the writable state volume is the image's ICS2_STATE_DIR: a
+        claim per worker pod (its RocksDB tables), a scratch directory for the gateway."""
         dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
         uid = int(re.search(r"--uid (\d+)", dockerfile).group(1))
         state_dir = re.search(r"ICS2_STATE_DIR=(\S+)", dockerfile).group(1)
@@ -349,7 +350,17 @@ class TestManifests:
             assert spec["securityContext"]["runAsUser"] == uid
             mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
             volumes = {v["name"]: v for v in spec["volumes"]}
-            assert "emptyDir" in volumes[mounts[state_dir]]
+            claims = {c["metadata"]["name"] for c in workload["spec"].get("volumeClaimTemplates", [])}
+            if workload["kind"] == "StatefulSet":
+                assert mounts[state_dir] in claims and mounts[state_dir] not in volumes
+            else:
+                assert "emptyDir" in volumes[mounts[state_dir]] and not claims
+
+    def test_each_worker_pod_names_its_own_table_directory(self):
+        """Two workers must not share a RocksDB directory: the pod's name is the worker id."""
+        container = pod_spec(only(all_docs(options()), "StatefulSet"))["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["ICS2_WORKER_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
     def test_statefulset_is_governed_by_the_headless_service(self):
         """Stable pod DNS names need the StatefulSet's serviceName to be a headless Service."""

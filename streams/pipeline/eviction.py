@@ -1,0 +1,94 @@
+"""The eviction timer's work: closed ENS quiet for the retention period leave the tables, a bounded number a tick.
+
+The domain decides what is evictable (``streams.domain.retention``); this removes the ENS state and what else is
+keyed by the consolidation: the plan memories (``<mbl>|<planning party>``), the ledger entries of its filings
+(``lrn:``, ``mrn:``, ``ref:``) and anything parked under them. Each removal is a table delete: a tombstone in the
+compacted changelog, so a restarted or new worker does not bring the ENS back. The audit chain head stays (see
+``streams.domain.retention``).
+
+A late record about an evicted ENS is handled as for an unknown one: a customs notification whose ledger entry is
+gone waits in ``parked`` (as one arriving before its filing is known), an acknowledgement is logged and dropped by
+the tracker (``ack_for_unknown_ens``), and a new booking version starts a new consolidation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Container, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from faust.types import TableT
+
+from streams.domain.lifecycle import EnsState
+from streams.domain.retention import Eviction, eviction
+from streams.pipeline.stages import answers, changes
+from streams.pipeline.tablestore import delete_key
+
+log = structlog.get_logger(__name__)
+
+#: The tables an eviction removes keys from, in the order it removes them (the ENS state last, so that an eviction
+#: cut short by a crash is found again at the next tick).
+EVICTED_TABLES = ("plans", "ledger", "parked", "ens-state")
+
+
+def related_keys(evicted: Eviction) -> list[tuple[str, str, str]]:
+    """``(table, key, routing key)`` of everything keyed by the consolidation, the ENS state last."""
+    keys = [("plans", f"{evicted.mbl}|{party}", evicted.mbl) for party in evicted.planning_parties]
+    for key in evicted.ledger_keys:
+        keys.append(("ledger", key, key))
+        parked = (key, answers.parked_key(key), changes.parked_key(key), changes.rejected_key(key))
+        keys += [("parked", p, key) for p in parked]
+    keys.append(("ens-state", evicted.mbl, evicted.mbl))
+    return keys
+
+
+@dataclass
+class Evictor:
+    """Finds the closed ENS this worker owns and deletes them with their keys, at most ``limit`` a tick."""
+
+    tables: Mapping[str, TableT[str, bytes]]
+    retention: timedelta
+    limit: int
+    pending: Callable[[], Container[str]] = frozenset
+    """MBLs whose new state is not stored yet (the tracker's batch): never evicted under it."""
+    owned: Callable[[str, str], bool] = lambda table, routing_key: True
+    """Whether this worker holds the table's partition of a routing key as an active (not a standby copy)."""
+    evicted: Counter[str] = field(default_factory=Counter)
+    """Keys deleted per table, and ENS per reason (``ens:<reason>``), since the worker started."""
+
+    def due(self, now: datetime) -> list[Eviction]:
+        """Up to ``limit`` evictable ENS, skipping those not owned here or with a state still pending."""
+        pending = self.pending()
+        due: list[Eviction] = []
+        for mbl, raw in self.tables["ens-state"].items():
+            if not raw or mbl in pending or not self.owned("ens-state", mbl):
+                continue
+            found = eviction(EnsState.from_json(json.loads(raw)), now, self.retention)
+            if found is not None:
+                due.append(found)
+                if len(due) >= self.limit:
+                    break
+        return due
+
+    def evict(self, now: datetime) -> list[Eviction]:
+        """Deletes what ``due`` finds; returns the evicted ENS."""
+        due = self.due(now)
+        for evicted in due:
+            held: Counter[str] = Counter()
+            for table, key, routing_key in related_keys(evicted):
+                elsewhere = not self.owned(table, routing_key)
+                if delete_key(self.tables[table], key, routing_key, elsewhere=elsewhere):
+                    held[table] += 1
+            self.evicted.update(held)
+            self.evicted[f"ens:{evicted.reason}"] += 1
+            log.info(
+                "ens_evicted",
+                mbl=evicted.mbl,
+                reason=evicted.reason,
+                closed_at=evicted.closed_at.isoformat(),
+                keys=dict(held),
+            )
+        return due
