@@ -43,6 +43,9 @@ PRODUCE_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 BATCH_MAX_RECORDS = 500
 BATCH_MAX_EMITS = 5000
 BATCH_MAX_AGE_S = 0.05
+#: A stage under load (its batch opened this soon after its last send) waits this long for more records.
+BUSY_GAP_S = 0.005
+BUSY_LINGER_S = 0.002
 #: A stage working through a backlog lets the others run at least this often.
 YIELD_EVERY_S = 0.002
 
@@ -203,15 +206,27 @@ class BatchPolicy:
     max_emits: int = BATCH_MAX_EMITS
     max_age_s: float = BATCH_MAX_AGE_S
     linger_s: float = 0.0
+    busy_linger_s: float = BUSY_LINGER_S
+    """The linger of a stage under load: its batch opened soon after the previous one was sent."""
+    busy_gap_s: float = BUSY_GAP_S
 
     def full(self, batch: Batch) -> bool:
         return len(batch.tokens) >= self.max_records or batch.emit_count >= self.max_emits
 
-    def linger(self, batch: Batch, waiting: bool, now: float) -> float:
-        """How long to wait for more records before deciding whether the batch is due; 0 to decide now."""
+    def linger(self, batch: Batch, waiting: bool, now: float, last_flush: float = float("-inf")) -> float:
+        """How long to wait for more records before deciding whether the batch is due; 0 to decide now.
+
+        Faust hands a stage one record per turn of the event loop, so "nothing waits" is seen after almost every
+        record even in a backlog, and batches stayed at one record (measured). A stage whose batch opened within
+        ``busy_gap_s`` of its last send is under load: it lingers ``busy_linger_s`` for the records already
+        fetched. A record after a quiet spell goes out at once.
+        """
         if waiting or not batch.tokens or self.full(batch):
             return 0.0
-        return max(0.0, self.linger_s - (now - batch.opened_at))
+        linger = self.linger_s
+        if batch.opened_at - last_flush < self.busy_gap_s:
+            linger = max(linger, self.busy_linger_s)
+        return max(0.0, linger - (now - batch.opened_at))
 
     def due(self, batch: Batch, waiting: bool, now: float) -> bool:
         if not batch.tokens:
@@ -385,6 +400,7 @@ def add_stage(
         stream.enable_acks = False
         batch = Batch()
         yielded_at = time.monotonic()
+        flushed_at = float("-inf")
         async for event in stream.events():
             incoming = Incoming.from_faust(event.message)
             try:
@@ -393,14 +409,14 @@ def add_stage(
                 await runner.flush(batch, stream.ack)
                 raise
             batch.add(event, incoming, emits)
-            pause = policy.linger(batch, waiting(stream), time.monotonic())
+            pause = policy.linger(batch, waiting(stream), time.monotonic(), flushed_at)
             if pause:
                 await asyncio.sleep(pause)
             now = time.monotonic()
             if policy.due(batch, waiting(stream), now):
                 await runner.flush(batch, stream.ack)
                 batch = Batch()
-                yielded_at = time.monotonic()
+                yielded_at = flushed_at = time.monotonic()
             elif now - yielded_at >= YIELD_EVERY_S:
                 # Taking a buffered record does not yield to the event loop: without this, a stage working
                 # through a backlog would hold every other stage (and the notifications' latency) until its

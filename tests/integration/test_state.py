@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 
 from streams.client import produce, publish_bookings, read_topic
+from streams.contracts.avro import SchemaCatalogue
+from streams.contracts.records import ens_event
 from streams.messages.build import build_ie3n03, build_ie3r01
+from streams.pipeline.tablestore import key_partition
 from streams.settings import Settings
 from streams.topics import Catalogue
 from tests.integration.services import Service, worker
@@ -133,6 +136,9 @@ async def test_a_closed_ens_is_evicted_with_tombstones_and_a_late_answer_is_park
     for topic, keys in wanted.items():
         assert tombstones(topic, keys) == keys, topic
     assert not tombstones(catalogue.ens_state_changelog.name, {still_open.encode()})
+    # The tracker stores an ENS after its batch, whatever record is current then: each state on its key's partition.
+    states = records[catalogue.ens_state_changelog.name]
+    assert states and all(r.partition == key_partition(r.key, settings.default_partitions) for r in states)
     text = await asyncio.to_thread(metrics, evicting_worker)
     assert 'ics2_evicted_ens_total{reason="lodged"} 1.0' in text
 
@@ -206,3 +212,35 @@ async def test_a_restarted_worker_reads_its_rocksdb_files_unless_it_was_killed(
     assert max(after_stop.values()) > -1, "the restart read the ENS changelog from its start, not from its files"
     assert max(after_kill.values()) == -1, "the restart after a kill kept files that may be ahead of its offsets"
     assert "table_files_discarded" in third.log_path.read_text()
+
+
+async def test_each_ens_state_is_stored_on_its_own_partition(
+    settings: Settings, catalogue: Catalogue, tmp_path: Path
+) -> None:
+    """The tracker stores a batch's states after its alerts are acknowledged, when the current record may be of
+    another partition: every state must still reach its key's changelog partition (and database), where the
+    worker that owns the MBL recovers it. Ticks for 200 MBLs waiting on every partition before the worker starts
+    make its batches span partitions."""
+    schemas = SchemaCatalogue.load()
+    now = datetime.now(UTC)
+    mbls = [f"OCLU26TYO78{i:05d}" for i in range(200)]
+    ticks = [(m.encode(), schemas.encode("EnsEvent", ens_event(m, "tick", now, {}, f"test:{m}"))) for m in mbls]
+    await produce(settings, catalogue.ens_events.name, ticks)
+    wanted = {mbl.encode() for mbl in mbls}
+    service = worker(settings, tmp_path).start()
+    try:
+        states = await read_topic(
+            settings,
+            catalogue.ens_state_changelog.name,
+            until=lambda rs: {r.key for r in rs} >= wanted,
+            timeout=120,
+        )
+        service.check_running("after the ticks")
+    finally:
+        service.stop()
+    assert {r.key for r in states} >= wanted
+    assert len({r.partition for r in states}) == settings.default_partitions > 1
+    misplaced = [
+        (r.key, r.partition) for r in states if r.partition != key_partition(r.key, settings.default_partitions)
+    ]
+    assert misplaced == []

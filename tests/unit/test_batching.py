@@ -193,3 +193,13 @@ class TestBatchPolicy:
         assert policy.linger(self.batch(2, opened_at=1.0), waiting=True, now=1.05) == 0.0, "records wait: take them"
         assert policy.linger(self.batch(10, opened_at=1.0), waiting=False, now=1.05) == 0.0, "a full batch goes"
         assert policy.linger(Batch(), waiting=False, now=1.05) == 0.0
+
+    def test_a_stage_under_load_lingers_briefly_for_the_records_already_fetched(self):
+        """Faust hands over one record per loop turn, so a backlog looks empty after each record: a batch opened
+        just after the previous send waits ``busy_linger_s``; one after a quiet spell goes at once."""
+        policy = BatchPolicy(busy_linger_s=0.002, busy_gap_s=0.005)
+        busy = self.batch(1, opened_at=10.0)
+        assert policy.linger(busy, waiting=False, now=10.0, last_flush=9.999) == pytest.approx(0.002)
+        assert policy.linger(busy, waiting=False, now=10.003, last_flush=9.999) == 0.0, "lingered once already"
+        assert policy.linger(busy, waiting=False, now=10.0, last_flush=9.9) == 0.0, "a quiet spell before it"
+        assert policy.linger(busy, waiting=False, now=10.0) == 0.0, "the stage's first batch"
