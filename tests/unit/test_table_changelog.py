@@ -47,8 +47,9 @@ class TestTableChangelog:
         assert raw_key == b"OCLU26TYO7781234"
 
 
-def test_only_the_audit_chain_changelog_is_partitioned_by_key(pipeline):
-    """The chain's heads are stored after a whole batch, when the record at hand may be of another partition: the
-    changelog partition comes from the MBL itself; the other tables are written while their record is at hand."""
+def test_the_tables_written_after_a_batch_are_partitioned_by_key(pipeline):
+    """The chain's heads and the ENS states are stored after a whole batch, when the record at hand may be of
+    another partition: their changelog partition comes from the MBL itself; the other tables are written while their
+    record is at hand."""
     by_key = {name for name, table in pipeline.tables.items() if table.use_partitioner}
-    assert by_key == {"audit-chain"}
+    assert by_key == {"audit-chain", "ens-state"}

@@ -7,6 +7,9 @@ the table as it was so that the redelivered events give the same alerts again.
 
 from __future__ import annotations
 
+import orjson
+
+from streams.contracts.records import ens_event
 from streams.pipeline.stage import Emit, Incoming
 from streams.pipeline.stages.lifecycle import LifecycleTracker
 from streams.simulator import Outcome, RiskRule, RiskScript
@@ -80,3 +83,20 @@ def test_an_abandoned_batch_leaves_the_table_and_gives_the_same_alerts_again() -
     reference: dict[str, bytes] = {}
     _run(_tracker(pump, reference, batched=False), events)
     assert states == reference
+
+
+def test_a_state_changed_in_the_table_is_read_again_not_taken_from_the_decoded_ones() -> None:
+    """Eviction (a delete) or a recovered changelog changes the table behind the tracker: the table wins."""
+    pump, events = _seed_events()
+    states: dict[str, bytes] = {}
+    tracker = _tracker(pump, states, batched=True)
+    _run(tracker, events)
+    tracker.acknowledged()
+    assert MBL in tracker.decoded and orjson.loads(states[MBL])["filings"]
+
+    del states[MBL]
+    now = NOW.isoformat()
+    tick = pump.schemas.encode("EnsEvent", ens_event(MBL, "tick", NOW, {}, f"test:{now}"))
+    _run(tracker, [Incoming(pump.catalogue.ens_events.name, 0, 10_000, MBL.encode(), tick, ())])
+    tracker.acknowledged()
+    assert orjson.loads(states[MBL])["filings"] == [], "a fresh ENS, not the decoded state of the evicted one"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+import orjson
 import structlog
 
 from streams.contracts.avro import SchemaCatalogue
@@ -19,6 +21,9 @@ from streams.pipeline.stages.base import Clock, EmittingStage
 from streams.topics import Catalogue
 
 log = structlog.get_logger(__name__)
+
+#: How many decoded ENS states the batched tracker keeps between batches (least recently used dropped first).
+DECODED_LIMIT = 2048
 
 
 class LifecycleTracker(EmittingStage):
@@ -50,24 +55,43 @@ class LifecycleTracker(EmittingStage):
         self.batched = batched
         self.pending: dict[str, EnsState] = {}
         """MBL -> its state after the batch in flight, not stored yet (``batched`` only)."""
+        self.decoded: OrderedDict[str, tuple[bytes, EnsState]] = OrderedDict()
+        """MBL -> the bytes last stored and the state they hold (``batched`` only): an MBL busy over several
+        batches is not decoded again while the table still holds exactly those bytes (recovery, eviction or another
+        worker's write change them)."""
 
     def _state(self, mbl: str) -> EnsState | None:
         if mbl in self.pending:
             return self.pending[mbl]
         stored = self.states.get(mbl)
-        return None if stored is None else EnsState.from_json(json.loads(stored))
+        if stored is None:
+            self.decoded.pop(mbl, None)
+            return None
+        cached = self.decoded.get(mbl)
+        if cached is not None and cached[0] == stored:
+            self.decoded.move_to_end(mbl)
+            return cached[1]
+        return EnsState.from_json(orjson.loads(stored))
 
-    def _store(self, mbl: str, state: EnsState) -> None:
-        self.states[mbl] = json.dumps(state.to_json()).encode()
+    def _store(self, mbl: str, state: EnsState) -> bytes:
+        stored = orjson.dumps(state.to_json())
+        self.states[mbl] = stored
+        return stored
 
     def acknowledged(self) -> None:
-        """Every alert of the batch is written: store each MBL's state once."""
+        """Every alert of the batch is written: store each MBL's state once, and keep it decoded."""
         for mbl, state in self.pending.items():
-            self._store(mbl, state)
+            self.decoded[mbl] = (self._store(mbl, state), state)
+            self.decoded.move_to_end(mbl)
+        while len(self.decoded) > DECODED_LIMIT:
+            self.decoded.popitem(last=False)
         self.pending.clear()
 
     def abandoned(self) -> None:
-        """The batch will be delivered again: forget what it did, the table still holds the state before it."""
+        """The batch will be delivered again: forget what it did, the table still holds the state before it (the
+        decoded states it changed in place are dropped with it)."""
+        for mbl in self.pending:
+            self.decoded.pop(mbl, None)
         self.pending.clear()
 
     def __call__(self, incoming: Incoming) -> list[Emit]:
@@ -101,7 +125,7 @@ def ticks_due(states: Iterable[tuple[str, bytes]], now: datetime, widest_margin:
     """MBLs whose ENS misses filings, or has unacknowledged DNL/RFI/RFS alerts, within the widest margin."""
     due: list[str] = []
     for mbl, raw in states:
-        state = EnsState.from_json(json.loads(raw))
+        state = EnsState.from_json(orjson.loads(raw))
         if state.needs_tick(now, widest_margin):
             due.append(mbl)
     return due
