@@ -18,7 +18,7 @@ from typing import Any
 
 from streams.audit.parallel import examine_parallel, in_shares, share_of, worth_forking
 from streams.audit.signing import Keyring
-from streams.audit.trail import ChainHead
+from streams.audit.trail import ChainHead, Examination
 from streams.contracts.events import ACK, CHANGE_SENT, decode_lifecycle_event
 from streams.domain.dates import format_datetime, parse_datetime
 from streams.domain.events import Ack
@@ -318,19 +318,42 @@ def build_report(
     filters = filters or ReplayFilter()
     stored = list(records)
     found = examine_parallel(stored, heads, keys, accept_unsigned, workers)
-    chains: dict[str, list[Mapping[str, Any]]] = {}
-    for record in found.unique:
-        chains.setdefault(record["mbl"], []).append(record)
-    selected = [m for m in sorted(chains) if filters.mbl is None or m == filters.mbl]
+    chains = by_chain(found.unique)
+    selected = selected_chains(chains, filters)
     workers = worth_forking(sum(len(chains[m]) for m in selected), workers)
     consolidations = _consolidations(selected, chains, filters, workers)
+    return assemble_report(filters, found, len(stored), len(chains), keys, consolidations)
+
+
+def by_chain(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """The records of each MBL's chain, in the order given."""
+    chains: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        chains.setdefault(record["mbl"], []).append(record)
+    return chains
+
+
+def selected_chains(chains: Iterable[str], filters: ReplayFilter) -> list[str]:
+    """The MBLs whose history the report shows, sorted."""
+    return [m for m in sorted(chains) if filters.mbl is None or m == filters.mbl]
+
+
+def assemble_report(
+    filters: ReplayFilter,
+    found: Examination,
+    records: int,
+    chains: int,
+    keys: Keyring | None,
+    consolidations: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The report from the chains' findings (``found.unique`` is not read) and the consolidations' histories."""
     return {
         "format": REPORT_FORMAT,
         "filters": filters.to_json(),
         "integrity": {
             "intact": not found.breaks,
-            "records": len(stored),
-            "chains": len(chains),
+            "records": records,
+            "chains": chains,
             "breaks": [b.to_json() for b in found.breaks],
             "duplicates": [d.to_json() for d in found.duplicates],
             "signatures": {
