@@ -2,7 +2,8 @@
 
 The records are what ``audit-chain`` writes (one chain per MBL, interleaved); the measure is what ``ics2 replay``
 does before it builds timelines: read every record (from the Kafka audit topic, or from an Avro archive file) and
-verify every chain, in one process (the baseline) and in one process per CPU (``streams.audit.parallel``).
+verify every chain, in one process (the baseline) and in one process per CPU (``streams.audit.parallel``). From
+Kafka the reader keeps the raw messages and the processes decode their share too (``streams.audit.raw``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from streams.admin import admin_client
 from streams.audit.archive import read_archives, write_archive
 from streams.audit.parallel import default_workers, examine_parallel, worth_forking
-from streams.audit.reading import read_trail
+from streams.audit.raw import RawTrail, replay_shares
+from streams.audit.reading import read_raw_trail, read_trail
 from streams.audit.signing import Keyring, Signer
 from streams.audit.trail import ChainHead, chain, head_after
 from streams.client import produce
@@ -132,11 +134,37 @@ async def load_trail(settings: Settings, schemas: SchemaCatalogue, count: int, p
 async def replay_from_kafka(
     settings: Settings, schemas: SchemaCatalogue, workers: int | None = None
 ) -> tuple[ReplayRate, ReplayRate]:
-    """Read the audit topic back (as ``ics2 replay`` does), then verify it in one process and in ``workers``."""
+    """Read the audit topic's raw messages back (as ``ics2 replay`` does), then decode and verify them in one
+    process and in ``workers`` (``streams.audit.raw``: the reader shares the messages out, the workers decode)."""
+    started, cpu = time.perf_counter(), cpu_seconds()
+    raw = await read_raw_trail(settings)
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    one = _decoded_and_verified(raw, schemas, 1, seconds, cpu)
+    return one, _decoded_and_verified(raw, schemas, workers or default_workers(), seconds, cpu)
+
+
+async def read_then_verify(
+    settings: Settings, schemas: SchemaCatalogue, workers: int | None = None
+) -> tuple[ReplayRate, ReplayRate]:
+    """The path before ``streams.audit.raw``, for comparison: the reader decodes every message (``read_trail``),
+    then the chains are verified in one process and in ``workers``."""
     started, cpu = time.perf_counter(), cpu_seconds()
     read = await read_trail(settings, schemas=schemas)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
-    return one_and_parallel("kafka", ReadBack(read.records, {}, read.problems, seconds, cpu), workers)
+    return one_and_parallel("kafka-decoded-by-reader", ReadBack(read.records, {}, read.problems, seconds, cpu), workers)
+
+
+def _decoded_and_verified(
+    raw: RawTrail, schemas: SchemaCatalogue, workers: int, read_seconds: float, read_cpu: float
+) -> ReplayRate:
+    """The raw read plus decoding and verifying its chains in ``workers`` processes (fewer for a small trail)."""
+    workers = worth_forking(len(raw), workers)
+    started, cpu = time.perf_counter(), cpu_seconds()
+    parts, problems = replay_shares(raw, schemas, None, False, None, workers)
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    intact = not problems and not any(p.breaks or p.problems for p in parts)
+    decoded = sum(p.records for p in parts)
+    return ReplayRate("kafka", decoded, read_seconds + seconds, intact, workers, read_cpu + cpu)
 
 
 def replay_from_archive(
