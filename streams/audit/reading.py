@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from streams.audit.archive import read_archives
 from streams.audit.decoding import BatchDecoder
-from streams.audit.raw import RawTrail, not_an_audit_record, replay_raw
+from streams.audit.raw import RawTrail, collection_paused, not_an_audit_record, replay_raw
 from streams.audit.replay import ReplayFilter, build_report, comparable_state, report_json
 from streams.audit.report import render_html
 from streams.audit.signing import Keyring, key_path, load_public_key
@@ -233,8 +233,9 @@ def replay(
     are verified in ``workers`` processes (default: one per CPU); from Kafka, they decode the messages too.
     """
     if archives:
-        content = read_archives(archives)
-        report = build_report(content.records, filters, content.heads, keys, accept_unsigned, workers)
+        with collection_paused():
+            content = read_archives(archives)
+            report = build_report(content.records, filters, content.heads, keys, accept_unsigned, workers)
         problems = content.problems
     else:
         report, problems = replay_raw(_read_raw(settings, progress), filters, keys, accept_unsigned, workers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from streams.audit import parallel
 from streams.audit.decoding import BatchDecoder
-from streams.audit.raw import RawTrail, peeked_mbl, replay_raw, replay_shares
+from streams.audit.raw import RawTrail, collection_paused, peeked_mbl, replay_raw, replay_shares
 from streams.audit.reading import decode_messages
 from streams.audit.replay import ReplayFilter, build_report, report_json
 from streams.audit.signing import Keyring
@@ -145,3 +146,21 @@ class TestReplayRaw:
         report, problems = from_raw(raw, 3)
         assert (report, problems) == in_one_process(raw)
         assert [p.split(":")[2] for p in problems] == ["104", "113", "150", "151"]
+
+
+class TestCollectionPaused:
+    def test_pauses_then_restores_even_on_error(self):
+        assert gc.isenabled()
+        with pytest.raises(KeyError), collection_paused():
+            assert not gc.isenabled()
+            raise KeyError("x")
+        assert gc.isenabled()
+
+    def test_leaves_a_pause_of_the_caller_in_place(self):
+        gc.disable()
+        try:
+            with collection_paused():
+                pass
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
