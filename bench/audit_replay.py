@@ -21,8 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from streams.admin import admin_client
 from streams.audit.archive import read_archives, write_archive
 from streams.audit.parallel import default_workers, examine_parallel, worth_forking
-from streams.audit.raw import RawTrail, replay_shares
-from streams.audit.reading import read_raw_trail, read_trail
+from streams.audit.reading import read_trail, share_trail
 from streams.audit.signing import Keyring, Signer
 from streams.audit.trail import ChainHead, chain, head_after
 from streams.client import produce
@@ -134,13 +133,19 @@ async def load_trail(settings: Settings, schemas: SchemaCatalogue, count: int, p
 async def replay_from_kafka(
     settings: Settings, schemas: SchemaCatalogue, workers: int | None = None
 ) -> tuple[ReplayRate, ReplayRate]:
-    """Read the audit topic's raw messages back (as ``ics2 replay`` does), then decode and verify them in one
-    process and in ``workers`` (``streams.audit.raw``: the reader shares the messages out, the workers decode)."""
+    """Read the audit topic back as ``ics2 replay`` does (``streams.audit.reading.share_trail``: the reader shares
+    the raw messages out by MBL as they are fetched, the processes decode and verify their share), read once with
+    one process and once with ``workers``."""
+    one = await _shared(settings, schemas, 1)
+    return one, await _shared(settings, schemas, workers or default_workers())
+
+
+async def _shared(settings: Settings, schemas: SchemaCatalogue, workers: int) -> ReplayRate:
     started, cpu = time.perf_counter(), cpu_seconds()
-    raw = await read_raw_trail(settings)
+    parts, problems = await share_trail(settings, None, workers=workers, schemas=schemas)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
-    one = _decoded_and_verified(raw, schemas, 1, seconds, cpu)
-    return one, _decoded_and_verified(raw, schemas, workers or default_workers(), seconds, cpu)
+    intact = not problems and not any(p.breaks or p.problems for p in parts)
+    return ReplayRate("kafka", sum(p.records for p in parts), seconds, intact, len(parts), cpu)
 
 
 async def read_then_verify(
@@ -152,19 +157,6 @@ async def read_then_verify(
     read = await read_trail(settings, schemas=schemas)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     return one_and_parallel("kafka-decoded-by-reader", ReadBack(read.records, {}, read.problems, seconds, cpu), workers)
-
-
-def _decoded_and_verified(
-    raw: RawTrail, schemas: SchemaCatalogue, workers: int, read_seconds: float, read_cpu: float
-) -> ReplayRate:
-    """The raw read plus decoding and verifying its chains in ``workers`` processes (fewer for a small trail)."""
-    workers = worth_forking(len(raw), workers)
-    started, cpu = time.perf_counter(), cpu_seconds()
-    parts, problems = replay_shares(raw, schemas, None, False, None, workers)
-    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
-    intact = not problems and not any(p.breaks or p.problems for p in parts)
-    decoded = sum(p.records for p in parts)
-    return ReplayRate("kafka", decoded, read_seconds + seconds, intact, workers, read_cpu + cpu)
 
 
 def replay_from_archive(

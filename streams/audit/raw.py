@@ -14,15 +14,18 @@ decoded by the reader to find its share, or reported there when it does not deco
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from operator import itemgetter
 from typing import Any
 
 from streams.audit.decoding import BatchDecoder
-from streams.audit.parallel import in_shares, share_of, worth_forking
+from streams.audit.parallel import share_of, worth_forking
 from streams.audit.replay import ReplayFilter, assemble_report, by_chain, consolidation, selected_chains
 from streams.audit.signing import Keyring
 from streams.audit.trail import Break, Duplicate, Examination, walk
@@ -102,25 +105,54 @@ class ShareReplay:
     consolidations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class _RawJob:
-    """What the forked workers inherit: the messages of each share, how to decode them, what to check and build."""
+class _ShareBuilder:
+    """One share: its messages decoded as they arrive, then its chains walked and its histories built."""
 
-    topic: str
-    shares: list[list[tuple[Key, bytes]]]
-    schemas: SchemaCatalogue
-    keys: Keyring | None
-    accept_unsigned: bool
-    filters: ReplayFilter | None
+    def __init__(
+        self,
+        topic: str,
+        schemas: SchemaCatalogue,
+        keys: Keyring | None,
+        accept_unsigned: bool,
+        filters: ReplayFilter | None,
+    ) -> None:
+        self.topic, self.schemas, self.keys, self.accept_unsigned, self.filters = (
+            topic,
+            schemas,
+            keys,
+            accept_unsigned,
+            filters,
+        )
+        self.decoder = BatchDecoder(schemas)
+        self.part = ShareReplay()
+        self.stored: list[Key] = []
+        self.records: list[dict[str, Any]] = []
 
-    def replay_share(self, index: int) -> ShareReplay:
-        part = ShareReplay(os.getpid())
-        keys, records = self._decoded(self.shares[index], part)
+    def feed(self, messages: list[tuple[Key, bytes]]) -> None:
+        """Decodes messages (in stored order); those that do not decode go to the problems."""
+        for start in range(0, len(messages), DECODE_CHUNK):
+            chunk = messages[start : start + DECODE_CHUNK]
+            decoded = self.decoder.decode([value for _, value in chunk])
+            if decoded is not None:
+                self.stored.extend(key for key, _ in chunk)
+                self.records.extend(decoded)
+                continue
+            for key, value in chunk:
+                try:
+                    self.records.append(self.schemas.decode(value, reader="AuditRecord").record)
+                except DecodeError as exc:
+                    self.part.problems.append((key, not_an_audit_record(self.topic, key, exc)))
+                    continue
+                self.stored.append(key)
+
+    def finish(self) -> ShareReplay:
+        part, stored, records = self.part, self.stored, self.records
+        part.walker = os.getpid()
         walked = walk(records, None, self.keys, self.accept_unsigned)
         found = walked.found
         part.records = len(records)
-        part.breaks = [(keys[r], b) for r, b in zip(walked.break_rows, found.breaks, strict=True) if r is not None]
-        part.duplicates = [(keys[r], d) for r, d in zip(walked.duplicate_rows, found.duplicates, strict=True)]
+        part.breaks = [(stored[r], b) for r, b in zip(walked.break_rows, found.breaks, strict=True) if r is not None]
+        part.duplicates = [(stored[r], d) for r, d in zip(walked.duplicate_rows, found.duplicates, strict=True)]
         part.unsigned_accepted = found.unsigned_accepted
         chains = by_chain(found.unique)
         part.chains = len(chains)
@@ -129,49 +161,118 @@ class _RawJob:
             part.consolidations = [(m, c) for m, c in built if c is not None]
         return part
 
-    def _decoded(self, messages: list[tuple[Key, bytes]], part: ShareReplay) -> tuple[list[Key], list[dict[str, Any]]]:
-        """The records of a share's messages in order, with their keys; those that do not decode go to problems."""
-        decoder = BatchDecoder(self.schemas)
-        keys: list[Key] = []
-        records: list[dict[str, Any]] = []
-        for start in range(0, len(messages), DECODE_CHUNK):
-            chunk = messages[start : start + DECODE_CHUNK]
-            decoded = decoder.decode([value for _, value in chunk])
-            if decoded is not None:
-                keys.extend(key for key, _ in chunk)
-                records.extend(decoded)
-                continue
-            for key, value in chunk:
-                try:
-                    records.append(self.schemas.decode(value, reader="AuditRecord").record)
-                except DecodeError as exc:
-                    part.problems.append((key, not_an_audit_record(self.topic, key, exc)))
-                    continue
-                keys.append(key)
-        return keys, records
+
+def _stream_worker(pipe: Connection, share: _ShareBuilder) -> None:
+    """A forked worker: decodes each batch of messages as it comes, then sends its share's part back."""
+    try:
+        while (messages := pipe.recv()) is not None:
+            share.feed(messages)
+        pipe.send(share.finish())
+    except (EOFError, BrokenPipeError):
+        return
+    finally:
+        pipe.close()
 
 
-def _share_out(
-    raw: RawTrail, schemas: SchemaCatalogue, workers: int
-) -> tuple[list[list[tuple[Key, bytes]]], list[tuple[Key, str]]]:
-    """Each share's messages in stored order, by the MBL each names; the problems of those that do not decode."""
-    shares: list[list[tuple[Key, bytes]]] = [[] for _ in range(workers)]
-    problems: list[tuple[Key, str]] = []
-    if workers == 1:
-        shares[0] = [((p, offset), value) for p, messages in raw.partitions.items() for offset, value in messages]
-        return shares, problems
-    prefix = BatchDecoder(schemas).prefix
-    for partition, messages in raw.partitions.items():
+class SharedReplay:
+    """Messages shared out by MBL as they are fetched: share 0 decoded in this process, each other share streamed
+    to a worker forked before the first fetch, so the workers decode while the reader waits for the next fetch.
+    Each share's messages are kept here too, and a worker that dies has its share done here."""
+
+    def __init__(
+        self,
+        topic: str,
+        schemas: SchemaCatalogue,
+        keys: Keyring | None,
+        accept_unsigned: bool,
+        filters: ReplayFilter | None,
+        workers: int,
+    ) -> None:
+        self.topic, self.schemas, self.workers = topic, schemas, workers
+        self.builder = (topic, schemas, keys, accept_unsigned, filters)
+        self.prefix = BatchDecoder(schemas).prefix
+        self.here = _ShareBuilder(*self.builder)
+        self.kept: list[list[tuple[Key, bytes]]] = [[] for _ in range(workers)]
+        self.problems: list[tuple[Key, str]] = []
+        self.pipes: list[Connection | None] = []
+        self.processes: list[BaseProcess] = []
+        context = multiprocessing.get_context("fork") if workers > 1 else None
+        for _ in range(1, workers):
+            assert context is not None
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_stream_worker, args=(theirs, _ShareBuilder(*self.builder)), daemon=True)
+            process.start()
+            theirs.close()
+            self.pipes.append(ours)
+            self.processes.append(process)
+
+    def fetched(self, partition: int, messages: list[tuple[int, bytes]]) -> None:
+        """One fetch of a partition: each message to the share of the MBL it names (problems of those that name
+        none readable and do not decode)."""
+        if self.workers == 1:
+            self.here.feed([((partition, offset), value) for offset, value in messages])
+            return
+        shares: list[list[tuple[Key, bytes]]] = [[] for _ in range(self.workers)]
         for offset, value in messages:
-            mbl = peeked_mbl(value, prefix)
+            mbl = peeked_mbl(value, self.prefix)
             if mbl is None:
                 try:
-                    mbl = schemas.decode(value, reader="AuditRecord").record["mbl"]
+                    mbl = self.schemas.decode(value, reader="AuditRecord").record["mbl"]
                 except DecodeError as exc:
-                    problems.append(((partition, offset), not_an_audit_record(raw.topic, (partition, offset), exc)))
+                    self.problems.append(
+                        ((partition, offset), not_an_audit_record(self.topic, (partition, offset), exc))
+                    )
                     continue
-            shares[share_of(mbl, workers)].append(((partition, offset), value))
-    return shares, problems
+            shares[share_of(mbl, self.workers)].append(((partition, offset), value))
+        for index, messages_of_share in enumerate(shares[1:], start=1):
+            if messages_of_share:
+                self.kept[index].extend(messages_of_share)
+                self._send(index, messages_of_share)
+        self.here.feed(shares[0])
+
+    def _send(self, index: int, messages: list[tuple[Key, bytes]] | None) -> None:
+        pipe = self.pipes[index - 1]
+        if pipe is None:
+            return
+        try:
+            pipe.send(messages)
+        except (BrokenPipeError, OSError):
+            self.pipes[index - 1] = None
+
+    def finish(self) -> tuple[list[ShareReplay], list[tuple[Key, str]]]:
+        """Every share's part (share 0 first) and the problems found while sharing out."""
+        for index in range(1, self.workers):
+            self._send(index, None)
+        parts = [self.here.finish()]
+        for index in range(1, self.workers):
+            parts.append(self._received(index))
+        self.close()
+        return parts, self.problems
+
+    def _received(self, index: int) -> ShareReplay:
+        pipe = self.pipes[index - 1]
+        try:
+            if pipe is not None:
+                return pipe.recv()  # type: ignore[no-any-return]
+        except (EOFError, OSError):
+            pass
+        share = _ShareBuilder(*self.builder)
+        share.feed(self.kept[index])
+        return share.finish()
+
+    def close(self) -> None:
+        """Closes the pipes (a worker still waiting ends) and waits for the workers."""
+        for pipe in self.pipes:
+            if pipe is not None:
+                pipe.close()
+        self.pipes = [None] * len(self.pipes)
+        for process in self.processes:
+            process.join()
+        self.processes = []
+
+
+#: Messages handed to the shares at a time when replaying a trail already in memory (about one fetch).
+PIECE = 10_000
 
 
 def replay_shares(
@@ -185,10 +286,14 @@ def replay_shares(
     """Each share's part, share 0 in this process and the others in ``workers - 1`` forked ones, and the problems
     found while sharing out (``filters`` None: chains verified, no histories built)."""
     with collection_paused():
-        shares, problems = _share_out(raw, schemas, workers)
-        job = _RawJob(raw.topic, shares, schemas, keys, accept_unsigned, filters)
-        parts = [job.replay_share(0)] if workers == 1 else in_shares(job.replay_share, workers)
-    return parts, problems
+        shared = SharedReplay(raw.topic, schemas, keys, accept_unsigned, filters, workers)
+        try:
+            for partition, messages in raw.partitions.items():
+                for start in range(0, len(messages), PIECE):
+                    shared.fetched(partition, messages[start : start + PIECE])
+            return shared.finish()
+        finally:
+            shared.close()
 
 
 def merged(parts: list[ShareReplay]) -> Examination:
@@ -214,6 +319,13 @@ def replay_raw(
     filters = filters or ReplayFilter()
     schemas = schemas or SchemaCatalogue.load()
     parts, problems = replay_shares(raw, schemas, keys, accept_unsigned, filters, worth_forking(len(raw), workers))
+    return report_of(parts, problems, filters, keys)
+
+
+def report_of(
+    parts: list[ShareReplay], problems: list[tuple[Key, str]], filters: ReplayFilter, keys: Keyring | None
+) -> tuple[dict[str, Any], list[str]]:
+    """The report and the problems (in stored order) from the shares' parts and the sharing out's problems."""
     built: Mapping[str, dict[str, Any]] = dict(sorted((c for p in parts for c in p.consolidations), key=itemgetter(0)))
     report = assemble_report(
         filters,

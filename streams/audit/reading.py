@@ -22,7 +22,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from streams.audit.archive import read_archives
 from streams.audit.decoding import BatchDecoder
-from streams.audit.raw import RawTrail, collection_paused, not_an_audit_record, replay_raw
+from streams.audit.parallel import worth_forking
+from streams.audit.raw import (
+    Key,
+    SharedReplay,
+    ShareReplay,
+    collection_paused,
+    not_an_audit_record,
+    report_of,
+)
 from streams.audit.replay import ReplayFilter, build_report, comparable_state, report_json
 from streams.audit.report import render_html
 from streams.audit.signing import Keyring, key_path, load_public_key
@@ -99,28 +107,16 @@ async def read_trail(
     return read
 
 
-async def read_raw_trail(
-    settings: Settings, start: Mapping[int, int] | None = None, progressed: Progressed | None = None
-) -> RawTrail:
-    """Every message of the audit topic from ``start`` up to the current end, not decoded (``streams.audit.raw``)."""
-    raw = RawTrail(Catalogue.for_prefix(settings.topic_prefix).audit.name)
-
-    def kept(partition: int, messages: Messages) -> None:
-        raw.partitions.setdefault(partition, []).extend(messages)
-
-    raw.offsets = await fetch_trail(settings, kept, start, progressed)
-    raw.partitions = {p: raw.partitions.get(p, []) for p in sorted(raw.offsets)}
-    return raw
-
-
 async def fetch_trail(
     settings: Settings,
     fetched: Callable[[int, Messages], None],
     start: Mapping[int, int] | None = None,
     progressed: Progressed | None = None,
+    begun: Callable[[int], None] | None = None,
 ) -> dict[int, tuple[int, int]]:
     """Hands each fetch of the audit topic from ``start`` (default: the beginning) up to the current end to
-    ``fetched`` (partition, messages in offset order); returns the offsets read per partition."""
+    ``fetched`` (partition, messages in offset order); returns the offsets read per partition. ``begun`` is told
+    how many messages there are to read before the first fetch."""
     topic = Catalogue.for_prefix(settings.topic_prefix).audit.name
     consumer = AIOKafkaConsumer(
         topic,
@@ -145,6 +141,8 @@ async def fetch_trail(
         for tp in tps:
             offsets[tp.partition] = (firsts[tp], max(ends[tp], firsts[tp]))
             consumer.seek(tp, firsts[tp])
+        if begun is not None:
+            begun(total)
         done = 0
         pending = {tp for tp in tps if firsts[tp] < ends[tp]}
         while pending:
@@ -183,14 +181,67 @@ def _progress_bar(console: Console) -> Progress:
     )
 
 
-def _read_raw(settings: Settings, progress: bool) -> RawTrail:
-    """The audit topic's messages, with a progress bar when asked and on a terminal."""
+async def replay_trail(
+    settings: Settings,
+    filters: ReplayFilter | None = None,
+    keys: Keyring | None = None,
+    accept_unsigned: bool = False,
+    workers: int | None = None,
+    progressed: Progressed | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """``replay_raw`` of the audit topic, the messages shared out as they are fetched (``SharedReplay``): the
+    workers, forked before the first fetch, decode while the reader waits for the next one."""
+    filters = filters or ReplayFilter()
+    parts, problems = await share_trail(settings, filters, keys, accept_unsigned, workers, progressed)
+    return report_of(parts, problems, filters, keys)
+
+
+async def share_trail(
+    settings: Settings,
+    filters: ReplayFilter | None,
+    keys: Keyring | None = None,
+    accept_unsigned: bool = False,
+    workers: int | None = None,
+    progressed: Progressed | None = None,
+    schemas: SchemaCatalogue | None = None,
+) -> tuple[list[ShareReplay], list[tuple[Key, str]]]:
+    """Each share's part of ``replay_trail`` and the problems found while sharing out (``filters`` None: the chains
+    verified, no histories built)."""
+    schemas = schemas or SchemaCatalogue.load()
+    topic = Catalogue.for_prefix(settings.topic_prefix).audit.name
+    shared: list[SharedReplay] = []
+
+    def begun(total: int) -> None:
+        shared.append(SharedReplay(topic, schemas, keys, accept_unsigned, filters, worth_forking(total, workers)))
+
+    with collection_paused():
+        try:
+            await fetch_trail(settings, lambda p, messages: shared[0].fetched(p, messages), None, progressed, begun)
+            return shared[0].finish()
+        finally:
+            for each in shared:
+                each.close()
+
+
+def _replay_trail(
+    settings: Settings,
+    progress: bool,
+    filters: ReplayFilter | None,
+    keys: Keyring | None,
+    accept_unsigned: bool,
+    workers: int | None,
+) -> tuple[dict[str, Any], list[str]]:
+    """``replay_trail``, with a progress bar when asked and on a terminal."""
     console = Console(stderr=True)
     if not (progress and console.is_terminal):
-        return asyncio.run(read_raw_trail(settings))
+        return asyncio.run(replay_trail(settings, filters, keys, accept_unsigned, workers))
     with _progress_bar(console) as bar:
         task = bar.add_task("replay", total=None)
-        return asyncio.run(read_raw_trail(settings, progressed=lambda n, t: bar.update(task, completed=n, total=t)))
+
+        def progressed(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return asyncio.run(replay_trail(settings, filters, keys, accept_unsigned, workers, progressed))
 
 
 @dataclass
@@ -238,7 +289,7 @@ def replay(
             report = build_report(content.records, filters, content.heads, keys, accept_unsigned, workers)
         problems = content.problems
     else:
-        report, problems = replay_raw(_read_raw(settings, progress), filters, keys, accept_unsigned, workers)
+        report, problems = _replay_trail(settings, progress, filters, keys, accept_unsigned, workers)
     if keys is None:
         problems = [*problems, "no public key to verify the records' signatures with: give --public-key"]
     records_read = report["integrity"]["records"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from streams.audit import parallel
+from streams.audit import parallel, raw
 from streams.audit.decoding import BatchDecoder
 from streams.audit.raw import RawTrail, collection_paused, peeked_mbl, replay_raw, replay_shares
 from streams.audit.reading import decode_messages
@@ -136,6 +136,16 @@ class TestReplayRaw:
         report, problems = from_raw(raw, 3)
         assert (report, problems) == in_one_process(raw)
         assert len(problems) == 1 and "M" * 70 in report
+
+    def test_a_worker_that_dies_has_its_share_done_here(self, monkeypatch: pytest.MonkeyPatch):
+        trail = records()
+        trail[33] = dict(trail[33], kind="forged")
+        stream = raw_trail([SCHEMAS.encode("AuditRecord", r) for r in trail], trail)
+        monkeypatch.setattr(raw, "_stream_worker", lambda pipe, share: os._exit(3))
+        parts, _ = replay_shares(stream, SCHEMAS, KEYS, False, None, 3)
+        assert [p.walker for p in parts] == [os.getpid()] * 3
+        assert from_raw(stream, 3) == in_one_process(stream)
+        assert "hash_mismatch" in from_raw(stream, 3)[0]
 
     def test_problems_in_stored_order_across_shares(self):
         trail = records()
