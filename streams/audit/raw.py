@@ -1,9 +1,10 @@
 """A replay from raw messages: the workers decode too.
 
 Read back from Kafka, a replay's reading process used to decode every message before the chains could be shared
-out, so fastavro's decode stayed serial. Here the reader keeps the messages' bytes, shares them out by the MBL that
-the first field of an ``AuditRecord`` holds (read from the bytes without decoding the rest), and each share's
-process decodes its messages, walks their chains and builds their histories. The report and the problems are those
+out, so fastavro's decode stayed serial. Here the reader shares each fetch's raw messages out by the MBL that the
+first field of an ``AuditRecord`` holds (read from the bytes without decoding the rest) and streams them to workers
+forked before the first fetch (``SharedReplay``); each share's process decodes its messages as they come, then walks
+their chains and builds their histories. The report and the problems are those
 of decoding everything in one process and calling ``build_report``: a record's chain is the same, in the same order,
 wherever it is walked, and a message that does not decode is reported with the same text (its partition and offset).
 
@@ -116,13 +117,11 @@ class _ShareBuilder:
         accept_unsigned: bool,
         filters: ReplayFilter | None,
     ) -> None:
-        self.topic, self.schemas, self.keys, self.accept_unsigned, self.filters = (
-            topic,
-            schemas,
-            keys,
-            accept_unsigned,
-            filters,
-        )
+        self.topic = topic
+        self.schemas = schemas
+        self.keys = keys
+        self.accept_unsigned = accept_unsigned
+        self.filters = filters
         self.decoder = BatchDecoder(schemas)
         self.part = ShareReplay()
         self.stored: list[Key] = []
@@ -146,6 +145,7 @@ class _ShareBuilder:
                 self.stored.append(key)
 
     def finish(self) -> ShareReplay:
+        """The share's part: its chains walked, its histories built (none without filters)."""
         part, stored, records = self.part, self.stored, self.records
         part.walker = os.getpid()
         walked = walk(records, None, self.keys, self.accept_unsigned)
