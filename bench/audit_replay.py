@@ -2,7 +2,8 @@
 
 The records are what ``audit-chain`` writes (one chain per MBL, interleaved); the measure is what ``ics2 replay``
 does before it builds timelines: read every record (from the Kafka audit topic, or from an Avro archive file) and
-verify every chain, in one process (the baseline) and in one process per CPU (``streams.audit.parallel``).
+verify every chain, in one process (the baseline) and in one process per CPU (``streams.audit.parallel``). From
+Kafka the reader keeps the raw messages and the processes decode their share too (``streams.audit.raw``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from streams.admin import admin_client
 from streams.audit.archive import read_archives, write_archive
 from streams.audit.parallel import default_workers, examine_parallel, worth_forking
-from streams.audit.reading import read_trail
+from streams.audit.reading import read_trail, share_trail
 from streams.audit.signing import Keyring, Signer
 from streams.audit.trail import ChainHead, chain, head_after
 from streams.client import produce
@@ -132,11 +133,30 @@ async def load_trail(settings: Settings, schemas: SchemaCatalogue, count: int, p
 async def replay_from_kafka(
     settings: Settings, schemas: SchemaCatalogue, workers: int | None = None
 ) -> tuple[ReplayRate, ReplayRate]:
-    """Read the audit topic back (as ``ics2 replay`` does), then verify it in one process and in ``workers``."""
+    """Read the audit topic back as ``ics2 replay`` does (``streams.audit.reading.share_trail``: the reader shares
+    the raw messages out by MBL as they are fetched, the processes decode and verify their share), read once with
+    one process and once with ``workers``."""
+    one = await _shared(settings, schemas, 1)
+    return one, await _shared(settings, schemas, workers or default_workers())
+
+
+async def _shared(settings: Settings, schemas: SchemaCatalogue, workers: int) -> ReplayRate:
+    started, cpu = time.perf_counter(), cpu_seconds()
+    parts, problems = await share_trail(settings, None, workers=workers, schemas=schemas)
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    intact = not problems and not any(p.breaks or p.problems for p in parts)
+    return ReplayRate("kafka", sum(p.records for p in parts), seconds, intact, len(parts), cpu)
+
+
+async def read_then_verify(
+    settings: Settings, schemas: SchemaCatalogue, workers: int | None = None
+) -> tuple[ReplayRate, ReplayRate]:
+    """The path before ``streams.audit.raw``, for comparison: the reader decodes every message (``read_trail``),
+    then the chains are verified in one process and in ``workers``."""
     started, cpu = time.perf_counter(), cpu_seconds()
     read = await read_trail(settings, schemas=schemas)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
-    return one_and_parallel("kafka", ReadBack(read.records, {}, read.problems, seconds, cpu), workers)
+    return one_and_parallel("kafka-decoded-by-reader", ReadBack(read.records, {}, read.problems, seconds, cpu), workers)
 
 
 def replay_from_archive(

@@ -22,10 +22,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from streams.audit.archive import read_archives
 from streams.audit.decoding import BatchDecoder
+from streams.audit.parallel import worth_forking
+from streams.audit.raw import (
+    Key,
+    SharedReplay,
+    ShareReplay,
+    collection_paused,
+    not_an_audit_record,
+    report_of,
+)
 from streams.audit.replay import ReplayFilter, build_report, comparable_state, report_json
 from streams.audit.report import render_html
 from streams.audit.signing import Keyring, key_path, load_public_key
-from streams.audit.trail import ChainHead
 from streams.client import start_client, stop_consumer
 from streams.contracts.avro import SchemaCatalogue
 from streams.errors import DecodeError, NotFound
@@ -57,6 +65,26 @@ class TrailRead:
         return f"TrailRead({self.topic!r}, {len(self.records)} records, {len(self.problems)} problems)"
 
 
+Messages = list[tuple[int, bytes]]
+"""One partition's messages as read: (offset, value)."""
+
+
+def decode_messages(
+    topic: str, partition: int, messages: Messages, decoder: BatchDecoder, schemas: SchemaCatalogue
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records of one partition's messages in one container pass, else one by one (each bad one a problem)."""
+    records = decoder.decode([value for _, value in messages])
+    if records is not None:
+        return records, []
+    records, problems = [], []
+    for offset, value in messages:
+        try:
+            records.append(schemas.decode(value, reader="AuditRecord").record)
+        except DecodeError as exc:
+            problems.append(not_an_audit_record(topic, (partition, offset), exc))
+    return records, problems
+
+
 async def read_trail(
     settings: Settings,
     start: Mapping[int, int] | None = None,
@@ -65,6 +93,30 @@ async def read_trail(
 ) -> TrailRead:
     """Every ``AuditRecord`` of the audit topic from ``start`` (default: the beginning) up to the current end."""
     schemas = schemas or SchemaCatalogue.load()
+    decoder = BatchDecoder(schemas)
+    read = TrailRead(Catalogue.for_prefix(settings.topic_prefix).audit.name)
+    by_partition: dict[int, list[dict[str, Any]]] = {}
+
+    def decoded(partition: int, messages: Messages) -> None:
+        records, problems = decode_messages(read.topic, partition, messages, decoder, schemas)
+        by_partition.setdefault(partition, []).extend(records)
+        read.problems.extend(problems)
+
+    read.offsets = await fetch_trail(settings, decoded, start, progressed)
+    read.records = [r for p in sorted(read.offsets) for r in by_partition.get(p, [])]
+    return read
+
+
+async def fetch_trail(
+    settings: Settings,
+    fetched: Callable[[int, Messages], None],
+    start: Mapping[int, int] | None = None,
+    progressed: Progressed | None = None,
+    begun: Callable[[int], None] | None = None,
+) -> dict[int, tuple[int, int]]:
+    """Hands each fetch of the audit topic from ``start`` (default: the beginning) up to the current end to
+    ``fetched`` (partition, messages in offset order); returns the offsets read per partition. ``begun`` is told
+    how many messages there are to read before the first fetch."""
     topic = Catalogue.for_prefix(settings.topic_prefix).audit.name
     consumer = AIOKafkaConsumer(
         topic,
@@ -73,9 +125,8 @@ async def read_trail(
         max_partition_fetch_bytes=FETCH_BYTES_PER_PARTITION,
         **settings.kafka_client_kwargs(),
     )
-    decoder = BatchDecoder(schemas)
     await start_client(consumer, settings)
-    read = TrailRead(topic)
+    offsets: dict[int, tuple[int, int]] = {}
     try:
         tps = sorted(await _assignment(consumer), key=lambda tp: tp.partition)
         if not tps:
@@ -83,40 +134,32 @@ async def read_trail(
                 f"topic {topic} does not exist on {settings.bootstrap_servers}",
                 hint="check --topic-prefix, or create the topics with ics2 topics apply",
             )
-        partitions = [tp.partition for tp in tps]
         beginnings = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
         firsts = {tp: max(beginnings[tp], (start or {}).get(tp.partition, 0)) for tp in tps}
         total = sum(max(ends[tp] - firsts[tp], 0) for tp in tps)
-        by_partition: dict[int, list[dict[str, Any]]] = {tp.partition: [] for tp in tps}
         for tp in tps:
-            read.offsets[tp.partition] = (firsts[tp], max(ends[tp], firsts[tp]))
+            offsets[tp.partition] = (firsts[tp], max(ends[tp], firsts[tp]))
             consumer.seek(tp, firsts[tp])
+        if begun is not None:
+            begun(total)
         done = 0
         pending = {tp for tp in tps if firsts[tp] < ends[tp]}
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=500)
             for tp, messages in batch.items():
-                wanted = [m for m in messages if m.offset < ends[tp]]
+                end = ends[tp]
+                wanted = [(m.offset, m.value) for m in messages if m.offset < end]
                 done += len(wanted)
-                records = decoder.decode([m.value for m in wanted])
-                if records is not None:
-                    by_partition[tp.partition].extend(records)
-                    continue
-                for message in wanted:
-                    try:
-                        by_partition[tp.partition].append(schemas.decode(message.value, reader="AuditRecord").record)
-                    except DecodeError as exc:
-                        read.problems.append(f"{topic}:{tp.partition}:{message.offset}: not an AuditRecord: {exc}")
+                fetched(tp.partition, wanted)
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
             if progressed is not None:
                 progressed(done, total)
-        read.records = [r for p in partitions for r in by_partition[p]]
     finally:
         await stop_consumer(consumer)
-    return read
+    return offsets
 
 
 async def _assignment(consumer: AIOKafkaConsumer, timeout: float = 15.0) -> set[TopicPartition]:
@@ -136,6 +179,69 @@ def _progress_bar(console: Console) -> Progress:
         console=console,
         transient=True,
     )
+
+
+async def replay_trail(
+    settings: Settings,
+    filters: ReplayFilter | None = None,
+    keys: Keyring | None = None,
+    accept_unsigned: bool = False,
+    workers: int | None = None,
+    progressed: Progressed | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """``replay_raw`` of the audit topic, the messages shared out as they are fetched (``SharedReplay``): the
+    workers, forked before the first fetch, decode while the reader waits for the next one."""
+    filters = filters or ReplayFilter()
+    parts, problems = await share_trail(settings, filters, keys, accept_unsigned, workers, progressed)
+    return report_of(parts, problems, filters, keys)
+
+
+async def share_trail(
+    settings: Settings,
+    filters: ReplayFilter | None,
+    keys: Keyring | None = None,
+    accept_unsigned: bool = False,
+    workers: int | None = None,
+    progressed: Progressed | None = None,
+    schemas: SchemaCatalogue | None = None,
+) -> tuple[list[ShareReplay], list[tuple[Key, str]]]:
+    """Each share's part of ``replay_trail`` and the problems found while sharing out (``filters`` None: the chains
+    verified, no histories built)."""
+    schemas = schemas or SchemaCatalogue.load()
+    topic = Catalogue.for_prefix(settings.topic_prefix).audit.name
+    shared: list[SharedReplay] = []
+
+    def begun(total: int) -> None:
+        shared.append(SharedReplay(topic, schemas, keys, accept_unsigned, filters, worth_forking(total, workers)))
+
+    with collection_paused():
+        try:
+            await fetch_trail(settings, lambda p, messages: shared[0].fetched(p, messages), None, progressed, begun)
+            return shared[0].finish()
+        finally:
+            for each in shared:
+                each.close()
+
+
+def _replay_trail(
+    settings: Settings,
+    progress: bool,
+    filters: ReplayFilter | None,
+    keys: Keyring | None,
+    accept_unsigned: bool,
+    workers: int | None,
+) -> tuple[dict[str, Any], list[str]]:
+    """``replay_trail``, with a progress bar when asked and on a terminal."""
+    console = Console(stderr=True)
+    if not (progress and console.is_terminal):
+        return asyncio.run(replay_trail(settings, filters, keys, accept_unsigned, workers))
+    with _progress_bar(console) as bar:
+        task = bar.add_task("replay", total=None)
+
+        def progressed(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return asyncio.run(replay_trail(settings, filters, keys, accept_unsigned, workers, progressed))
 
 
 @dataclass
@@ -175,25 +281,19 @@ def replay(
     """Replay from archives when given, else from the Kafka audit topic; the demo and the tests call this too.
 
     Without ``keys`` signatures cannot be checked, which is a problem of the replay: it is not intact. The chains
-    are verified in ``workers`` processes (default: one per CPU).
+    are verified in ``workers`` processes (default: one per CPU); from Kafka, they decode the messages too.
     """
-    heads: dict[str, ChainHead] = {}
     if archives:
-        content = read_archives(archives)
-        records, heads, problems = content.records, content.heads, content.problems
+        with collection_paused():
+            content = read_archives(archives)
+            report = build_report(content.records, filters, content.heads, keys, accept_unsigned, workers)
+        problems = content.problems
     else:
-        console = Console(stderr=True)
-        if progress and console.is_terminal:
-            with _progress_bar(console) as bar:
-                task = bar.add_task("replay", total=None)
-                read = asyncio.run(read_trail(settings, progressed=lambda n, t: bar.update(task, completed=n, total=t)))
-        else:
-            read = asyncio.run(read_trail(settings))
-        records, problems = read.records, read.problems
+        report, problems = _replay_trail(settings, progress, filters, keys, accept_unsigned, workers)
     if keys is None:
         problems = [*problems, "no public key to verify the records' signatures with: give --public-key"]
-    report = build_report(records, filters, heads, keys, accept_unsigned, workers)
-    log.info("replayed", records=len(records), consolidations=len(report["consolidations"]), problems=len(problems))
+    records_read = report["integrity"]["records"]
+    log.info("replayed", records=records_read, consolidations=len(report["consolidations"]), problems=len(problems))
     return Replay(report, problems)
 
 

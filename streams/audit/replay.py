@@ -18,7 +18,7 @@ from typing import Any
 
 from streams.audit.parallel import examine_parallel, in_shares, share_of, worth_forking
 from streams.audit.signing import Keyring
-from streams.audit.trail import ChainHead
+from streams.audit.trail import ChainHead, Examination
 from streams.contracts.events import ACK, CHANGE_SENT, decode_lifecycle_event
 from streams.domain.dates import format_datetime, parse_datetime
 from streams.domain.events import Ack
@@ -67,9 +67,9 @@ def _payload(record: Mapping[str, Any]) -> dict[str, Any]:
     return data if isinstance(data, dict) else {"occurred_at": record["recorded_at"], "record": {}, "source": ""}
 
 
-def _item(record: Mapping[str, Any]) -> dict[str, Any]:
-    """One timeline item: lane, title, the HBL and parties it concerns, and the facts worth keeping in a report."""
-    payload = _payload(record)
+def _item(record: Mapping[str, Any], payload: Mapping[str, Any]) -> dict[str, Any]:
+    """One timeline item (``payload``: the record's, read by ``_payload``): lane, title, the HBL and parties it
+    concerns, and the facts worth keeping in a report."""
     data: dict[str, Any] = payload.get("record") or {}
     kind = record["kind"]
     item: dict[str, Any] = {
@@ -195,13 +195,18 @@ _DESCRIBERS = {
 }
 
 
-def ens_state(records: Iterable[Mapping[str, Any]], until: datetime | None = None) -> dict[str, Any] | None:
-    """The ENS state after the recorded lifecycle events (up to ``until``), applied as the tracker applied them."""
+def ens_state(
+    records: Sequence[Mapping[str, Any]],
+    until: datetime | None = None,
+    payloads: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any] | None:
+    """The ENS state after the recorded lifecycle events (up to ``until``), applied as the tracker applied them;
+    ``payloads``, when given, are the records' payloads already read (each is parsed once per consolidation)."""
     state: EnsState | None = None
-    for record in records:
+    for index, record in enumerate(records):
         if record["kind"] not in LIFECYCLE_KINDS:
             continue
-        data = _payload(record).get("record") or {}
+        data = (_payload(record) if payloads is None else payloads[index]).get("record") or {}
         try:
             at = parse_datetime(data["at"])
             if until is not None and at > until:
@@ -258,7 +263,8 @@ def consolidation(mbl: str, records: Sequence[Mapping[str, Any]], filters: Repla
     An HBL filter keeps the items about that HBL and those about the whole consolidation; the ENS state is always
     the whole consolidation's, since an HBL's state depends on the master level too.
     """
-    items = [_item(r) for r in records]
+    payloads = [_payload(r) for r in records]
+    items = [_item(r, p) for r, p in zip(records, payloads, strict=True)]
     mentioned = {h for i in items for h in i["hbls"]}
     if filters.hbl is not None and filters.hbl not in mentioned:
         return None
@@ -271,7 +277,7 @@ def consolidation(mbl: str, records: Sequence[Mapping[str, Any]], filters: Repla
             alerts.setdefault(item["details"]["party_id"], []).append(
                 {k: item[k] for k in ("sequence", "at", "title")} | {"urgency": item["details"]["urgency"]}
             )
-    state = ens_state(records, filters.until)
+    state = ens_state(records, filters.until, payloads)
     return {
         "mbl": mbl,
         "records": len(records),
@@ -318,19 +324,42 @@ def build_report(
     filters = filters or ReplayFilter()
     stored = list(records)
     found = examine_parallel(stored, heads, keys, accept_unsigned, workers)
-    chains: dict[str, list[Mapping[str, Any]]] = {}
-    for record in found.unique:
-        chains.setdefault(record["mbl"], []).append(record)
-    selected = [m for m in sorted(chains) if filters.mbl is None or m == filters.mbl]
+    chains = by_chain(found.unique)
+    selected = selected_chains(chains, filters)
     workers = worth_forking(sum(len(chains[m]) for m in selected), workers)
     consolidations = _consolidations(selected, chains, filters, workers)
+    return assemble_report(filters, found, len(stored), len(chains), keys, consolidations)
+
+
+def by_chain(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """The records of each MBL's chain, in the order given."""
+    chains: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        chains.setdefault(record["mbl"], []).append(record)
+    return chains
+
+
+def selected_chains(chains: Iterable[str], filters: ReplayFilter) -> list[str]:
+    """The MBLs whose history the report shows, sorted."""
+    return [m for m in sorted(chains) if filters.mbl is None or m == filters.mbl]
+
+
+def assemble_report(
+    filters: ReplayFilter,
+    found: Examination,
+    records: int,
+    chains: int,
+    keys: Keyring | None,
+    consolidations: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The report from the chains' findings (``found.unique`` is not read) and the consolidations' histories."""
     return {
         "format": REPORT_FORMAT,
         "filters": filters.to_json(),
         "integrity": {
             "intact": not found.breaks,
-            "records": len(stored),
-            "chains": len(chains),
+            "records": records,
+            "chains": chains,
             "breaks": [b.to_json() for b in found.breaks],
             "duplicates": [d.to_json() for d in found.duplicates],
             "signatures": {

@@ -68,7 +68,8 @@ def _when(value: str | None) -> datetime | None:
 @click.option(
     "--workers",
     type=click.IntRange(1, 256),
-    help="Verify the chains in this many processes (default: one per CPU; 1 verifies in this process)",
+    help="Decode (from Kafka), verify and rebuild the chains in this many processes (default: one per CPU; 1: all in "
+    "this process)",
 )
 @json_option
 @connection_options

@@ -24,7 +24,7 @@ from rich.console import Console
 from streams.admin import apply_topics, delete_topics, list_topics
 from streams.audit import parallel
 from streams.audit.parallel import share_of, walk_shares
-from streams.audit.reading import read_trail, trusted_keys
+from streams.audit.reading import read_trail, replay_trail, share_trail, trusted_keys
 from streams.audit.replay import ReplayFilter, build_report, comparable_state, report_json
 from streams.audit.trail import chain, head_after
 from streams.client import produce, publish_bookings, read_topic
@@ -262,6 +262,37 @@ class TestReplay:
         assert [(b["mbl"], b["sequence"], b["kind"]) for b in alone["integrity"]["breaks"]] == [
             (SECOND_MBL, 2, "hash_mismatch")
         ]
+
+    async def test_corrupt_message_decoded_by_a_forked_worker_is_reported_as_the_reader_reported_it(
+        self, story: Run, monkeypatch: pytest.MonkeyPatch
+    ):
+        """Replayed from Kafka with the messages shared out as fetched and decoded in forked workers, a message cut
+        short gives the problem (topic, partition, offset) and the report of the reader decoding everything."""
+        records = (await read_trail(story.settings)).records
+        keys = trusted_keys(replace(story.settings, state_dir=story.tmp / "state"))
+        workers = next(n for n in range(2, 9) if share_of(SECOND_MBL, n) != 0)
+        copy_prefix = f"{story.settings.topic_prefix}raw."
+        copy_settings = replace(story.settings, topic_prefix=copy_prefix)
+        catalogue = Catalogue.for_prefix(copy_prefix)
+        await apply_topics(copy_settings, catalogue)
+        try:
+            index = next(i for i, r in enumerate(records) if r["mbl"] == SECOND_MBL and r["sequence"] == 2)
+            values = [SCHEMAS.encode("AuditRecord", r) for r in records]
+            values[index] = values[index][:-5]
+            keyed = [(r["mbl"].encode(), v) for r, v in zip(records, values, strict=True)]
+            await produce(copy_settings, catalogue.audit.name, keyed)
+            read = await read_trail(copy_settings)
+            monkeypatch.setattr(parallel, "MIN_SHARE", 1)
+            parts, _ = await share_trail(copy_settings, ReplayFilter(), keys, workers=workers)
+            report, problems = await replay_trail(copy_settings, keys=keys, workers=workers)
+        finally:
+            await delete_topics(copy_settings, await list_topics(copy_settings, copy_prefix), wait=False)
+        assert len(parts) == workers and [p.walker != os.getpid() for p in parts if p.problems] == [True]
+        assert problems == read.problems and len(problems) == 1
+        assert problems[0].startswith(f"{catalogue.audit.name}:") and ": not an AuditRecord: " in problems[0]
+        assert report_json(report) == report_json(build_report(read.records, keys=keys, workers=1))
+        breaks = [(b["mbl"], b["sequence"], b["kind"]) for b in report["integrity"]["breaks"]]
+        assert breaks == [(SECOND_MBL, 3, "gap"), (SECOND_MBL, 3, "broken_link")]
 
 
 @pytest.fixture(scope="module")
