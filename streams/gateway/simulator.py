@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,6 +107,20 @@ class SnapshotError(ICS2StreamsError):
     retriable = True
 
 
+class SnapshotTooLarge(ICS2StreamsError):
+    """The simulator's state no longer fits one snapshot record: answering goes on, a restart would forget it."""
+
+
+def encode_snapshot(state: dict[str, Any]) -> bytes:
+    """Compact JSON, deflated: the state of a 10-minute soak (tens of thousands of filings) outgrew 8 MiB as JSON."""
+    return zlib.compress(json.dumps(state, separators=(",", ":"), sort_keys=True).encode("utf-8"), 1)
+
+
+def decode_snapshot(value: bytes) -> Any:
+    """A snapshot as ``encode_snapshot`` writes it, or as plain JSON (snapshots written before it deflated)."""
+    return json.loads(value if value[:1] == b"{" else zlib.decompress(value))
+
+
 class KafkaSnapshotStore:
     """Snapshots as JSON values on a compacted single-partition topic, under one key; the last one wins."""
 
@@ -159,14 +174,22 @@ class KafkaSnapshotStore:
         if latest is None:
             return None
         try:
-            return json.loads(latest)
-        except ValueError as exc:
+            loaded = decode_snapshot(latest)
+        except (ValueError, zlib.error) as exc:
             raise SnapshotError(f"the last snapshot on {self.spec.name} is not JSON: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise SnapshotError(f"the last snapshot on {self.spec.name} is not a JSON object")
+        return loaded
 
     async def save(self, state: dict[str, Any]) -> None:
         if self._producer is None:
             raise SnapshotError("the snapshot store is not started")
-        value = json.dumps(state, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        value = encode_snapshot(state)
+        if len(value) > SNAPSHOT_MAX_BYTES:
+            raise SnapshotTooLarge(
+                f"the simulator's snapshot is {len(value)} bytes, over the {SNAPSHOT_MAX_BYTES} a record may hold",
+                hint="restart the simulator on a new state (another --app-id) when it must survive restarts",
+            )
         await self._producer.send_and_wait(self.spec.name, key=self.key, value=value)
 
 
@@ -226,7 +249,11 @@ class SimulatorGateway:
         """The answers are on the broker: save the state that produced them."""
         if not self._dirty:
             return
-        await self.store.save(self.snapshot())
+        try:
+            await self.store.save(self.snapshot())
+        except SnapshotTooLarge as exc:
+            log.error("simulator_snapshot_too_large", error=str(exc))
+            return
         self._dirty = False
 
     async def in_doubt(self) -> InDoubt:

@@ -18,6 +18,7 @@ from streams.domain.drafts import drafts_for, make_lrn
 from streams.domain.model import Consolidation
 from streams.domain.planning import FilingDraft, FilingType, PlannedFiling, plan
 from streams.errors import DecodeError, InputError
+from streams.gateway import simulator as simulator_module
 from streams.gateway.base import (
     HEADER_ADDRESSEE,
     HEADER_MESSAGE_ID,
@@ -28,10 +29,20 @@ from streams.gateway.base import (
 )
 from streams.gateway.connector import decode_filing
 from streams.gateway.files import FileDropGateway, outbox_name, write_atomically
-from streams.gateway.simulator import MemorySnapshotStore, SimulatorGateway, load_script
+from streams.gateway.simulator import (
+    KafkaSnapshotStore,
+    MemorySnapshotStore,
+    SimulatorGateway,
+    SnapshotTooLarge,
+    decode_snapshot,
+    encode_snapshot,
+    load_script,
+)
 from streams.messages.parse import parse_notification
 from streams.messages.render import render_filing
+from streams.settings import Settings
 from streams.simulator import Outcome, RiskRule, RiskScript
+from streams.topics import TopicSpec
 from tests.data import seed_json
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "xml"
@@ -407,6 +418,38 @@ class TestSimulatorGateway:
         await gateway.checkpoint()
         assert store.saves == 1
         assert store.state is not None and store.state["answered"] == [filings["F12"].message_id]
+
+    async def test_a_snapshot_too_large_is_logged_and_answering_goes_on(self, filings):
+        """A state over the record limit must not stop the connector (a 10-minute soak crashed it): the checkpoint
+        is refused with a clear error, the gateway answers the next filing, and the state stays to be saved."""
+
+        class FullStore(MemorySnapshotStore):
+            async def save(self, state: dict[str, Any]) -> None:
+                raise SnapshotTooLarge("the simulator's snapshot is 9000000 bytes, over the 8388608 a record may hold")
+
+        store = FullStore()
+        gateway = SimulatorGateway(store, seed=1)
+        await gateway.start()
+        await gateway.submit(filings["F12"], NOW)
+        await gateway.checkpoint()
+        assert store.saves == 0 and gateway._dirty
+        assert await gateway.submit(filings["F15"], NOW)
+
+    async def test_the_kafka_store_refuses_a_snapshot_over_the_limit_before_sending(self, monkeypatch):
+        monkeypatch.setattr(simulator_module, "SNAPSHOT_MAX_BYTES", 64)
+        store = KafkaSnapshotStore(Settings(), TopicSpec("s", "p", "k", "v"), key="app")
+        store._producer = object()  # type: ignore[assignment]
+        state = {"simulator": {"filings": [hashlib.sha256(bytes([i])).hexdigest() for i in range(50)]}}
+        with pytest.raises(SnapshotTooLarge, match="over the 64"):
+            await store.save(state)
+
+    def test_snapshots_are_deflated_and_plain_json_ones_still_load(self):
+        state = {"simulator": {"seed": 1, "filings": ["F15V1" + "A" * 17] * 500}, "answered": ["m-1"]}
+        packed = encode_snapshot(state)
+        plain = json.dumps(state).encode()
+        assert len(packed) < len(plain) // 10
+        assert decode_snapshot(packed) == state
+        assert decode_snapshot(plain) == state
 
     async def test_crash_before_snapshot_repeats_the_same_mrn(self, filings):
         """A filing answered but not snapshotted is answered again after restart with the same MRN."""
