@@ -13,7 +13,6 @@ the tracker (``ack_for_unknown_ens``), and a new booking version starts a new co
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
@@ -22,9 +21,9 @@ from datetime import datetime, timedelta
 import structlog
 from faust.types import TableT
 
-from streams.domain.lifecycle import EnsState
 from streams.domain.retention import Eviction, eviction
 from streams.pipeline.stages import answers, changes
+from streams.pipeline.stages.lifecycle import decode_state
 from streams.pipeline.tablestore import delete_key
 
 log = structlog.get_logger(__name__)
@@ -66,7 +65,7 @@ class Evictor:
         for mbl, raw in self.tables["ens-state"].items():
             if not raw or mbl in pending or not self.owned("ens-state", mbl):
                 continue
-            found = eviction(EnsState.from_json(json.loads(raw)), now, self.retention)
+            found = eviction(decode_state(raw), now, self.retention)
             if found is not None:
                 due.append(found)
                 if len(due) >= self.limit:

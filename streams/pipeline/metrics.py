@@ -7,7 +7,6 @@ of the scrape; dead letters and alert latency are fed by the topic observer of `
 
 from __future__ import annotations
 
-import json
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -16,8 +15,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streams.domain.lifecycle import EnsState, FilingState
+from streams.domain.lifecycle import FilingState
 from streams.pipeline.runner import StageStats
+from streams.pipeline.stages.lifecycle import decode_state
 
 __all__ = ["CONTENT_TYPE_LATEST", "LatencyMatcher", "PipelineMetrics", "consumer_lag", "filings_by_state"]
 
@@ -33,7 +33,7 @@ def filings_by_state(states: Iterable[bytes]) -> Counter[str]:
     """How many filings of the ENS in ``states`` (the table's raw values) are in each state."""
     counts: Counter[str] = Counter({s.value: 0 for s in FilingState})
     for raw in states:
-        state = EnsState.from_json(json.loads(raw))
+        state = decode_state(raw)
         counts.update(f.state.value for f in state.filings.values())
     return counts
 

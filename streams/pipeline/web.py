@@ -7,7 +7,6 @@ letters comes from the topic reader of ``streams.pipeline.feed``.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import Callable, Iterable, Mapping
@@ -36,6 +35,7 @@ from streams.pipeline.ens_view import SOURCE_HEADER, ChangelogReader, EnsView
 from streams.pipeline.feed import AlertFeed, TopicObserver, refresh_lag
 from streams.pipeline.login import LOGIN_PAGE, OperatorGate, session_cookie
 from streams.pipeline.metrics import CONTENT_TYPE_LATEST, PipelineMetrics
+from streams.pipeline.stages.lifecycle import decode_state
 from streams.security.operators import Operator, cross_site_refusal
 from streams.settings import Settings
 
@@ -174,7 +174,7 @@ def scoped_alerts(views: Iterable[dict[str, Any]], operator: Operator) -> list[d
 
 def consolidations_view(states: Iterable[tuple[str, bytes]], now: datetime) -> list[dict[str, Any]]:
     """Every ENS of the deployment (the ``EnsView``), by MBL."""
-    views = [consolidation_view(EnsState.from_json(json.loads(raw)), now) for _, raw in states if raw]
+    views = [consolidation_view(decode_state(raw), now) for _, raw in states if raw]
     return sorted(views, key=lambda v: v["mbl"])
 
 
@@ -276,7 +276,7 @@ class Dashboard:
 
     def state_of(self, mbl: str) -> EnsState | None:
         raw = self.states.get(mbl)
-        return None if raw is None else EnsState.from_json(json.loads(raw))
+        return None if raw is None else decode_state(raw)
 
     def alert_of(self, alert_id: str, mbl: str | None) -> tuple[str, str] | None:
         """The MBL and party of an alert: from the feed, else from the open alerts of ``mbl``'s ENS; None if unknown."""
@@ -344,7 +344,7 @@ def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, cloc
         raw, source = states.lookup(mbl)
         if raw is None:
             return web.json({"error": f"no ENS known for MBL {mbl}"}, status=404)
-        return web.json(EnsState.from_json(json.loads(raw)).to_json(), headers={SOURCE_HEADER: source})
+        return web.json(decode_state(raw).to_json(), headers={SOURCE_HEADER: source})
 
     @app.page("/login")
     class LoginView(faust.web.View):

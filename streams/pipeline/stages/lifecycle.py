@@ -26,6 +26,16 @@ log = structlog.get_logger(__name__)
 DECODED_LIMIT = 2048
 
 
+def encode_state(state: EnsState) -> bytes:
+    """An ENS state as the ens-state table holds it (JSON, written with orjson: a tenth of the json module's time)."""
+    return orjson.dumps(state.to_json())
+
+
+def decode_state(raw: bytes) -> EnsState:
+    """An ENS state from the ens-state table's value; every reader of the table goes through here."""
+    return EnsState.from_json(orjson.loads(raw))
+
+
 class LifecycleTracker(EmittingStage):
     """ENS events -> the ENS state table and the alerts each event calls for.
 
@@ -71,10 +81,10 @@ class LifecycleTracker(EmittingStage):
         if cached is not None and cached[0] == stored:
             self.decoded.move_to_end(mbl)
             return cached[1]
-        return EnsState.from_json(orjson.loads(stored))
+        return decode_state(stored)
 
     def _store(self, mbl: str, state: EnsState) -> bytes:
-        stored = orjson.dumps(state.to_json())
+        stored = encode_state(state)
         self.states[mbl] = stored
         return stored
 
@@ -125,7 +135,7 @@ def ticks_due(states: Iterable[tuple[str, bytes]], now: datetime, widest_margin:
     """MBLs whose ENS misses filings, or has unacknowledged DNL/RFI/RFS alerts, within the widest margin."""
     due: list[str] = []
     for mbl, raw in states:
-        state = EnsState.from_json(orjson.loads(raw))
+        state = decode_state(raw)
         if state.needs_tick(now, widest_margin):
             due.append(mbl)
     return due
