@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -339,7 +339,7 @@ async def measure_pipeline(
         throughput = _throughput(len(booking_records), outputs, child)
         log.info("bench_pipeline_drained", per_s=round(throughput.items_per_s, 1))
         await wait_idle(settings, catalogue, child, params.phase_timeout_s)
-        per_booking = (await records_written(settings) - written_before) / len(booking_records)
+        per_booking = written_per_item(written_before, await records_written(settings), len(booking_records))
         queue = catalogue.party_queue(FILER).name
         mrns = [mrn_number(i) for i in range(params.notifications)]
         registrations = Arrivals(settings, queue, _alert_matcher(schemas, "IE3R01"))
@@ -374,14 +374,14 @@ async def measure_pipeline(
         await wait_idle(settings, catalogue, child, params.phase_timeout_s)
         sustained = params.burst / (time.perf_counter() - burst_started)
         cpu_ms = _cpu_ms_per_item(cpu_before, child.cpu_seconds(), params.burst)
-        per_notification = (await records_written(settings) - burst_written) / params.burst
+        per_notification = written_per_item(burst_written, await records_written(settings), params.burst)
         log.info(
             "bench_pipeline_notifications",
             per_s=round(notifications, 1),
             sustained_per_s=round(sustained, 1),
             cpu_ms_per_notification=cpu_ms,
-            records_per_notification=round(per_notification, 1),
-            records_per_booking=round(per_booking, 1),
+            records_per_notification=round(sum(per_notification.values()), 1),
+            records_per_booking=round(sum(per_booking.values()), 1),
         )
         steady_rate = max(1.0, round(sustained * STEADY_SHARE))
         arrivals = Arrivals(settings, queue, _notification_matcher)
@@ -402,20 +402,27 @@ async def measure_pipeline(
     result = PathResult("pipeline", 4, throughput, LatencySummary.of(samples), peak, tuple(samples))
     return PipelineResult(
         result, notifications, LatencySummary.of(loaded), tuple(loaded), cpu_ms, steady_rate, LatencySummary.of(steady),
-        sustained, per_booking, per_notification,
+        sustained, sum(per_booking.values()), sum(per_notification.values()), per_booking, per_notification,
     )  # fmt: skip
 
 
-async def records_written(settings: Settings) -> int:
-    """Every record on the run's topics (inputs, outputs, table changelogs, the audit trail, Faust's own)."""
-    from bench.soak import OffsetProbe  # bench.soak builds on this module
+async def records_written(settings: Settings) -> dict[str, int]:
+    """Every record on the run's topics (inputs, outputs, table changelogs, the audit trail, Faust's own), per topic
+    named without the run's prefix."""
+    from bench.soak import OffsetProbe, topic_totals  # bench.soak builds on this module
 
     probe = OffsetProbe(settings)
     await probe.start()
     try:
-        return sum((await probe.end_offsets()).values())
+        return topic_totals(await probe.end_offsets(), settings.topic_prefix)
     finally:
         await probe.stop()
+
+
+def written_per_item(before: Mapping[str, int], after: Mapping[str, int], items: int) -> dict[str, float]:
+    """Records each item added to each topic, largest first; topics it added nothing to are left out."""
+    added = {topic: (end - before.get(topic, 0)) / items for topic, end in after.items()}
+    return dict(sorted(((t, n) for t, n in added.items() if n > 0), key=lambda item: (-item[1], item[0])))
 
 
 def _floor(records: float | None, cpu_ms_per_record: float | None) -> float | None:
@@ -474,6 +481,9 @@ class PipelineResult:
     """Records written to every topic of the run per booking, until the worker was idle again."""
     records_per_notification: float | None = None
     """The same per notification of the burst: what each one costs in Kafka records, audit and changelogs included."""
+    booking_records_by_topic: Mapping[str, float] = field(default_factory=dict)
+    """``records_per_booking`` per topic: where a booking's records go."""
+    notification_records_by_topic: Mapping[str, float] = field(default_factory=dict)
 
 
 def dnl_probes(mrns: Sequence[str], count: int, first: int = 0) -> list[Probe]:
@@ -671,6 +681,10 @@ async def measure(session: BrokerSession, params: Parameters, workdir: Path) -> 
         "steady_open_loop_latency_ms": None if pipeline.steady_latency is None else asdict(pipeline.steady_latency),
         "records_per_notification": pipeline.records_per_notification,
         "records_per_booking": pipeline.records_per_booking,
+        "records_by_topic": {
+            "per_booking": dict(pipeline.booking_records_by_topic),
+            "per_notification": dict(pipeline.notification_records_by_topic),
+        },
     }
     document["audit_replay"] = replay
     document["measures"] = measures(

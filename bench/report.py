@@ -174,4 +174,23 @@ def markdown_summary(document: Mapping[str, Any]) -> str:
             f"| {row['measure']} | {_cell(row['value'], row['unit'])} | {baseline} | {_ratio(row['ratio'])} "
             f"| {row['target']} |"
         )
+    lines.extend(records_by_topic_lines(document.get("pipeline_notifications", {}).get("records_by_topic", {})))
     return "\n".join(lines) + "\n"
+
+
+def records_by_topic_lines(by_topic: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Where a booking's and a notification's records go, per topic: the floor's parts."""
+    booking, notification = by_topic.get("per_booking", {}), by_topic.get("per_notification", {})
+    if not booking and not notification:
+        return []
+    lines = [
+        "",
+        "Records written per item, by topic:",
+        "",
+        "| topic | per booking | per notification |",
+        "|---|---:|---:|",
+    ]
+    for topic in sorted({*booking, *notification}, key=lambda t: (-booking.get(t, 0), -notification.get(t, 0), t)):
+        lines.append(f"| {topic} | {booking.get(topic, 0):.2f} | {notification.get(topic, 0):.2f} |")
+    lines.append(f"| all | {sum(booking.values()):.2f} | {sum(notification.values()):.2f} |")
+    return lines

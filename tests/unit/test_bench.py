@@ -329,3 +329,19 @@ class TestBaselinesAndLoad:
         assert (
             "| pipeline: booking -> 4 filings | 20 bookings/s | in process: 50 bookings/s | 0.40x | >= 300/s |" in text
         )
+
+    def test_records_per_item_are_split_by_topic_largest_first(self):
+        from bench.harness import written_per_item
+        from bench.report import markdown_summary
+
+        before = {"ics2.bookings": 10, "ics2.audit": 100, "ics2.alerts": 5}
+        after = {"ics2.bookings": 14, "ics2.audit": 140, "ics2.alerts": 5, "app-ens-state-changelog": 8}
+        per_item = written_per_item(before, after, 4)
+        assert list(per_item.items()) == [
+            ("ics2.audit", 10.0), ("app-ens-state-changelog", 2.0), ("ics2.bookings", 1.0)
+        ]  # fmt: skip
+        doc = document()
+        doc["pipeline_notifications"] = {"records_by_topic": {"per_booking": per_item, "per_notification": {"x": 0.5}}}
+        text = markdown_summary(doc)
+        assert "| ics2.audit | 10.00 | 0.00 |" in text and "| x | 0.00 | 0.50 |" in text
+        assert "| all | 13.00 | 0.50 |" in text
