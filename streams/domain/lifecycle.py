@@ -363,13 +363,21 @@ class EnsState:
 
     def needs_tick(self, now: datetime, widest_margin: timedelta) -> bool:
         """Whether the watchdog should tick this ENS: missing filings or unacknowledged alerts near their deadline."""
-        if self.deadline and self.missing_filings() and now >= parse_datetime(self.deadline) - widest_margin:
-            return True
+        due = self.tick_due_at(widest_margin)
+        return due is not None and now >= due
+
+    def tick_due_at(self, widest_margin: timedelta) -> datetime | None:
+        """From when on the watchdog should tick this ENS as it stands (``None``: never): the earliest deadline of
+        its missing filings and unacknowledged alerts, less the widest margin. Only a new state can change it, so
+        the worker keeps it per ENS instead of decoding every state at each watchdog tick."""
+        deadlines: list[datetime] = []
+        if self.deadline and self.missing_filings():
+            deadlines.append(parse_datetime(self.deadline))
         for alert in self.nagging():
             deadline = self.alert_deadline(alert)
-            if deadline is not None and now >= deadline - widest_margin:
-                return True
-        return False
+            if deadline is not None:
+                deadlines.append(deadline)
+        return min(deadlines) - widest_margin if deadlines else None
 
     def to_json(self) -> dict[str, Any]:
         return {

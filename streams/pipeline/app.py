@@ -46,7 +46,7 @@ from streams.pipeline.stages import changes
 from streams.pipeline.stages.audit import audit_stages
 from streams.pipeline.stages.booking import BookingStage
 from streams.pipeline.stages.correlate import Correlator
-from streams.pipeline.stages.lifecycle import LifecycleTracker, ticks_due
+from streams.pipeline.stages.lifecycle import LifecycleTracker, TickSchedule
 from streams.pipeline.stages.parse import NotificationParser
 from streams.pipeline.stall import StallGuard
 from streams.pipeline.tablestore import key_partition, store_url, table_options, table_partitions
@@ -217,9 +217,17 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
     # may be of another partition: partitioned by key.
     tables["audit-chain"] = _table(app, "audit-chain", catalogue.audit_chain_changelog, settings, by_key=True)
 
+    schedule = TickSchedule(max(settings.margins))
     tracker = LifecycleTracker(
-        schemas, catalogue, clock, tables["ens-state"], settings.margins, settings.response_times, batched=True
-    )
+        schemas, catalogue, clock, tables["ens-state"], settings.margins, settings.response_times, batched=True,
+        schedule=schedule,
+    )  # fmt: skip
+
+    async def schedule_outdated(app: faust.App, **kwargs: object) -> None:
+        schedule.outdated()
+
+    # Sent when a rebalance's table recovery is over: the ens-state partitions held, and their states, may differ.
+    app.on_rebalance_complete.connect(schedule_outdated)  # type: ignore[arg-type]
     stages: dict[str, tuple[TopicSpec, Handler | AsyncHandler]] = {
         "plan-bookings": (catalogue.bookings, BookingStage(schemas, catalogue, clock, tables["plans"])),
         "parse-notifications": (catalogue.notifications_inbound, NotificationParser(schemas, catalogue, clock)),
@@ -254,7 +262,10 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
     async def deadline_watchdog() -> None:
         """Asks the tracker to check every ENS whose deadline nears; the tracker decides and escalates."""
         now = clock()
-        due = ticks_due(tables["ens-state"].items(), now, max(settings.margins))
+        if not schedule.current:
+            schedule.rebuild(tables["ens-state"].items())
+            log.info("watchdog_schedule_rebuilt", scheduled=len(schedule.due))
+        due = [mbl for mbl in schedule.due_now(now) if tables["ens-state"].get(mbl) is not None]
         if not due:
             return
         emits = []
@@ -278,6 +289,7 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
         settings.closed_ens_retention,
         settings.evictions_per_tick,
         pending=lambda: getattr(tracker, "pending", {}),
+        forget=lambda mbl: schedule.note(mbl, None),
         owned=lambda table, routing_key: _owned(app, tables[table], routing_key),
     )
 

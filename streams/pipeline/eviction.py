@@ -55,6 +55,8 @@ class Evictor:
     """MBLs whose new state is not stored yet (the tracker's batch): never evicted under it."""
     owned: Callable[[str, str], bool] = lambda table, routing_key: True
     """Whether this worker holds the table's partition of a routing key as an active (not a standby copy)."""
+    forget: Callable[[str], None] = lambda mbl: None
+    """Told each MBL whose ENS state was deleted (the watchdog's schedule)."""
     evicted: Counter[str] = field(default_factory=Counter)
     """Keys deleted per table, and ENS per reason (``ens:<reason>``), since the worker started."""
 
@@ -81,6 +83,7 @@ class Evictor:
                 elsewhere = not self.owned(table, routing_key)
                 if delete_key(self.tables[table], key, routing_key, elsewhere=elsewhere):
                     held[table] += 1
+            self.forget(evicted.mbl)
             self.evicted.update(held)
             self.evicted[f"ens:{evicted.reason}"] += 1
             log.info(

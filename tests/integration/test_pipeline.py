@@ -7,6 +7,7 @@ tests do not depend on the gateway connector; tests/integration/test_end_to_end.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -213,6 +214,40 @@ class TestAlertsFollowTheState:
         await produce(settings, catalogue.notifications_inbound.name, [(b"NL812345678000", r01)])
         closed = await queue_alerts(settings, ml_tyo, lambda a: a["closes_alert_id"] == chased["alert_id"])
         assert closed[0]["notification_message_type"] == "RESOLVED" and mrn(3) in closed[0]["message"]
+
+
+class TestWatchdogAfterRecovery:
+    async def test_a_worker_without_local_state_chases_what_it_recovered(self, settings, catalogue, tmp_path):
+        """The watchdog reads a schedule the tracker keeps as it stores states; a worker that got its states from
+        the changelog (an empty state folder) stored none of them, and must still tick them: it rebuilds the
+        schedule from the recovered table."""
+        watch = {"ICS2_WATCHDOG_INTERVAL_S": "1", "ICS2_DEADLINE_MARGINS": "9000h,0h"}
+        await apply_topics(settings, catalogue, ["ML-TYO"])
+        for name in ("first", "fresh"):
+            (tmp_path / name).mkdir()
+        first = worker(settings, tmp_path / "first", **watch).start()
+        try:
+            await asyncio.to_thread(first.wait_healthy)
+            await publish_bookings(settings, [seed_json()])
+            chased = await queue_alerts(
+                settings, catalogue.party_queue("ML-TYO").name, lambda a: a["notification_message_type"] == "DEADLINE"
+            )
+            assert chased, "the first worker's watchdog chased nothing"
+        finally:
+            assert first.stop() == 0
+        fresh = worker(settings, tmp_path / "fresh", **watch).start()
+        try:
+            await asyncio.to_thread(fresh.wait_healthy)
+            started_ms = int(time.time() * 1000)
+
+            def ticks(records: list) -> list:
+                decoded = [(r, SCHEMAS.decode(r.value, reader="EnsEvent").record) for r in records]
+                return [e for r, e in decoded if e["type"] == "tick" and r.timestamp_ms >= started_ms]
+
+            events = await read_topic(settings, catalogue.ens_events.name, until=lambda rs: bool(ticks(rs)), timeout=60)
+        finally:
+            fresh.stop()
+        assert {e["mbl"] for e in ticks(events)} == {MBL}, "the fresh worker's watchdog ticked nothing"
 
 
 async def queue_alerts(settings: Settings, topic: str, wanted, timeout: float = 60.0) -> list[dict]:

@@ -24,7 +24,7 @@ from streams.domain.model import Consolidation
 from streams.domain.notifications import Action, Notification, Urgency
 from streams.domain.planning import plan
 from streams.pipeline.stage import Incoming
-from streams.pipeline.stages.lifecycle import LifecycleTracker, ticks_due
+from streams.pipeline.stages.lifecycle import LifecycleTracker, TickSchedule
 from streams.topics import Catalogue
 
 NOW = datetime(2027, 6, 10, 8, 0, tzinfo=UTC)
@@ -256,6 +256,13 @@ class TestEscalation:
             assert not (acked and mine)
             seen.extend(mine)
         assert len(seen) == len(set(seen)) <= len(DEFAULT_MARGINS)
+
+
+def ticks_due(states: list[tuple[str, bytes]], now: datetime, widest_margin: timedelta) -> list[str]:
+    """What the watchdog ticks at ``now`` after a worker (re)built its schedule from the table."""
+    schedule = TickSchedule(widest_margin)
+    schedule.rebuild(states)
+    return schedule.due_now(now)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from streams.domain.retention import eviction
 from streams.pipeline.eviction import Evictor, related_keys
 from streams.pipeline.stages import answers, changes
+from streams.pipeline.stages.lifecycle import TickSchedule
 from streams.pipeline.tablestore import key_partition, store_url, table_options
 from streams.settings import Settings, SettingsError, TableStore
 from tests.unit.test_retention import DEADLINE, RETENTION, lodged_and_assessed
@@ -93,3 +94,29 @@ class TestEvictor:
         assert [e.mbl for e in self._evictor(table, owned=lambda _t, mbl: mbl != "MBL0").due(now)] == ["MBL1", "MBL2"]
         assert len(self._evictor(table, limit=2).due(now)) == 2
         assert self._evictor(table).due(now - timedelta(seconds=1)) == []
+
+    def test_an_evicted_ens_leaves_the_watchdog_schedule(self, seed):
+        """The watchdog reads its schedule, not the table: an evicted ENS must leave it, or it would be ticked back
+        to life as a new, empty consolidation."""
+
+        class Table:
+            partitions = 4
+
+            def __init__(self, data: dict[str, bytes]) -> None:
+                self.data = data
+                self.tombstones: list[str] = []
+
+            def items(self) -> object:
+                return self.data.items()
+
+            def send_changelog(self, partition: int, key: str, value: None, **kwargs: object) -> None:
+                self.tombstones.append(key)
+
+        closed = lodged_and_assessed(seed)
+        schedule = TickSchedule(timedelta(hours=48))
+        schedule.due[closed.mbl] = DEADLINE
+        tables = {name: Table({}) for name in ("plans", "ledger", "parked")}
+        tables["ens-state"] = Table(dict(states(closed)))
+        evictor = Evictor(tables, RETENTION, limit=10, forget=lambda mbl: schedule.note(mbl, None))  # type: ignore[arg-type]
+        assert [e.mbl for e in evictor.evict(DEADLINE + RETENTION)] == [closed.mbl]
+        assert tables["ens-state"].tombstones == [closed.mbl] and closed.mbl not in schedule.due

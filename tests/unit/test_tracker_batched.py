@@ -7,11 +7,16 @@ the table as it was so that the redelivered events give the same alerts again.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import orjson
 
+from streams.contracts.events import ack_record
 from streams.contracts.records import ens_event
+from streams.domain.dates import parse_datetime
+from streams.domain.lifecycle import DEFAULT_MARGINS, EnsState
 from streams.pipeline.stage import Emit, Incoming
-from streams.pipeline.stages.lifecycle import LifecycleTracker
+from streams.pipeline.stages.lifecycle import LifecycleTracker, TickSchedule, decode_state
 from streams.simulator import Outcome, RiskRule, RiskScript
 from tests.data import seed_json_with_carrier_contact
 from tests.unit.test_handlers import NOW, Pump
@@ -100,3 +105,58 @@ def test_a_state_changed_in_the_table_is_read_again_not_taken_from_the_decoded_o
     _run(tracker, [Incoming(pump.catalogue.ens_events.name, 0, 10_000, MBL.encode(), tick, ())])
     tracker.acknowledged()
     assert orjson.loads(states[MBL])["filings"] == [], "a fresh ENS, not the decoded state of the evicted one"
+
+
+def _needs_tick_by_the_rule(state: EnsState, now: datetime, margin: timedelta) -> bool:
+    """The watchdog's rule spelled out: missing filings, or a nagging alert, with its deadline within the margin."""
+    deadline = parse_datetime(state.deadline) if state.deadline else None
+    if deadline is not None and state.missing_filings() and now >= deadline - margin:
+        return True
+    return any((d := state.alert_deadline(alert)) is not None and now >= d - margin for alert in state.nagging())
+
+
+def test_the_schedule_follows_every_stored_state_and_agrees_with_the_rule() -> None:
+    """After each event the schedule holds the MBL exactly when its state will need a tick, from the right time:
+    the watchdog reads the schedule, not every state, and must tick what the rule says at any moment."""
+    pump, events = _seed_events()
+    margin = max(DEFAULT_MARGINS)
+    states: dict[str, bytes] = {}
+    schedule = TickSchedule(margin)
+    tracker = LifecycleTracker(pump.schemas, pump.catalogue, lambda: NOW, states, batched=True, schedule=schedule)
+    moments = [NOW + timedelta(hours=h) for h in (-1000, 0, 24, 24 * 10, 24 * 60)]
+    for incoming in events:
+        tracker(incoming)
+        tracker.acknowledged()
+        state = decode_state(states[MBL])
+        for now in moments:
+            assert (MBL in schedule.due_now(now)) == _needs_tick_by_the_rule(state, now, margin), now
+    assert MBL in schedule.due, "the seed's Do Not Load nags until acknowledged"
+
+    rebuilt = TickSchedule(margin)
+    assert not rebuilt.current
+    rebuilt.rebuild(states.items())
+    assert rebuilt.current and rebuilt.due == schedule.due
+    rebuilt.outdated()
+    assert not rebuilt.current
+
+    for alert in decode_state(states[MBL]).nagging():
+        value = pump.schemas.encode("EnsEvent", ack_record(MBL, alert.alert_id, "ops-anna", NOW))
+        tracker(Incoming(pump.catalogue.ens_events.name, 0, 10_000, MBL.encode(), value))
+    tracker.acknowledged()
+    state = decode_state(states[MBL])
+    assert state.nagging() == [] and state.missing_filings(), "a co-loader's F16 is still missing"
+    assert schedule.due[MBL] == parse_datetime(state.deadline or "") - margin
+
+    for status in state.filings.values():
+        status.state = status.state.REGISTERED
+    schedule.note(MBL, state)
+    assert MBL not in schedule.due, "nothing left to chase: the ENS leaves the schedule"
+
+
+def test_an_abandoned_batch_leaves_the_schedule_as_the_table() -> None:
+    pump, events = _seed_events()
+    schedule = TickSchedule(max(DEFAULT_MARGINS))
+    tracker = LifecycleTracker(pump.schemas, pump.catalogue, lambda: NOW, {}, batched=True, schedule=schedule)
+    _run(tracker, events)
+    tracker.abandoned()
+    assert schedule.due == {}

@@ -36,6 +36,48 @@ def decode_state(raw: bytes) -> EnsState:
     return EnsState.from_json(orjson.loads(raw))
 
 
+class TickSchedule:
+    """When each ENS of this worker next needs the watchdog, kept as the tracker stores states.
+
+    Why: the watchdog decoded every ENS state of the table at each tick (every 30 s), which grows with the ENS kept
+    for their retention (60 days) and stalled the event loop for seconds in a soak of 30,000 consolidations. A
+    state's due time changes only when the state does, so it is noted when the tracker stores the state. States
+    that arrive otherwise (recovered from the changelog after a rebalance) are picked up by ``rebuild``, which the
+    worker asks for after every rebalance: the schedule is then marked out of date.
+    """
+
+    def __init__(self, widest_margin: timedelta) -> None:
+        self.widest_margin = widest_margin
+        self.due: dict[str, datetime] = {}
+        """MBL -> from when on its ENS needs a tick; ENS that never will are left out."""
+        self.current = False
+        """Whether ``due`` reflects the table (false until the first ``rebuild``, and after each rebalance)."""
+
+    def note(self, mbl: str, state: EnsState | None) -> None:
+        """``state`` is what the table holds for ``mbl`` now (``None``: nothing)."""
+        at = None if state is None else state.tick_due_at(self.widest_margin)
+        if at is None:
+            self.due.pop(mbl, None)
+        else:
+            self.due[mbl] = at
+
+    def rebuild(self, states: Iterable[tuple[str, bytes]]) -> None:
+        """Every state of the table decoded once: after a rebalance, the table holds states no tracker stored."""
+        self.due.clear()
+        for mbl, raw in states:
+            if raw:
+                self.note(mbl, decode_state(raw))
+        self.current = True
+
+    def outdated(self) -> None:
+        """The table's partitions changed (a rebalance and its recovery): rebuild before the next use."""
+        self.current = False
+
+    def due_now(self, now: datetime) -> list[str]:
+        """The MBLs to tick at ``now``, in order."""
+        return sorted(mbl for mbl, at in self.due.items() if now >= at)
+
+
 class LifecycleTracker(EmittingStage):
     """ENS events -> the ENS state table and the alerts each event calls for.
 
@@ -57,9 +99,12 @@ class LifecycleTracker(EmittingStage):
         response_times: Mapping[str, timedelta] = DEFAULT_RESPONSE_TIMES,
         *,
         batched: bool = False,
+        schedule: TickSchedule | None = None,
     ) -> None:
         super().__init__(schemas, catalogue, clock)
         self.states = states
+        self.schedule = schedule
+        """Told each state stored, for the watchdog."""
         self.margins = tuple(margins)
         self.response_times = dict(response_times)
         self.batched = batched
@@ -86,6 +131,8 @@ class LifecycleTracker(EmittingStage):
     def _store(self, mbl: str, state: EnsState) -> bytes:
         stored = encode_state(state)
         self.states[mbl] = stored
+        if self.schedule is not None:
+            self.schedule.note(mbl, state)
         return stored
 
     def acknowledged(self) -> None:
@@ -129,13 +176,3 @@ class LifecycleTracker(EmittingStage):
             tag = ("ics2-notification-id", str(payload["notification_id"]).encode())
             emits = [replace(e, headers=(*e.headers, tag)) for e in emits]
         return emits
-
-
-def ticks_due(states: Iterable[tuple[str, bytes]], now: datetime, widest_margin: timedelta) -> list[str]:
-    """MBLs whose ENS misses filings, or has unacknowledged DNL/RFI/RFS alerts, within the widest margin."""
-    due: list[str] = []
-    for mbl, raw in states:
-        state = decode_state(raw)
-        if state.needs_tick(now, widest_margin):
-            due.append(mbl)
-    return due
