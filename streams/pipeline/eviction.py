@@ -24,9 +24,13 @@ from faust.types import TableT
 from streams.domain.retention import Eviction, eviction
 from streams.pipeline.stages import answers, changes
 from streams.pipeline.stages.lifecycle import decode_state
-from streams.pipeline.tablestore import delete_key
+from streams.pipeline.tablestore import Cursor, delete_key, scan_table
 
 log = structlog.get_logger(__name__)
+
+#: ENS states an eviction tick examines: with the default tick of 5 minutes, a million states are all seen within
+#: about 17 hours, and a tick decodes for about a quarter of a second.
+SCAN_PER_TICK = 5000
 
 #: The tables an eviction removes keys from, in the order it removes them (the ENS state last, so that an eviction
 #: cut short by a crash is found again at the next tick).
@@ -55,23 +59,33 @@ class Evictor:
     """MBLs whose new state is not stored yet (the tracker's batch): never evicted under it."""
     owned: Callable[[str, str], bool] = lambda table, routing_key: True
     """Whether this worker holds the table's partition of a routing key as an active (not a standby copy)."""
+    scan_limit: int = SCAN_PER_TICK
+    """States examined per call of ``due``."""
+    cursor: Cursor | None = None
+    """Where the last call of ``due`` stopped (``None``: at the start)."""
     forget: Callable[[str], None] = lambda mbl: None
     """Told each MBL whose ENS state was deleted (the watchdog's schedule)."""
     evicted: Counter[str] = field(default_factory=Counter)
     """Keys deleted per table, and ENS per reason (``ens:<reason>``), since the worker started."""
 
     def due(self, now: datetime) -> list[Eviction]:
-        """Up to ``limit`` evictable ENS, skipping those not owned here or with a state still pending."""
+        """Up to ``limit`` evictable ENS among the next ``scan_limit`` states, skipping those not owned here or with
+        a state still pending; the next call goes on from there, and after the last state starts over.
+
+        Why a slice per tick: decoding every ENS state kept for the retention period at each tick grows with the
+        traffic (about 50 us a state: 50 s for a million, with the event loop stalled for as long).
+        """
         pending = self.pending()
         due: list[Eviction] = []
-        for mbl, raw in self.tables["ens-state"].items():
-            if not raw or mbl in pending or not self.owned("ens-state", mbl):
-                continue
-            found = eviction(decode_state(raw), now, self.retention)
-            if found is not None:
-                due.append(found)
-                if len(due) >= self.limit:
-                    break
+        for examined, (cursor, mbl, raw) in enumerate(scan_table(self.tables["ens-state"], self.cursor), 1):
+            if raw and mbl not in pending and self.owned("ens-state", mbl):
+                found = eviction(decode_state(raw), now, self.retention)
+                if found is not None:
+                    due.append(found)
+            if len(due) >= self.limit or examined >= self.scan_limit:
+                self.cursor = cursor
+                return due
+        self.cursor = None
         return due
 
     def evict(self, now: datetime) -> list[Eviction]:

@@ -15,14 +15,15 @@ the memory store always does. A clean stop flushes the changelog like the files,
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from aiokafka.partitioner import murmur2
 from faust.stores import STORES
 from faust.stores.rocksdb import Store as RocksDBStore
-from faust.types import TableT
+from faust.types import TP, TableT
 from faust.types.tables import CollectionT
 
 from streams.settings import Settings, TableStore
@@ -77,6 +78,50 @@ class KeyedRocksDBStore(RocksDBStore):
         partition = key_partition(key, table_partitions(self.table))
         self._key_index[key] = partition
         self._db_for_partition(partition).put(key, value)
+
+    def scan(self, after: Cursor | None) -> Iterator[tuple[Cursor, bytes, bytes]]:
+        """The active partitions' items in (partition, key) order, from just after ``after``."""
+        topic = self.table.changelog_topic_name  # type: ignore[attr-defined]
+        actives = self.app.assignor.assigned_actives()
+        databases = sorted(
+            (partition, db) for partition, db in self._dbs.items() if TP(topic, partition) in actives
+        )  # fmt: skip
+        return scan_databases(databases, after, skip=self.offset_key)
+
+
+class Cursor(NamedTuple):
+    """Where a scan of a table stopped: the partition and the last key it returned."""
+
+    partition: int
+    key: bytes
+
+
+def scan_databases(
+    databases: Iterable[tuple[int, Any]], after: Cursor | None, skip: bytes = b""
+) -> Iterator[tuple[Cursor, bytes, bytes]]:
+    """Items of RocksDB databases (``rocksdict.Rdict``, raw mode) in (partition, key) order, each with its cursor,
+    starting just after ``after``: RocksDB seeks to it instead of walking the keys before it."""
+    for partition, db in databases:
+        if after is not None and partition < after.partition:
+            continue
+        start = after.key if after is not None and partition == after.partition else None
+        for key, value in db.items(from_key=start) if start is not None else db.items():
+            if key in (skip, start):
+                continue
+            yield Cursor(partition, key), key, value
+
+
+def scan_table(table: TableT[str, bytes], after: Cursor | None) -> Iterator[tuple[Cursor, str, bytes]]:
+    """The table's items from just after ``after``, each with the cursor to resume after it: a timer can walk a
+    large table a slice per tick. The memory store (tests, small deployments) is walked in key order."""
+    store = getattr(table, "data", None)
+    if isinstance(store, KeyedRocksDBStore) and store.use_rocksdict:
+        for cursor, key, value in store.scan(after):
+            yield cursor, key.decode(), value
+        return
+    for key, value in sorted(table.items()):
+        if after is None or key.encode() > after.key:
+            yield Cursor(0, key.encode()), key, value
 
 
 #: Table directories this process already checked: a second store of the same table must not discard the first's.

@@ -13,7 +13,7 @@ from streams.domain.retention import eviction
 from streams.pipeline.eviction import Evictor, related_keys
 from streams.pipeline.stages import answers, changes
 from streams.pipeline.stages.lifecycle import TickSchedule
-from streams.pipeline.tablestore import key_partition, store_url, table_options
+from streams.pipeline.tablestore import Cursor, key_partition, scan_databases, store_url, table_options
 from streams.settings import Settings, SettingsError, TableStore
 from tests.unit.test_retention import DEADLINE, RETENTION, lodged_and_assessed
 
@@ -120,3 +120,45 @@ class TestEvictor:
         evictor = Evictor(tables, RETENTION, limit=10, forget=lambda mbl: schedule.note(mbl, None))  # type: ignore[arg-type]
         assert [e.mbl for e in evictor.evict(DEADLINE + RETENTION)] == [closed.mbl]
         assert tables["ens-state"].tombstones == [closed.mbl] and closed.mbl not in schedule.due
+
+
+class TestScan:
+    """Timers walk a large table a slice per tick, resuming where the last slice stopped."""
+
+    def test_rocksdb_databases_resume_after_the_cursor_in_partition_and_key_order(self, tmp_path: Path):
+        from rocksdict import Options, Rdict
+
+        databases = []
+        for partition, keys in ((0, [b"b", b"a", b"__offset__"]), (2, [b"c", b"a"]), (5, [])):
+            db = Rdict(str(tmp_path / f"t-{partition}.db"), Options(raw_mode=True))
+            for key in keys:
+                db.put(key, b"v" + key)
+            databases.append((partition, db))
+        try:
+            everything = [(c.partition, k) for c, k, _ in scan_databases(databases, None, skip=b"__offset__")]
+            assert everything == [(0, b"a"), (0, b"b"), (2, b"a"), (2, b"c")]
+            resumed = [(c.partition, k) for c, k, _ in scan_databases(databases, Cursor(0, b"b"), skip=b"__offset__")]
+            assert resumed == [(2, b"a"), (2, b"c")]
+            assert [k for _, k, _ in scan_databases(databases, Cursor(2, b"a"))] == [b"c"]
+            assert list(scan_databases(databases, Cursor(2, b"c"))) == []
+            databases[1][1].delete(b"a")
+            gone = [(c.partition, k) for c, k, _ in scan_databases(databases, Cursor(2, b"a"))]
+            assert gone == [(2, b"c")], "a cursor on a key deleted since resumes at the next one"
+        finally:
+            for _, db in databases:
+                db.close()
+
+    def test_the_evictor_examines_a_slice_per_tick_and_starts_over_after_the_last(self, seed):
+        closed = []
+        for number in range(7):
+            state = lodged_and_assessed(seed)
+            state.mbl = f"MBL{number}"
+            closed.append(state)
+        table = states(*closed)
+        now = DEADLINE + RETENTION
+        evictor = Evictor({"ens-state": table}, RETENTION, limit=10, scan_limit=3)  # type: ignore[dict-item]
+        slices = [[e.mbl for e in evictor.due(now)] for _ in range(4)]
+        assert slices == [["MBL0", "MBL1", "MBL2"], ["MBL3", "MBL4", "MBL5"], ["MBL6"], ["MBL0", "MBL1", "MBL2"]]
+        limited = Evictor({"ens-state": table}, RETENTION, limit=2, scan_limit=100)  # type: ignore[dict-item]
+        assert [e.mbl for e in limited.due(now)] == ["MBL0", "MBL1"]
+        assert [e.mbl for e in limited.due(now)] == ["MBL2", "MBL3"], "the next tick goes on after the last examined"
