@@ -1,7 +1,7 @@
 """The simulator connector: the pure ``CustomsSimulator`` behind the gateway boundary, with state that survives
 a restart.
 
-State is persisted as ``to_json()`` snapshots (plus the message ids already answered) on a compacted topic, one
+State is persisted as ``state()`` snapshots (plus the message ids already answered) on a compacted topic, one
 key per deployment. Replaying the outbound topic was the alternative and was not chosen: the MRNs depend on the
 order in which filings reached the simulator, which a replay across partitions does not reproduce, and the time
 of each original ``submit`` is not on the record.
@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewTopic
@@ -77,7 +78,9 @@ class SnapshotStore(Protocol):
 
     async def load(self) -> dict[str, Any] | None: ...
 
-    async def save(self, state: dict[str, Any]) -> None: ...
+    async def save(self, state: dict[str, Any]) -> None:
+        """Persist ``state`` (JSON values and dataclasses, as orjson writes them), read before the first await: it
+        holds the simulator's live objects."""
 
 
 @dataclass(slots=True)
@@ -94,10 +97,10 @@ class MemorySnapshotStore:
         """Nothing to release."""
 
     async def load(self) -> dict[str, Any] | None:
-        return None if self.state is None else json.loads(json.dumps(self.state))
+        return None if self.state is None else orjson.loads(orjson.dumps(self.state))
 
     async def save(self, state: dict[str, Any]) -> None:
-        self.state = json.loads(json.dumps(state))
+        self.state = orjson.loads(orjson.dumps(state))
         self.saves += 1
 
 
@@ -113,12 +116,12 @@ class SnapshotTooLarge(ICS2StreamsError):
 
 def encode_snapshot(state: dict[str, Any]) -> bytes:
     """Compact JSON, deflated: the state of a 10-minute soak (tens of thousands of filings) outgrew 8 MiB as JSON."""
-    return zlib.compress(json.dumps(state, separators=(",", ":"), sort_keys=True).encode("utf-8"), 1)
+    return zlib.compress(orjson.dumps(state, option=orjson.OPT_SORT_KEYS), 1)
 
 
 def decode_snapshot(value: bytes) -> Any:
     """A snapshot as ``encode_snapshot`` writes it, or as plain JSON (snapshots written before it deflated)."""
-    return json.loads(value if value[:1] == b"{" else zlib.decompress(value))
+    return orjson.loads(value if value[:1] == b"{" else zlib.decompress(value))
 
 
 class KafkaSnapshotStore:
@@ -261,7 +264,8 @@ class SimulatorGateway:
         return InDoubt()
 
     def snapshot(self) -> dict[str, Any]:
-        return {"simulator": self.simulator.to_json(), "answered": list(self._answered)}
+        """What ``checkpoint`` saves; it holds the simulator's live objects, so it is encoded at once."""
+        return {"simulator": self.simulator.state(), "answered": list(self._answered)}
 
     def _remember(self, message_id: str) -> None:
         if len(self._answered) == self._answered.maxlen:

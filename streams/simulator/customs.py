@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import structlog
 
 from streams.domain.dates import format_datetime, parse_datetime
@@ -466,18 +467,25 @@ class CustomsSimulator:
         self._counter += 1
         return f"{outcome.value.upper()}{now.year % 100:02d}{_base36(self._counter, 8)}"
 
-    def to_json(self) -> dict[str, Any]:
-        """The whole state, JSON-serialisable, for a connector to persist."""
+    def state(self) -> dict[str, Any]:
+        """The whole state for a connector to persist, its parts the simulator's own dataclasses (not copies): to
+        be written at once by orjson, which serialises dataclasses itself. ``dataclasses.asdict`` plus the json
+        module took two thirds of the simulator's CPU in a soak, where it checkpoints after every batch."""
         return {
             "seed": self.seed,
             "counter": self._counter,
             "script": self.script.to_json(),
-            "mrns": dict(self._mrns),
-            "links": {k: asdict(v) for k, v in self._links.items()},
-            "referrals": {k: asdict(v) for k, v in self._referrals.items()},
-            "rejected": list(self._rejected),
-            "invalidated": [asdict(r) for r in self._invalidated],
+            "mrns": self._mrns,
+            "links": self._links,
+            "referrals": self._referrals,
+            "rejected": self._rejected,
+            "invalidated": self._invalidated,
         }
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole state as plain JSON values (``from_json`` restores it)."""
+        loaded: dict[str, Any] = orjson.loads(orjson.dumps(self.state()))
+        return loaded
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CustomsSimulator:
