@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -402,7 +402,7 @@ async def measure_pipeline(
     result = PathResult("pipeline", 4, throughput, LatencySummary.of(samples), peak, tuple(samples))
     return PipelineResult(
         result, notifications, LatencySummary.of(loaded), tuple(loaded), cpu_ms, steady_rate, LatencySummary.of(steady),
-        sustained, sum(per_booking.values()), sum(per_notification.values()), per_booking, per_notification,
+        sustained, per_booking, per_notification,
     )  # fmt: skip
 
 
@@ -477,13 +477,18 @@ class PipelineResult:
     steady_latency: LatencySummary | None = None
     sustained_per_s: float | None = None
     """The burst's notifications over the time until the worker was idle again: the audit trail's work included."""
-    records_per_booking: float | None = None
-    """Records written to every topic of the run per booking, until the worker was idle again."""
-    records_per_notification: float | None = None
+    booking_records_by_topic: Mapping[str, float] | None = None
+    """Records written per booking to each topic of the run, until the worker was idle again."""
+    notification_records_by_topic: Mapping[str, float] | None = None
     """The same per notification of the burst: what each one costs in Kafka records, audit and changelogs included."""
-    booking_records_by_topic: Mapping[str, float] = field(default_factory=dict)
-    """``records_per_booking`` per topic: where a booking's records go."""
-    notification_records_by_topic: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def records_per_booking(self) -> float | None:
+        return None if self.booking_records_by_topic is None else sum(self.booking_records_by_topic.values())
+
+    @property
+    def records_per_notification(self) -> float | None:
+        return None if self.notification_records_by_topic is None else sum(self.notification_records_by_topic.values())
 
 
 def dnl_probes(mrns: Sequence[str], count: int, first: int = 0) -> list[Probe]:
@@ -682,8 +687,8 @@ async def measure(session: BrokerSession, params: Parameters, workdir: Path) -> 
         "records_per_notification": pipeline.records_per_notification,
         "records_per_booking": pipeline.records_per_booking,
         "records_by_topic": {
-            "per_booking": dict(pipeline.booking_records_by_topic),
-            "per_notification": dict(pipeline.notification_records_by_topic),
+            "per_booking": dict(pipeline.booking_records_by_topic or {}),
+            "per_notification": dict(pipeline.notification_records_by_topic or {}),
         },
     }
     document["audit_replay"] = replay
