@@ -4,6 +4,7 @@ and ``ics2 archive`` as a user runs them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -51,6 +52,30 @@ class Run:
 def ics2(run: Run, *args: str) -> subprocess.CompletedProcess[str]:
     env = service_env(run.settings, run.tmp / "state")
     return subprocess.run([ICS2, *args], env=env, capture_output=True, text=True, timeout=180, check=False)
+
+
+@contextlib.asynccontextmanager
+async def trail_copy(story: Run, name: str, keyed: list[tuple[bytes, bytes]]) -> AsyncIterator[Settings]:
+    """The settings of a copy of the audit topic, under a prefix of its own, holding the messages ``keyed`` (the
+    story's trail, tampered with); the copy's topics are deleted on the way out."""
+    prefix = f"{story.settings.topic_prefix}{name}."
+    settings = replace(story.settings, topic_prefix=prefix)
+    catalogue = Catalogue.for_prefix(prefix)
+    await apply_topics(settings, catalogue)
+    try:
+        await produce(settings, catalogue.audit.name, keyed)
+        yield settings
+    finally:
+        await delete_topics(settings, await list_topics(settings, prefix), wait=False)
+
+
+def forked_workers() -> int:
+    """The fewest workers that put ``SECOND_MBL``'s chain in a forked worker's share, not the reader's."""
+    return next(n for n in range(2, 9) if share_of(SECOND_MBL, n) != 0)
+
+
+def record_index(records: list[dict[str, Any]], mbl: str, sequence: int) -> int:
+    return next(i for i, r in enumerate(records) if r["mbl"] == mbl and r["sequence"] == sequence)
 
 
 async def committed_offsets(settings: Settings) -> dict[str, dict[Any, Any]]:
@@ -192,19 +217,12 @@ class TestReplay:
     async def test_forged_record_on_kafka_is_detected(self, story: Run):
         """An AuditRecord re-produced with changed content into a copy of the audit topic breaks the chain there."""
         records = (await read_trail(story.settings)).records
-        copy_prefix = f"{story.settings.topic_prefix}copy."
-        copy_settings = replace(story.settings, topic_prefix=copy_prefix)
-        catalogue = Catalogue.for_prefix(copy_prefix)
-        await apply_topics(copy_settings, catalogue)
-        try:
-            index = next(i for i, r in enumerate(records) if r["mbl"] == SECOND_MBL and r["sequence"] == 3)
-            forged = dict(records[index], recorded_at="2020-01-01T00:00:00Z")
-            values = [SCHEMAS.encode("AuditRecord", forged if i == index else r) for i, r in enumerate(records)]
-            keyed = [(r["mbl"].encode(), v) for r, v in zip(records, values, strict=True)]
-            await produce(copy_settings, catalogue.audit.name, keyed)
+        index = record_index(records, SECOND_MBL, 3)
+        forged = dict(records[index], recorded_at="2020-01-01T00:00:00Z")
+        keyed = [(r["mbl"].encode(), SCHEMAS.encode("AuditRecord", forged if i == index else r))
+                 for i, r in enumerate(records)]  # fmt: skip
+        async with trail_copy(story, "copy", keyed) as copy_settings:
             report = build_report((await read_trail(copy_settings)).records, ReplayFilter(mbl=SECOND_MBL))
-        finally:
-            await delete_topics(copy_settings, await list_topics(copy_settings, copy_prefix), wait=False)
         assert [(b["mbl"], b["sequence"], b["kind"]) for b in report["integrity"]["breaks"]] == [
             (SECOND_MBL, 3, "hash_mismatch")
         ]
@@ -217,16 +235,9 @@ class TestReplay:
         assert keys is not None, "the worker keeps its signing key in its state folder"
         last = [r for r in records if r["mbl"] == SECOND_MBL][-1]
         forged = chain(head_after(last), "note", {"mbl": SECOND_MBL, "text": "forged"}, last["recorded_at"])
-        copy_prefix = f"{story.settings.topic_prefix}ext."
-        copy_settings = replace(story.settings, topic_prefix=copy_prefix)
-        catalogue = Catalogue.for_prefix(copy_prefix)
-        await apply_topics(copy_settings, catalogue)
-        try:
-            keyed = [(r["mbl"].encode(), SCHEMAS.encode("AuditRecord", r)) for r in [*records, forged]]
-            await produce(copy_settings, catalogue.audit.name, keyed)
+        keyed = [(r["mbl"].encode(), SCHEMAS.encode("AuditRecord", r)) for r in [*records, forged]]
+        async with trail_copy(story, "ext", keyed) as copy_settings:
             replayed = (await read_trail(copy_settings)).records
-        finally:
-            await delete_topics(copy_settings, await list_topics(copy_settings, copy_prefix), wait=False)
         assert build_report(replayed, ReplayFilter(mbl=SECOND_MBL))["integrity"]["breaks"] == [], "hashes all right"
         report = build_report(replayed, ReplayFilter(mbl=SECOND_MBL), keys=keys)
         assert [(b["mbl"], b["sequence"], b["kind"]) for b in report["integrity"]["breaks"]] == [
@@ -240,20 +251,13 @@ class TestReplay:
         forked one) gives the report of one process, byte for byte, signatures checked."""
         records = (await read_trail(story.settings)).records
         keys = trusted_keys(replace(story.settings, state_dir=story.tmp / "state"))
-        workers = next(n for n in range(2, 9) if share_of(SECOND_MBL, n) != 0)
-        copy_prefix = f"{story.settings.topic_prefix}par."
-        copy_settings = replace(story.settings, topic_prefix=copy_prefix)
-        catalogue = Catalogue.for_prefix(copy_prefix)
-        await apply_topics(copy_settings, catalogue)
-        try:
-            index = next(i for i, r in enumerate(records) if r["mbl"] == SECOND_MBL and r["sequence"] == 2)
-            forged = dict(records[index], kind="note")
-            keyed = [(r["mbl"].encode(), SCHEMAS.encode("AuditRecord", forged if i == index else r)) for i, r in
-                     enumerate(records)]  # fmt: skip
-            await produce(copy_settings, catalogue.audit.name, keyed)
+        workers = forked_workers()
+        index = record_index(records, SECOND_MBL, 2)
+        forged = dict(records[index], kind="note")
+        keyed = [(r["mbl"].encode(), SCHEMAS.encode("AuditRecord", forged if i == index else r))
+                 for i, r in enumerate(records)]  # fmt: skip
+        async with trail_copy(story, "par", keyed) as copy_settings:
             replayed = (await read_trail(copy_settings)).records
-        finally:
-            await delete_topics(copy_settings, await list_topics(copy_settings, copy_prefix), wait=False)
         parts = walk_shares(replayed, None, keys, False, workers)
         assert [p.walker != os.getpid() for p in parts if p.breaks] == [True]
         monkeypatch.setattr(parallel, "MIN_SHARE", 1)
@@ -270,26 +274,20 @@ class TestReplay:
         short gives the problem (topic, partition, offset) and the report of the reader decoding everything."""
         records = (await read_trail(story.settings)).records
         keys = trusted_keys(replace(story.settings, state_dir=story.tmp / "state"))
-        workers = next(n for n in range(2, 9) if share_of(SECOND_MBL, n) != 0)
-        copy_prefix = f"{story.settings.topic_prefix}raw."
-        copy_settings = replace(story.settings, topic_prefix=copy_prefix)
-        catalogue = Catalogue.for_prefix(copy_prefix)
-        await apply_topics(copy_settings, catalogue)
-        try:
-            index = next(i for i, r in enumerate(records) if r["mbl"] == SECOND_MBL and r["sequence"] == 2)
-            values = [SCHEMAS.encode("AuditRecord", r) for r in records]
-            values[index] = values[index][:-5]
-            keyed = [(r["mbl"].encode(), v) for r, v in zip(records, values, strict=True)]
-            await produce(copy_settings, catalogue.audit.name, keyed)
+        workers = forked_workers()
+        index = record_index(records, SECOND_MBL, 2)
+        values = [SCHEMAS.encode("AuditRecord", r) for r in records]
+        values[index] = values[index][:-5]
+        keyed = [(r["mbl"].encode(), v) for r, v in zip(records, values, strict=True)]
+        async with trail_copy(story, "raw", keyed) as copy_settings:
             read = await read_trail(copy_settings)
             monkeypatch.setattr(parallel, "MIN_SHARE", 1)
             parts, _ = await share_trail(copy_settings, ReplayFilter(), keys, workers=workers)
             report, problems = await replay_trail(copy_settings, keys=keys, workers=workers)
-        finally:
-            await delete_topics(copy_settings, await list_topics(copy_settings, copy_prefix), wait=False)
+        audit_topic = Catalogue.for_prefix(copy_settings.topic_prefix).audit.name
         assert len(parts) == workers and [p.walker != os.getpid() for p in parts if p.problems] == [True]
         assert problems == read.problems and len(problems) == 1
-        assert problems[0].startswith(f"{catalogue.audit.name}:") and ": not an AuditRecord: " in problems[0]
+        assert problems[0].startswith(f"{audit_topic}:") and ": not an AuditRecord: " in problems[0]
         assert report_json(report) == report_json(build_report(read.records, keys=keys, workers=1))
         breaks = [(b["mbl"], b["sequence"], b["kind"]) for b in report["integrity"]["breaks"]]
         assert breaks == [(SECOND_MBL, 3, "gap"), (SECOND_MBL, 3, "broken_link")]
