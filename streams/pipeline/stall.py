@@ -5,11 +5,19 @@ reached the agents: the partitions' positions are at their ends, nothing is comm
 the worker would wait forever. The guard compares what the group has committed with the partitions' high-water
 marks; when there is lag and no stage has consumed anything for a while, it seeks the stream partitions back to
 their committed offsets (at-least-once: whatever is read twice is recognised by its deterministic ids).
+
+Seeking is not always enough. A worker whose group session expired while it opened its tables (a 6.5 s stall on a
+loaded machine) rejoined and then never fetched two of its partitions again, sought back every 15 s for 14 minutes.
+So the guard escalates, one step per action on the same partitions: it first puts them back into Faust's fetch
+bookkeeping (a partition left paused, out of the active set, marked as having a full buffer, or without a route to
+its stream is never fetched or never delivered) and seeks; when they are still stuck the next time, it asks the
+group for a new rebalance, which rebuilds all of that from the assignment.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -31,6 +39,50 @@ def lagging(highwaters: Mapping[TP, int | None], committed: Mapping[TP, int | No
     return sorted(tp for tp, end in highwaters.items() if end is not None and end > max(committed.get(tp) or 0, 0))
 
 
+@dataclass(frozen=True, slots=True)
+class FetchState:
+    """Where one stuck partition stands in Faust's fetch bookkeeping: any flag set keeps its records away."""
+
+    paused: bool
+    inactive: bool
+    buffer_full: bool
+    unrouted: bool
+
+    def describe(self) -> str:
+        flags = [name for name in ("paused", "inactive", "buffer_full", "unrouted") if getattr(self, name)]
+        return ",".join(flags) or "fetchable"
+
+
+def fetch_state(consumer: Any, conductor: Any, tp: TP) -> FetchState:
+    """How ``consumer`` (Faust's) and ``conductor`` (its router from partitions to streams) treat ``tp``."""
+    active = getattr(consumer, "_active_partitions", None)
+    return FetchState(
+        paused=tp in getattr(consumer, "_paused_partitions", ()),
+        inactive=active is not None and tp not in active,
+        buffer_full=tp in getattr(consumer, "_buffered_partitions", ()),
+        unrouted=tp not in getattr(conductor, "_tp_to_callback", {tp: None}),
+    )
+
+
+async def restore_fetching(consumer: Any, conductor: Any, stuck: Iterable[TP]) -> None:
+    """Puts ``stuck`` partitions back where Faust fetches and delivers them (a no-op for healthy ones)."""
+    stuck = set(stuck)
+    consumer.resume_partitions(stuck)
+    getattr(consumer, "_buffered_partitions", set()).difference_update(stuck)
+    if any(fetch_state(consumer, conductor, tp).unrouted for tp in stuck):
+        await conductor.on_partitions_assigned(consumer.assignment())
+
+
+async def request_rebalance(consumer: Any) -> None:
+    """Asks the group coordinator, from the consumer's own thread, for a new rebalance of this member."""
+    thread = consumer._thread
+
+    async def rejoin() -> None:
+        thread._ensure_consumer()._coordinator.request_rejoin()
+
+    await thread.call_thread(rejoin)
+
+
 class StallGuard:
     """Called by a timer; acts only after ``patience`` checks with lag and an unchanged consumed count."""
 
@@ -44,7 +96,9 @@ class StallGuard:
         self.patience = patience
         self._consumed = -1
         self._idle_checks = 0
+        self._last_stuck: set[TP] = set()
         self.resyncs = 0
+        self.rebalances = 0
 
     async def check(self) -> list[TP]:
         """One look; returns the partitions it re-sought (usually none)."""
@@ -55,6 +109,7 @@ class StallGuard:
         progressed, self._consumed = consumed != self._consumed, consumed
         if progressed:
             self._idle_checks = 0
+            self._last_stuck = set()
             return []
         consumer = self.app.consumer
         streams = [tp for tp in consumer.assignment() if tp.topic in self.sources]
@@ -65,11 +120,23 @@ class StallGuard:
         suspects = lagging(highwaters, consumer._committed_offset)
         behind = lagging({tp: highwaters[tp] for tp in suspects}, await self._committed(suspects)) if suspects else []
         self._idle_checks = self._idle_checks + 1 if behind else 0
+        if not behind:
+            self._last_stuck = set()
         if self._idle_checks < self.patience:
             return []
         self._idle_checks = 0
+        conductor = self.app.topics
+        states = {f"{tp.topic}:{tp.partition}": fetch_state(consumer, conductor, tp).describe() for tp in behind}
+        again, self._last_stuck = self._last_stuck & set(behind), set(behind)
+        if again:
+            self.rebalances += 1
+            self._last_stuck = set()
+            log.warning("stall_persists_requesting_rebalance", partitions=states)
+            await request_rebalance(consumer)
+            return behind
         self.resyncs += 1
-        log.warning("stall_detected_reseeking", partitions=[f"{tp.topic}:{tp.partition}" for tp in behind])
+        log.warning("stall_detected_reseeking", partitions=states)
+        await restore_fetching(consumer, conductor, behind)
         await seek_streams(consumer, set(streams))
         return behind
 

@@ -54,10 +54,15 @@ from tests.integration.services import (
 SCHEMAS = SchemaCatalogue.load()
 #: The seed co-load as booked by ML-TYO: two F15 and two F14 are ML-TYO's own filings.
 FILINGS_PER_BOOKING = 4
-#: How long the broker stays frozen: longer than the gateway consumer's 10 s session timeout, shorter than the
-#: worker's 30 s one and the clients' 40 s request timeout: coordinator and partition leaders stop answering, then
-#: come back.
+#: How long the broker stays frozen: longer than the gateway consumer's 10 s and the worker's 6 s session timeouts,
+#: shorter than the clients' 40 s request timeout: coordinator and partition leaders stop answering, then come back.
 FREEZE_S = 15.0
+#: How long a worker stays frozen: beyond its 6 s group session (``streams.pipeline.app.SESSION_TIMEOUT_S``), so
+#: the coordinator drops it, and beyond the 3 s heartbeat's own session check.
+WORKER_FREEZE_S = 10.0
+#: What the worker logs when the group has assigned it partitions and it opens their table databases: the moment of
+#: the start-up freeze, as when a slow disk stalled a worker there for longer than its session.
+OPENING_STATE = "opening partition"
 #: Generous: the machine is small and shared.
 SETTLE_TIMEOUT_S = 150.0
 
@@ -165,6 +170,18 @@ def complete(states: dict[str, dict[str, Any] | None]) -> bool:
         and set(our_filings(state).values()) == {"registered"}
         for state in states.values()
     )
+
+
+async def freeze_process(service: Service, seconds: float) -> None:
+    """SIGSTOP the service's process for ``seconds``, then SIGCONT, whatever happens meanwhile."""
+    assert service.proc is not None
+    pid = service.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert await poll_until(lambda: process_state(pid) == "T", 5.0), f"{service.name} is frozen"
+        await asyncio.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 async def poll_until(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
@@ -329,6 +346,43 @@ class TestLeaderUnavailable:
                 os.kill(pid, signal.SIGCONT)
 
         await ride_out(fault_settings, tmp_path, freeze)
+
+
+class TestWorkerFrozen:
+    @pytest.mark.parametrize("moment", ["while-it-starts", "mid-stream"])
+    async def test_worker_frozen_beyond_its_session_resumes_every_partition(
+        self, fault_settings: Settings, tmp_path: Path, moment: str
+    ):
+        """The worker's process stopped (SIGSTOP) for longer than its group session, once as it opens its state
+        and recovers with bookings waiting, once mid-stream: the group drops it, and after SIGCONT it must rejoin
+        and consume every partition again, nothing lost or doubled."""
+        books = bookings(12)
+        settings = fault_settings
+        customs = gateway(settings, tmp_path, "--poll-interval", "1").start()
+        processing = worker(settings, tmp_path)
+        try:
+            if moment == "while-it-starts":
+                await publish_bookings(settings, books)
+                processing.start()
+                opening = await poll_until(lambda: OPENING_STATE in processing.tail(400), 90.0, interval=0.01)
+                assert opening, f"the worker never opened its tables:\n{trouble(processing)}"
+            else:
+                processing.start()
+                await asyncio.to_thread(processing.wait_healthy, 90.0)
+                await publish_bookings(settings, books)
+                await first_filings_out(settings)
+            fault_at_ms = int(time.time() * 1000)
+            await freeze_process(processing, WORKER_FREEZE_S)
+            await asyncio.to_thread(processing.wait_healthy, 90.0)
+            expected = len(books) * FILINGS_PER_BOOKING
+            outcome = await settle(settings, processing, [mbl_of(b) for b in books], expected, customs)
+            assert_alive(processing, customs)
+            assert_nothing_lost_or_doubled(outcome, books, processing, customs)
+            if moment == "mid-stream":
+                assert_hit_mid_stream(outcome, fault_at_ms)
+        finally:
+            processing.stop()
+            customs.stop()
 
 
 class TestChangelogRecovery:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import faust
+import pytest
+from aiokafka.consumer.group_coordinator import GroupCoordinator
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
 from streams.pipeline.runner import StageStats
-from streams.pipeline.stall import StallGuard, lagging
+from streams.pipeline.stall import FetchState, StallGuard, fetch_state, lagging, restore_fetching
 from streams.settings import Settings
 
 BOOKINGS = [TP("p.ics2.bookings", n) for n in range(2)]
@@ -31,6 +35,28 @@ class Consumer:
         self._committed_offset: dict[TP, int] = {}
         self.seeks: list[dict[TP, int]] = []
         self.performed = 0
+        self._paused_partitions: set[TP] = set()
+        self._active_partitions: set[TP] = set(ends)
+        self._buffered_partitions: set[TP] = set()
+        self.rejoins = 0
+        self._thread = self
+
+    def resume_partitions(self, tps: set[TP]) -> None:
+        self._active_partitions |= tps
+        self._paused_partitions -= tps
+
+    async def call_thread(self, fun) -> None:
+        await fun()
+
+    def _ensure_consumer(self) -> Consumer:
+        return self
+
+    @property
+    def _coordinator(self) -> Consumer:
+        return self
+
+    def request_rejoin(self) -> None:
+        self.rejoins += 1
 
     def assignment(self) -> set[TP]:
         return set(self.ends) | {TP("p.ics2.plans-changelog", 0)}
@@ -51,6 +77,19 @@ class App:
 
     def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
+        self.topics = Conductor(set(consumer.ends))
+
+
+class Conductor:
+    """Faust's router from partitions to streams, reduced to which partitions have a route."""
+
+    def __init__(self, routed: set[TP]) -> None:
+        self._tp_to_callback = dict.fromkeys(routed)
+        self.rebuilt = 0
+
+    async def on_partitions_assigned(self, assigned: set[TP]) -> None:
+        self._tp_to_callback = dict.fromkeys(assigned)
+        self.rebuilt += 1
 
 
 class Guard(StallGuard):
@@ -97,6 +136,72 @@ class TestStallGuard:
         g = guard({BOOKINGS[0]: 6}, StageStats())
         g.app.rebalancing = True
         assert [await g.check() for _ in range(5)] == [[]] * 5
+
+
+class TestEscalation:
+    async def test_a_partition_left_out_of_fetching_is_put_back_before_the_seek(self):
+        """Paused, dropped from the active set, marked full and without a route: all undone when the guard acts."""
+        g = guard({BOOKINGS[0]: 6, BOOKINGS[1]: 0}, StageStats())
+        consumer = g.app.consumer
+        consumer._paused_partitions.add(BOOKINGS[0])
+        consumer._active_partitions.discard(BOOKINGS[0])
+        consumer._buffered_partitions.add(BOOKINGS[0])
+        del g.app.topics._tp_to_callback[BOOKINGS[0]]
+        assert fetch_state(consumer, g.app.topics, BOOKINGS[0]) == FetchState(True, True, True, True)
+        assert [await g.check() for _ in range(4)][3] == [BOOKINGS[0]]
+        assert fetch_state(consumer, g.app.topics, BOOKINGS[0]).describe() == "fetchable"
+        assert g.app.topics.rebuilt == 1 and consumer.performed == 1 and consumer.rejoins == 0
+
+    async def test_the_same_partitions_stuck_after_a_seek_ask_the_group_for_a_rebalance(self):
+        """Seeking did not help: the next action on those partitions is a rebalance, and the one after a seek."""
+        g = guard({BOOKINGS[0]: 6}, StageStats())
+        consumer = g.app.consumer
+        for _ in range(4):
+            await g.check()
+        assert (g.resyncs, g.rebalances, consumer.rejoins) == (1, 0, 0)
+        for _ in range(3):
+            await g.check()
+        assert (g.resyncs, g.rebalances, consumer.rejoins) == (1, 1, 1)
+        for _ in range(3):
+            await g.check()
+        assert (g.resyncs, g.rebalances) == (2, 1), "after a rebalance the guard starts over with a seek"
+
+    async def test_progress_in_between_starts_over_with_a_seek(self):
+        """A stall that cleared and came back is a new one: seek first, no rebalance."""
+        stats = StageStats()
+        g = guard({BOOKINGS[0]: 6}, stats)
+        for _ in range(4):
+            await g.check()
+        stats.consumed["plan-bookings"] = 1
+        for _ in range(4):
+            await g.check()
+        assert (g.resyncs, g.rebalances) == (2, 0)
+
+    async def test_the_real_faust_consumer_and_conductor_are_restored(self):
+        """Against faust-streaming's own bookkeeping: the flags are read from and undone in its real objects."""
+        app = faust.App("stall-unit", broker="kafka://127.0.0.1:1")
+        tp = TP("stall-unit-topic", 0)
+        consumer, conductor = app.consumer, app.topics
+        consumer.assignment = lambda: {tp}
+        conductor.add(app.topic(tp.topic))
+        await conductor.on_partitions_assigned({tp})
+        consumer._set_active_tps({tp})
+        consumer.pause_partitions({tp})
+        consumer.on_buffer_full(tp)
+        conductor._tp_to_callback.clear()
+        assert fetch_state(consumer, conductor, tp) == FetchState(True, True, True, True)
+        await restore_fetching(consumer, conductor, {tp})
+        assert fetch_state(consumer, conductor, tp).describe() == "fetchable"
+        assert tp in consumer._get_active_partitions()
+
+    @pytest.mark.parametrize(
+        "owner, name",
+        [(AIOKafkaConsumerThread, "_ensure_consumer"), (AIOKafkaConsumerThread, "call_thread"),
+         (GroupCoordinator, "request_rejoin")],
+    )  # fmt: skip
+    def test_the_rebalance_request_uses_what_the_libraries_have(self, owner, name):
+        """The rebalance goes through aiokafka's coordinator in Faust's consumer thread: both must still exist."""
+        assert callable(getattr(owner, name))
 
 
 class TestStallGuardCost:
