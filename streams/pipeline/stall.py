@@ -47,21 +47,39 @@ class FetchState:
     inactive: bool
     buffer_full: bool
     unrouted: bool
+    kafka_unassigned: bool = False
+    """aiokafka's own view, read for the log only: not in its assignment, paused, or without a fetch position."""
+    kafka_paused: bool = False
+    kafka_no_position: bool = False
 
     def describe(self) -> str:
-        flags = [name for name in ("paused", "inactive", "buffer_full", "unrouted") if getattr(self, name)]
+        flags = [name for name in self.__slots__ if getattr(self, name)]
         return ",".join(flags) or "fetchable"
 
 
 def fetch_state(consumer: Any, conductor: Any, tp: TP) -> FetchState:
-    """How ``consumer`` (Faust's) and ``conductor`` (its router from partitions to streams) treat ``tp``."""
+    """How ``consumer`` (Faust's) and ``conductor`` (its router from partitions to streams) treat ``tp``, and how
+    the aiokafka consumer beneath sees it (a snapshot read across threads, for the log)."""
     active = getattr(consumer, "_active_partitions", None)
+    kafka = _kafka_assignment(consumer)
+    state = None if kafka is None else kafka.state_value(tp)
     return FetchState(
         paused=tp in getattr(consumer, "_paused_partitions", ()),
         inactive=active is not None and tp not in active,
         buffer_full=tp in getattr(consumer, "_buffered_partitions", ()),
         unrouted=tp not in getattr(conductor, "_tp_to_callback", {tp: None}),
+        kafka_unassigned=kafka is not None and state is None,
+        kafka_paused=state is not None and bool(state.paused),
+        kafka_no_position=state is not None and not state.has_valid_position,
     )
+
+
+def _kafka_assignment(consumer: Any) -> Any:
+    """aiokafka's assignment (its per-partition fetch states) under Faust's consumer thread; None when absent."""
+    try:
+        return consumer._thread._consumer._subscription.subscription.assignment
+    except AttributeError:
+        return None
 
 
 async def restore_fetching(consumer: Any, conductor: Any, stuck: Iterable[TP]) -> None:
