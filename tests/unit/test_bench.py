@@ -25,6 +25,7 @@ from bench.stats import (
     ratio,
     ratios,
 )
+from streams.contracts.avro import SchemaCatalogue
 from tests.data import SEED_PATH, seed_json
 
 samples = st.lists(st.floats(min_value=0.0, max_value=1e6, allow_nan=False), min_size=1, max_size=300)
@@ -345,3 +346,19 @@ class TestBaselinesAndLoad:
         text = markdown_summary(doc)
         assert "| ics2.audit | 10.00 | 0.00 |" in text and "| x | 0.00 | 0.50 |" in text
         assert "| all | 13.00 | 0.50 |" in text
+
+
+class TestPayloads:
+    def test_the_notification_event_is_measured_against_its_own_typed_records(self):
+        """The seed's notification event is made by the real stages, and its content is the typed records timed."""
+        from bench.payloads import measure, seed_records
+
+        schemas = SchemaCatalogue.load()
+        written = seed_records(schemas)
+        events = [schemas.decode(v, reader="EnsEvent").record for v in written["ics2.ens-events"]]
+        notification = json.loads(next(e for e in events if e["type"] == "notification")["payload"])
+        parsed = [schemas.decode(v).record for v in written["ics2.notifications.parsed"]]
+        assert notification["notification"] in parsed, "the payload carries a CustomsNotification as written"
+        result = measure(calls=5)
+        assert result["payload_json_bytes"] > result["typed_avro_bytes"] > 0
+        assert min(result[k] for k in ("json_loads_us", "typed_decode_us", "typed_decode_raw_us")) > 0
