@@ -49,7 +49,13 @@ from streams.pipeline.stages.correlate import Correlator
 from streams.pipeline.stages.lifecycle import LifecycleTracker, TickSchedule
 from streams.pipeline.stages.parse import NotificationParser
 from streams.pipeline.stall import StallGuard
-from streams.pipeline.tablestore import key_partition, store_url, table_options, table_partitions
+from streams.pipeline.tablestore import (
+    KeyedRocksDBStore,
+    key_partition,
+    store_url,
+    table_options,
+    table_partitions,
+)
 from streams.pipeline.web import register_views
 from streams.settings import ProcessingGuarantee, SecurityProtocol, Settings
 from streams.topics import Catalogue, TopicSpec, with_partitions
@@ -216,6 +222,9 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
     # Written once per MBL after a batch's records are acknowledged (``BatchChainer``), while the current record
     # may be of another partition: partitioned by key.
     tables["audit-chain"] = _table(app, "audit-chain", catalogue.audit_chain_changelog, settings, by_key=True)
+    for table in tables.values():
+        if isinstance(table.data, KeyedRocksDBStore):
+            table.data.open_all()
 
     schedule = TickSchedule(max(settings.margins))
     tracker = LifecycleTracker(

@@ -59,8 +59,29 @@ class KeyedRocksDBStore(RocksDBStore):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _discard_unless_clean(*self._files())
+        self._opened: dict[int, Any] = {}
+
+    def open_all(self) -> None:
+        """Opens the database of every partition of the table now, before the worker joins its consumer group.
+
+        Why: rocksdict holds the GIL while RocksDB opens a database, which syncs files to disk. Faust opens a
+        partition's database when the group assigns the partition; on a machine busy writing, one open was seen to
+        take 6.5 s, so the consumer thread could not heartbeat, the group dropped the worker (its session is 6 s)
+        and some partitions were not fetched again. Opened here, each database is reused for the life of the
+        store, across every rebalance (``_open_for_partition``)."""
+        for partition in range(table_partitions(self.table)):
+            self._open_for_partition(partition)
+
+    def _open_for_partition(self, partition: int) -> Any:
+        """The partition's database, opened once: a rebalance that takes the partition away and gives it back
+        finds it open (Faust forgets a revoked partition's database and would open it again)."""
+        db = self._opened.get(partition)
+        if db is None:
+            db = self._opened[partition] = super()._open_for_partition(partition)
+        return db
 
     async def stop(self) -> None:
+        self._opened.clear()
         await super().stop()
         directory, table = self._files()
         directory.mkdir(parents=True, exist_ok=True)

@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
+from faust.types import TP
 from faust.types.tuples import Message
 
 from streams.pipeline.app import Pipeline, build_pipeline
+from streams.pipeline.tablestore import KeyedRocksDBStore, table_partitions
 from streams.settings import Settings
 
 
@@ -53,3 +55,30 @@ def test_the_tables_written_after_a_batch_are_partitioned_by_key(pipeline):
     record is at hand."""
     by_key = {name for name, table in pipeline.tables.items() if table.use_partitioner}
     assert by_key == {"audit-chain", "ens-state"}
+
+
+class TestDatabasesOpenedBeforeJoining:
+    def test_every_partition_database_is_open_once_the_pipeline_is_built(self, pipeline: Pipeline):
+        """Built, before Faust starts the consumer: each table holds an open database for each of its partitions."""
+        for name, table in pipeline.tables.items():
+            store = table.data
+            assert isinstance(store, KeyedRocksDBStore), name
+            assert sorted(store._opened) == list(range(table_partitions(table))), name
+            assert all(store.partition_path(p).is_dir() for p in store._opened), name
+
+    async def test_an_assignment_opens_nothing(self, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch):
+        """Faust's assignment after a rebalance, and again after the partition was revoked, reuses the databases:
+        no RocksDB open (which holds the GIL, so the heartbeat too) happens while the worker is in the group."""
+        table = pipeline.tables["ens-state"]
+        store = table.data
+        assert isinstance(store, KeyedRocksDBStore)
+        opened: list[Path] = []
+        options = store.rocksdb_options
+        monkeypatch.setattr(options, "open", lambda path, **kw: opened.append(path) or pytest.fail("opened"))
+        topic = table.changelog_topic.get_topic_name()
+        every = {TP(topic, p) for p in range(table_partitions(table))}
+        monkeypatch.setattr(pipeline.app.assignor, "assigned_standbys", lambda: set())
+        await store.assign_partitions(table, every)
+        store.revoke_partitions(table, {TP(topic, 1)})
+        await store.assign_partitions(table, {TP(topic, 1)})
+        assert opened == [] and sorted(store._dbs) == sorted(store._opened)
