@@ -134,6 +134,11 @@ class StallGuard:
         if not streams:
             return []
         highwaters = {tp: consumer.highwater(tp) for tp in streams}
+        unknown = [tp for tp, end in highwaters.items() if end is None]
+        if unknown:
+            # A partition never fetched since its assignment has no high-water mark in the consumer: exactly the
+            # partition a stuck fetch leaves behind (seen after a group session expired), so ask the broker.
+            highwaters.update(await consumer.highwaters(*unknown))
         # The worker's own record of its commits rules out an idle, caught-up worker without asking the broker.
         suspects = lagging(highwaters, consumer._committed_offset)
         behind = lagging({tp: highwaters[tp] for tp in suspects}, await self._committed(suspects)) if suspects else []

@@ -35,6 +35,8 @@ class Consumer:
         self._committed_offset: dict[TP, int] = {}
         self.seeks: list[dict[TP, int]] = []
         self.performed = 0
+        self.never_fetched: set[TP] = set()
+        self.asked_ends: list[set[TP]] = []
         self._paused_partitions: set[TP] = set()
         self._active_partitions: set[TP] = set(ends)
         self._buffered_partitions: set[TP] = set()
@@ -61,8 +63,12 @@ class Consumer:
     def assignment(self) -> set[TP]:
         return set(self.ends) | {TP("p.ics2.plans-changelog", 0)}
 
-    def highwater(self, tp: TP) -> int:
-        return self.ends[tp]
+    def highwater(self, tp: TP) -> int | None:
+        return None if tp in self.never_fetched else self.ends[tp]
+
+    async def highwaters(self, *tps: TP) -> dict[TP, int]:
+        self.asked_ends.append(set(tps))
+        return {tp: self.ends[tp] for tp in tps}
 
     async def perform_seek(self) -> None:
         self.performed += 1
@@ -136,6 +142,23 @@ class TestStallGuard:
         g = guard({BOOKINGS[0]: 6}, StageStats())
         g.app.rebalancing = True
         assert [await g.check() for _ in range(5)] == [[]] * 5
+
+
+class TestNeverFetched:
+    async def test_a_partition_never_fetched_since_its_assignment_is_seen_lagging(self):
+        """No high-water mark in the consumer (no fetch since the rebalance): its end is asked of the broker, and a
+        partition with records and nothing consumed is sought back like any other."""
+        g = guard({BOOKINGS[0]: 6, BOOKINGS[1]: 0}, StageStats())
+        g.app.consumer.never_fetched = {BOOKINGS[0]}
+        assert [await g.check() for _ in range(4)][3] == [BOOKINGS[0]]
+        assert g.app.consumer.asked_ends[-1] == {BOOKINGS[0]} and g.resyncs == 1
+
+    async def test_ends_are_not_asked_when_the_consumer_knows_them(self):
+        """The usual case costs no request: every partition fetched has its high-water mark."""
+        g = guard({BOOKINGS[0]: 6}, StageStats())
+        g.committed = {BOOKINGS[0]: 6}
+        assert [await g.check() for _ in range(4)] == [[]] * 4
+        assert g.app.consumer.asked_ends == []
 
 
 class TestEscalation:
