@@ -67,11 +67,16 @@ def fetch_state(consumer: Any, conductor: Any, tp: TP) -> FetchState:
         paused=tp in getattr(consumer, "_paused_partitions", ()),
         inactive=active is not None and tp not in active,
         buffer_full=tp in getattr(consumer, "_buffered_partitions", ()),
-        unrouted=tp not in getattr(conductor, "_tp_to_callback", {tp: None}),
+        unrouted=not _routed(conductor, tp),
         kafka_unassigned=kafka is not None and state is None,
         kafka_paused=state is not None and bool(state.paused),
         kafka_no_position=state is not None and not state.has_valid_position,
     )
+
+
+def _routed(conductor: Any, tp: TP) -> bool:
+    """Whether Faust's conductor hands ``tp``'s records to a stream (a conductor without the map: assume so)."""
+    return tp in getattr(conductor, "_tp_to_callback", {tp: None})
 
 
 def _kafka_assignment(consumer: Any) -> Any:
@@ -87,7 +92,7 @@ async def restore_fetching(consumer: Any, conductor: Any, stuck: Iterable[TP]) -
     stuck = set(stuck)
     consumer.resume_partitions(stuck)
     getattr(consumer, "_buffered_partitions", set()).difference_update(stuck)
-    if any(fetch_state(consumer, conductor, tp).unrouted for tp in stuck):
+    if not all(_routed(conductor, tp) for tp in stuck):
         await conductor.on_partitions_assigned(consumer.assignment())
 
 

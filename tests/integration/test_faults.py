@@ -172,13 +172,11 @@ def complete(states: dict[str, dict[str, Any] | None]) -> bool:
     )
 
 
-async def freeze_process(service: Service, seconds: float) -> None:
-    """SIGSTOP the service's process for ``seconds``, then SIGCONT, whatever happens meanwhile."""
-    assert service.proc is not None
-    pid = service.proc.pid
+async def freeze_process(pid: int, seconds: float, what: str) -> None:
+    """SIGSTOP the process for ``seconds``, then SIGCONT, whatever happens meanwhile."""
     os.kill(pid, signal.SIGSTOP)
     try:
-        assert await poll_until(lambda: process_state(pid) == "T", 5.0), f"{service.name} is frozen"
+        assert await poll_until(lambda: process_state(pid) == "T", 5.0), f"{what} is frozen"
         await asyncio.sleep(seconds)
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -337,15 +335,7 @@ class TestLeaderUnavailable:
         pid = fault_broker.status(probe=False).pid
         assert pid is not None
 
-        async def freeze() -> None:
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                assert await poll_until(lambda: process_state(pid) == "T", 5.0), "the broker JVM is frozen"
-                await asyncio.sleep(FREEZE_S)
-            finally:
-                os.kill(pid, signal.SIGCONT)
-
-        await ride_out(fault_settings, tmp_path, freeze)
+        await ride_out(fault_settings, tmp_path, lambda: freeze_process(pid, FREEZE_S, "the broker JVM"))
 
 
 class TestWorkerFrozen:
@@ -372,7 +362,8 @@ class TestWorkerFrozen:
                 await publish_bookings(settings, books)
                 await first_filings_out(settings)
             fault_at_ms = int(time.time() * 1000)
-            await freeze_process(processing, WORKER_FREEZE_S)
+            assert processing.proc is not None
+            await freeze_process(processing.proc.pid, WORKER_FREEZE_S, "the worker")
             await asyncio.to_thread(processing.wait_healthy, 90.0)
             expected = len(books) * FILINGS_PER_BOOKING
             outcome = await settle(settings, processing, [mbl_of(b) for b in books], expected, customs)
