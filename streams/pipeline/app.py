@@ -1,4 +1,4 @@
-"""The Faust application and its wiring, built by one function that the worker, the demo and the tests share.
+"""The worker, built by one function that the CLI, the demo and the tests share.
 
 Topology (every topic, table and changelog named in ``streams.topics``)::
 
@@ -11,6 +11,9 @@ Topology (every topic, table and changelog named in ``streams.topics``)::
     timer watchdog ──▶ ens-events (tick) for ENS whose deadline nears with filings missing
     timer parked-changes ──▶ notifications.parsed (FilingChange, ics2-expiry) for changes waiting too long
     timer closed-ens-eviction ──▶ tombstones in the plans, ledger, parked and ens-state changelogs for closed ENS
+
+The stages run in ``streams.pipeline.engine`` (one consumer group per stage, one save rule); Faust hosts the web
+views and the timers.
 """
 
 from __future__ import annotations
@@ -22,23 +25,20 @@ from typing import Any
 
 import faust
 import structlog
-from faust.serializers import codecs
-from faust.types import TP, TableT
 from yarl import URL
 
 from streams.audit.signing import key_path, signer_for
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.records import ens_event
 from streams.pipeline.dead_letters import DeadLetterSink
+from streams.pipeline.engine import Engine, Stage, StageProcessor
 from streams.pipeline.eviction import Evictor
-from streams.pipeline.recovery import OrderedTableManager
 from streams.pipeline.runner import (
     AsyncHandler,
     BatchPolicy,
     Producer,
     StageRunner,
     StageStats,
-    add_stage,
     skip_when_broker_away,
 )
 from streams.pipeline.stage import Emit, Handler
@@ -48,38 +48,19 @@ from streams.pipeline.stages.booking import BookingStage
 from streams.pipeline.stages.correlate import Correlator
 from streams.pipeline.stages.lifecycle import LifecycleTracker, TickSchedule
 from streams.pipeline.stages.parse import NotificationParser
-from streams.pipeline.stall import StallGuard
-from streams.pipeline.tablestore import (
-    KeyedRocksDBStore,
-    key_partition,
-    store_url,
-    table_options,
-    table_partitions,
-)
+from streams.pipeline.tables import StateTable
 from streams.pipeline.web import register_views
-from streams.settings import ProcessingGuarantee, SecurityProtocol, Settings
+from streams.settings import SecurityProtocol, Settings
 from streams.topics import Catalogue, TopicSpec, with_partitions
 
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
 
-#: Seconds between two looks of the stall guard.
-STALL_CHECK_S = 5.0
-#: How long Faust's producer (table changelogs) waits to fill a produce request.
-CHANGELOG_LINGER_S = 0.005
-#: A worker that dies without leaving the group (SIGKILL, power loss) holds its partitions this long, so its
-#: replacement waits this long before it resumes (Faust's default is 60 s; 30 s made a restart idle 26-48 s). 6 s is
-#: the broker's smallest allowed session (``group.min.session.timeout.ms``). Static membership was not taken: every
-#: worker would need its own stable ``group.instance.id``, and a static member that stops cleanly keeps its
-#: partitions for the whole session instead of handing them over at once.
-SESSION_TIMEOUT_S = 6.0
 #: The audit stages' batches: nobody waits for an audit record within a second, so they gather up to a quarter of
-#: a second of records before sending (measured in ``make bench``: fewer produce requests, commits and chain-head
-#: writes per record, and more of the core for the stages that alert a party).
-AUDIT_BATCHES = BatchPolicy(linger_s=0.25, max_age_s=1.0)
-#: Heartbeats a third of the session apart (Kafka's rule), so two lost heartbeats do not end a live worker's session.
-HEARTBEAT_INTERVAL_S = 2.0
+#: a second of records before sending (fewer produce requests, commits and chain-head writes per record, and more
+#: of the core for the stages that alert a party).
+AUDIT_BATCHES = BatchPolicy(linger_s=0.25)
 
 
 def utc_now() -> datetime:
@@ -94,28 +75,22 @@ class Pipeline:
     settings: Settings
     catalogue: Catalogue
     stats: StageStats
-    tables: dict[str, TableT[str, bytes]] = field(default_factory=dict)
+    engine: Engine
+    tables: dict[str, StateTable] = field(default_factory=dict)
     runners: dict[str, StageRunner] = field(default_factory=dict)
     evictor: Evictor | None = None
 
 
 def faust_app(settings: Settings) -> faust.App:
-    """A Faust app configured from the settings; no agents yet."""
+    """The Faust app that hosts the web views and the timers; the stages are the engine's, not Faust agents."""
     datadir = settings.table_dir
     datadir.parent.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
         "broker": settings.faust_broker_url,
-        "store": store_url(settings),
-        "processing_guarantee": settings.processing_guarantee.value,
+        "store": "memory://",
         "topic_partitions": settings.default_partitions,
         "topic_replication_factor": 1,
-        "topic_allow_declare": True,
-        "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
-        # Table changelogs go through Faust's producer, one send per table write; lingering 5 ms lets a batch's
-        # writes share produce requests (measured: a quarter less CPU per notification). Faust flushes this
-        # producer before it commits offsets, so no offset is committed ahead of its changelog.
-        "producer_linger": CHANGELOG_LINGER_S,
         "key_serializer": "raw",
         "value_serializer": "raw",
         "datadir": str(datadir),
@@ -123,18 +98,7 @@ def faust_app(settings: Settings) -> faust.App:
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
         "canonical_url": URL(f"http://{settings.web_host}:{settings.web_port}"),
-        "broker_commit_every": 100,
-        "broker_commit_interval": 1.0,
-        # Faust empties the agents' buffers on a rebalance or stop, then would wait for those very messages to be
-        # acknowledged: a worker losing partitions to a new one hung there. In-flight records are not waited for;
-        # their offsets are not committed, so the new owner reads them again (at-least-once, ids deduplicate).
-        "stream_wait_empty": False,
-        "broker_session_timeout": SESSION_TIMEOUT_S,
-        "broker_heartbeat_interval": HEARTBEAT_INTERVAL_S,
-        "TableManager": OrderedTableManager,
     }
-    if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
-        options["processing_guarantee"] = "exactly_once"
     if settings.security_protocol is not SecurityProtocol.PLAINTEXT:
         options["broker_credentials"] = _credentials(settings)
     return faust.App(settings.app_id, **options)
@@ -152,55 +116,14 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(ssl_context)
 
 
-class Utf8Keys(codecs.Codec):
-    """Table keys as plain UTF-8, the bytes our topics are keyed by, so a key's partition is the same in both."""
+def _table(name: str, changelog: TopicSpec, settings: Settings, *, by_key: bool = False) -> StateTable:
+    """A table whose changelog is the catalogue's explicitly named, compacted topic, partitioned like its source.
 
-    def _dumps(self, obj: Any) -> bytes:
-        return obj.encode() if isinstance(obj, str) else bytes(obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return s.decode()
-
-
-codecs.register("ics2-utf8", Utf8Keys())
-
-
-def _table(
-    app: faust.App, name: str, changelog: TopicSpec, settings: Settings, *, by_key: bool = False
-) -> TableT[str, bytes]:
-    """A table whose changelog is the catalogue's explicitly named, compacted topic.
-
-    ``by_key``: a changelog record's partition comes from its key (the same murmur2 of the same UTF-8 bytes that
-    places the source records), not from the record being processed; for a table written after a whole batch,
-    when the current record may be of another partition than the key's.
+    ``by_key``: a write goes to the partition of its key (as the source records with that key), for a table written
+    after a whole batch, when the record being processed may be of another partition than the key's.
     """
     spec = with_partitions(changelog, settings.default_partitions)
-    schema: faust.Schema[str, bytes] = faust.Schema(
-        key_type=str, value_type=bytes, key_serializer="ics2-utf8", value_serializer="raw"
-    )
-    topic = app.topic(spec.name, schema=schema, partitions=spec.partitions, config=spec.config())
-    table: TableT[str, bytes] = app.Table(
-        name,
-        default=None,
-        schema=schema,
-        partitions=spec.partitions,
-        changelog_topic=topic,
-        use_partitioner=by_key,
-        options=table_options(settings),
-    )
-    # Faust writes changelog records with serializers it derives from key_type/value_type (JSON without them), not
-    # with the schema that recovery reads them with: keys came back JSON-quoted and a recovered table missed them all.
-    # ``TableT`` does not declare the serializers that ``faust.Table`` has.
-    table.key_serializer = schema.key_serializer  # type: ignore[attr-defined]
-    table.value_serializer = schema.value_serializer  # type: ignore[attr-defined]
-    return table
-
-
-def _owned(app: faust.App, table: TableT[str, bytes], routing_key: str) -> bool:
-    """Whether this worker is the active owner of the table partition that ``routing_key`` is placed in."""
-    topic = table.changelog_topic.get_topic_name()
-    partition = key_partition(routing_key.encode(), table_partitions(table))
-    return TP(topic, partition) in app.assignor.assigned_actives()
+    return StateTable(name, spec.name, spec.partitions or settings.default_partitions, by_key=by_key)
 
 
 def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, clock: Clock = utc_now) -> Pipeline:
@@ -209,22 +132,19 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
     catalogue = Catalogue.for_prefix(settings.topic_prefix)
     app = faust_app(settings)
     stats = StageStats()
-    producer = Producer(app, settings, catalogue)
+    producer = Producer(settings, catalogue)
     dead_letters = DeadLetterSink(producer, catalogue.dead_letters.name, schemas)
-    pipeline = Pipeline(app=app, settings=settings, catalogue=catalogue, stats=stats)
+    engine = Engine(producer)
+    pipeline = Pipeline(app=app, settings=settings, catalogue=catalogue, stats=stats, engine=engine)
     tables = pipeline.tables
-    tables["plans"] = _table(app, "plans", catalogue.plans_changelog, settings)
-    tables["ledger"] = _table(app, "ledger", catalogue.filing_ledger_changelog, settings)
-    tables["parked"] = _table(app, "parked", catalogue.parked_changelog, settings)
+    tables["plans"] = _table("plans", catalogue.plans_changelog, settings)
+    tables["ledger"] = _table("ledger", catalogue.filing_ledger_changelog, settings)
+    tables["parked"] = _table("parked", catalogue.parked_changelog, settings)
     # Written once per MBL after a batch's alerts are acknowledged (``LifecycleTracker`` batched), while the current
     # record may be of another partition: partitioned by key, like the audit chain heads below.
-    tables["ens-state"] = _table(app, "ens-state", catalogue.ens_state_changelog, settings, by_key=True)
-    # Written once per MBL after a batch's records are acknowledged (``BatchChainer``), while the current record
-    # may be of another partition: partitioned by key.
-    tables["audit-chain"] = _table(app, "audit-chain", catalogue.audit_chain_changelog, settings, by_key=True)
-    for table in tables.values():
-        if isinstance(table.data, KeyedRocksDBStore):
-            table.data.open_all()
+    tables["ens-state"] = _table("ens-state", catalogue.ens_state_changelog, settings, by_key=True)
+    # Written once per MBL after a batch's records are acknowledged (``BatchChainer``): partitioned by key.
+    tables["audit-chain"] = _table("audit-chain", catalogue.audit_chain_changelog, settings, by_key=True)
 
     schedule = TickSchedule(max(settings.margins))
     tracker = LifecycleTracker(
@@ -232,11 +152,10 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
         schedule=schedule,
     )  # fmt: skip
 
-    async def schedule_outdated(app: faust.App, **kwargs: object) -> None:
+    def schedule_outdated(partitions: set[int]) -> None:
+        """The ens-state partitions held, and their states, changed: the watchdog's schedule is rebuilt."""
         schedule.outdated()
 
-    # Sent when a rebalance's table recovery is over: the ens-state partitions held, and their states, may differ.
-    app.on_rebalance_complete.connect(schedule_outdated)  # type: ignore[arg-type]
     stages: dict[str, tuple[TopicSpec, Handler | AsyncHandler]] = {
         "plan-bookings": (catalogue.bookings, BookingStage(schemas, catalogue, clock, tables["plans"])),
         "parse-notifications": (catalogue.notifications_inbound, NotificationParser(schemas, catalogue, clock)),
@@ -249,23 +168,33 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
     signer = signer_for(key_path(settings))
     log.info("audit_signing_key", key_id=signer.key_id, path=str(key_path(settings)))
     stages.update(audit_stages(schemas, catalogue, clock, tables["audit-chain"], batched=True, signer=signer))
+    written = {
+        "plan-bookings": ("plans",),
+        "correlate": ("ledger", "parked"),
+        "track-ens": ("ens-state",),
+        "audit-chain": ("audit-chain",),
+    }
     for name, (source, handler) in stages.items():
-        pipeline.runners[name] = add_stage(
-            app,
+        runner = pipeline.runners[name] = StageRunner(name, handler, producer, dead_letters, stats)
+        stage = Stage(
             name=name,
-            source=source.name,
+            sources=(source.name,),
             handler=handler,
-            producer=producer,
-            dead_letters=dead_letters,
-            stats=stats,
-            policy=AUDIT_BATCHES if name.startswith("audit-") else None,
+            tables=tuple(tables[t] for t in written.get(name, ())),
+            policy=AUDIT_BATCHES if name.startswith("audit-") else BatchPolicy(),
+            on_assigned=(schedule_outdated,) if name == "track-ens" else (),
         )
-    guard = StallGuard(app, settings, stats, {source.name for source, _ in stages.values()})
+        engine.add(StageProcessor(stage, runner, producer, settings))
 
-    @app.timer(STALL_CHECK_S, name="stall-guard")
-    async def stall_guard() -> None:
-        """Seeks back when records wait and nothing is consumed (see ``streams.pipeline.stall``)."""
-        await skip_when_broker_away("stall-guard", guard.check)
+    @app.task
+    async def run_engine() -> None:
+        """The stages start with the worker's web server and timers."""
+        await engine.start()
+
+    async def stop_engine(app: faust.App, **kwargs: object) -> None:
+        await engine.stop()
+
+    app.on_before_shutdown.connect(stop_engine)  # type: ignore[arg-type]
 
     @app.timer(settings.watchdog_interval_s, name="deadline-watchdog")
     async def deadline_watchdog() -> None:
@@ -299,13 +228,16 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
         settings.evictions_per_tick,
         pending=lambda: getattr(tracker, "pending", {}),
         forget=lambda mbl: schedule.note(mbl, None),
-        owned=lambda table, routing_key: _owned(app, tables[table], routing_key),
+        owned=lambda table, routing_key: tables[table].owns(routing_key),
     )
 
     @app.timer(settings.eviction_interval_s, name="closed-ens-eviction")
     async def closed_ens_eviction() -> None:
         """Deletes closed ENS past their retention with what is keyed by them (``streams.pipeline.eviction``)."""
         evicted = evictor.evict(clock())
+        tombstones = evictor.take_tombstones()
+        if tombstones:
+            await skip_when_broker_away("closed-ens-eviction", lambda: producer.send_all(tombstones))
         if evicted:
             log.info("closed_ens_evicted", count=len(evicted), evicted_total=evictor.evicted["ens-state"])
 

@@ -14,17 +14,16 @@ the tracker (``ack_for_unknown_ens``), and a new booking version starts a new co
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
-from faust.types import TableT
 
 from streams.domain.retention import Eviction, eviction
 from streams.pipeline.stages import answers, changes
 from streams.pipeline.stages.lifecycle import decode_state
-from streams.pipeline.tablestore import Cursor, delete_key, scan_table
+from streams.pipeline.tables import ChangelogRecord, StateTable, key_partition
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +34,16 @@ SCAN_PER_TICK = 5000
 #: The tables an eviction removes keys from, in the order it removes them (the ENS state last, so that an eviction
 #: cut short by a crash is found again at the next tick).
 EVICTED_TABLES = ("plans", "ledger", "parked", "ens-state")
+
+
+def scan_table(table: Mapping[str, bytes], after: str | None) -> Iterator[tuple[str, str, bytes]]:
+    """The table's items in key order from just after ``after``, each with the cursor to resume after it: a timer
+    walks a large table a slice per tick."""
+    for key in sorted(table):
+        if after is None or key > after:
+            value = table.get(key)
+            if value is not None:
+                yield key, key, value
 
 
 def related_keys(evicted: Eviction) -> list[tuple[str, str, str]]:
@@ -52,7 +61,7 @@ def related_keys(evicted: Eviction) -> list[tuple[str, str, str]]:
 class Evictor:
     """Finds the closed ENS this worker owns and deletes them with their keys, at most ``limit`` a tick."""
 
-    tables: Mapping[str, TableT[str, bytes]]
+    tables: Mapping[str, StateTable]
     retention: timedelta
     limit: int
     pending: Callable[[], Container[str]] = frozenset
@@ -61,12 +70,14 @@ class Evictor:
     """Whether this worker holds the table's partition of a routing key as an active (not a standby copy)."""
     scan_limit: int = SCAN_PER_TICK
     """States examined per call of ``due``."""
-    cursor: Cursor | None = None
+    cursor: str | None = None
     """Where the last call of ``due`` stopped (``None``: at the start)."""
     forget: Callable[[str], None] = lambda mbl: None
     """Told each MBL whose ENS state was deleted (the watchdog's schedule)."""
     evicted: Counter[str] = field(default_factory=Counter)
     """Keys deleted per table, and ENS per reason (``ens:<reason>``), since the worker started."""
+    tombstones: list[ChangelogRecord] = field(default_factory=list)
+    """The changelog tombstones of the deletions, for the timer to send (``take_tombstones``)."""
 
     def due(self, now: datetime) -> list[Eviction]:
         """Up to ``limit`` evictable ENS among the next ``scan_limit`` states, skipping those not owned here or with
@@ -94,8 +105,7 @@ class Evictor:
         for evicted in due:
             held: Counter[str] = Counter()
             for table, key, routing_key in related_keys(evicted):
-                elsewhere = not self.owned(table, routing_key)
-                if delete_key(self.tables[table], key, routing_key, elsewhere=elsewhere):
+                if self._delete(self.tables[table], key, routing_key, elsewhere=not self.owned(table, routing_key)):
                     held[table] += 1
             self.forget(evicted.mbl)
             self.evicted.update(held)
@@ -108,3 +118,20 @@ class Evictor:
                 keys=dict(held),
             )
         return due
+
+    def _delete(self, table: StateTable, key: str, routing_key: str, *, elsewhere: bool) -> bool:
+        """Removes ``key`` from the worker's copy and queues its tombstone; whether it was held here.
+
+        ``routing_key``: the key of the source records that wrote it, whose partition holds it (a plan memory
+        ``<mbl>|<party>`` was written by a booking keyed by the MBL). ``elsewhere``: that partition is another
+        worker's, which may hold the key; a tombstone is written even if it is not held here.
+        """
+        held = key in table
+        if held or elsewhere:
+            partition = key_partition(routing_key.encode(), table.partitions)
+            self.tombstones.append(table.evict(key, partition))
+        return held
+
+    def take_tombstones(self) -> list[ChangelogRecord]:
+        taken, self.tombstones = self.tombstones, []
+        return taken

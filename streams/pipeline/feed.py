@@ -10,20 +10,19 @@ that show it are ``streams.pipeline.web``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-import faust
 import structlog
 from aiokafka import AIOKafkaConsumer
 
 from streams.client import keep_reading, stop_consumer
 from streams.contracts.avro import SchemaCatalogue
 from streams.errors import ICS2StreamsError
-from streams.pipeline.metrics import PipelineMetrics, consumer_lag
+from streams.pipeline.engine import Engine
+from streams.pipeline.metrics import PipelineMetrics
 from streams.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -138,19 +137,6 @@ class TopicObserver:
             self.metrics.alert_latency.observe(latency)
 
 
-async def refresh_lag(app: faust.App, metrics: PipelineMetrics) -> None:
-    """Highwater minus position for every partition the Faust consumer holds, read at scrape time."""
-    try:
-        consumer = app.consumer
-        assignment = sorted(consumer.assignment())
-    except Exception as exc:
-        log.info("consumer_lag_unavailable", error=repr(exc))
-        return
-    highwaters: dict[tuple[str, int], int | None] = {}
-    positions: dict[tuple[str, int], int | None] = {}
-    for tp in assignment:
-        key = (tp.topic, tp.partition)
-        with contextlib.suppress(Exception):
-            highwaters[key] = consumer.highwater(tp)
-            positions[key] = await consumer.position(tp)
-    metrics.lag = consumer_lag(highwaters, positions)
+async def refresh_lag(engine: Engine, metrics: PipelineMetrics) -> None:
+    """Highwater minus position for every partition the engine's stages hold, read at scrape time."""
+    metrics.lag = await engine.lag()

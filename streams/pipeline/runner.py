@@ -1,24 +1,20 @@
-"""Runs a stage inside a Faust agent: feed it records, emit what it returns, dead-letter what it cannot handle.
+"""What every stage shares around its handler: the producer that waits for acknowledgements, error handling that
+turns input the stage cannot handle into a dead letter, the per-stage counters, and a batch's bookkeeping.
 
-Processing guarantee: at-least-once. Records are handled one by one and their outputs collected per batch (what one
-poll brought, within bounds); a batch's outputs (and dead letters) are sent together and every one is acknowledged
-by the broker before any record of the batch is acknowledged, in order. Agents run with concurrency 1 so that
-Faust never commits an offset past a record that is still in flight (faust-streaming issue 606). Replays after a
-crash can repeat outputs; every output carries a deterministic message id so that consumers deduplicate.
+The processing loop itself (poll, handle, produce, save, commit) is ``streams.pipeline.engine``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
+import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import faust
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
@@ -34,20 +30,15 @@ log = structlog.get_logger(__name__)
 
 #: How often, at most, the list of onboarded party queues is read again when an alert names an unknown one.
 QUEUE_REFRESH_S = 10.0
-#: How long a stage's outputs are sent again while the broker does not answer, before the record is dead-lettered.
-PRODUCE_RETRY_S = 120.0
-#: Waits between two attempts; the last one repeats.
-PRODUCE_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+#: How long one send is tried again while the broker does not answer, before the caller is told (the engine then
+#: reads the batch again, later: nothing is dead-lettered or committed for a broker that is away).
+PRODUCE_RETRY_S = 30.0
+#: Waits between two attempts while the broker is away: capped exponential, each with up to half of it as jitter.
+BACKOFF_FIRST_S = 0.5
+BACKOFF_CAP_S = 10.0
 
-#: A batch is sent once it holds this many records, or this many outputs, or is this old, even with more waiting.
+#: A batch holds at most this many records (what one poll may bring).
 BATCH_MAX_RECORDS = 500
-BATCH_MAX_EMITS = 5000
-BATCH_MAX_AGE_S = 0.05
-#: A stage under load (its batch opened this soon after its last send) waits this long for more records.
-BUSY_GAP_S = 0.005
-BUSY_LINGER_S = 0.002
-#: A stage working through a backlog lets the others run at least this often.
-YIELD_EVERY_S = 0.002
 
 AsyncHandler = Callable[[Incoming], Awaitable[Sequence[Emit]]]
 
@@ -79,16 +70,17 @@ def broker_away(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError) and bool(exc.retriable)
 
 
+def backoff(attempt: int, first: float = BACKOFF_FIRST_S, cap: float = BACKOFF_CAP_S) -> float:
+    """The wait before attempt ``attempt + 1``: doubling from ``first`` up to ``cap``, plus up to half as jitter, so
+    that workers and clients that lost the broker together do not all come back in the same instant."""
+    base = min(cap, first * 2.0 ** min(attempt, 30))
+    return base + random.uniform(0, base / 2)
+
+
 class Producer:
-    """Sends ``Emit``s with its own idempotent aiokafka producer and waits for every acknowledgement.
+    """Sends records with its own idempotent aiokafka producer (``acks=all``) and waits for every acknowledgement."""
 
-    Stage outputs do not go through Faust's buffered producer: after a restart with table recovery, Faust's
-    buffer was seen to stop draining (agents blocked on sends that never completed). Table changelogs still go
-    through Faust.
-    """
-
-    def __init__(self, app: faust.App, settings: Settings, catalogue: Catalogue) -> None:
-        self.app = app
+    def __init__(self, settings: Settings, catalogue: Catalogue) -> None:
         self.settings = settings
         self.catalogue = catalogue
         self._kafka: AIOKafkaProducer | None = None
@@ -96,12 +88,8 @@ class Producer:
         self._queues_known: set[str] = set()
         self._queues_listed_at = -QUEUE_REFRESH_S
         self._queue_prefix = catalogue.party_queue("x").name.removesuffix("x.queue")
-        # mode types a receiver as an unbound function of the sender; a bound method is what it calls in practice.
-        app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
-
-    def topic(self, name: str) -> faust.TopicT:
-        """The Faust topic an agent consumes (raw bytes in, decoded by the stage)."""
-        return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        self.stopping = False
+        """Set when the worker stops: a send waiting for the broker gives up at once instead of retrying."""
 
     async def _producer(self) -> AIOKafkaProducer:
         async with self._starting:
@@ -118,12 +106,13 @@ class Producer:
                 self._kafka = producer
         return self._kafka
 
-    async def _on_shutdown(self, app: faust.App, **kwargs: object) -> None:
+    async def stop(self) -> None:
+        self.stopping = True
         if self._kafka is not None:
-            await self._kafka.stop()
-            self._kafka = None
+            kafka, self._kafka = self._kafka, None
+            await kafka.stop()
 
-    async def _onboarded(self, emits: Sequence[Emit]) -> list[Emit]:
+    async def _onboarded(self, emits: Sequence[Any]) -> list[Any]:
         """Drop records for party queues that do not exist: parties are onboarded with ``ics2 topics apply --party``.
 
         The worker never creates topics on the hot path (producing to a topic created a moment before was seen to
@@ -141,31 +130,39 @@ class Producer:
             log.warning("party_not_onboarded", queue=topic)
         return [e for e in emits if e.topic not in missing]
 
-    async def send_all(self, emits: Sequence[Emit]) -> None:
+    async def send_all(self, emits: Sequence[Any]) -> None:
         """Send and wait until the broker has acknowledged every record (at-least-once needs it).
 
-        While the broker does not answer (a restart, a partition without a leader) the whole batch is sent again,
-        for up to ``PRODUCE_RETRY_S``: dead-lettering it would lose the outputs of a record that is fine. Records
-        acknowledged before the failure are repeated; consumers deduplicate them by their ids.
+        ``emits`` are ``Emit``s or ``ChangelogRecord``s (which name their partition and may be tombstones). While
+        the broker does not answer (a restart, a partition without a leader) the whole lot is sent again, with
+        backoff, for up to ``PRODUCE_RETRY_S``; then the error goes to the caller. Records acknowledged before the
+        failure are repeated; consumers deduplicate them by their ids.
         """
         if not emits:
             return
         deadline = time.monotonic() + PRODUCE_RETRY_S
-        for attempt in itertools.count():
+        attempt = 0
+        while True:
             try:
                 await self._send_once(emits)
                 return
             except Exception as exc:
-                if not broker_away(exc) or time.monotonic() >= deadline:
+                if not broker_away(exc) or self.stopping or time.monotonic() >= deadline:
                     raise
-                delay = PRODUCE_BACKOFF_S[min(attempt, len(PRODUCE_BACKOFF_S) - 1)]
-                log.warning("produce_retry", error=repr(exc), attempt=attempt + 1, delay_s=delay)
+                delay = backoff(attempt)
+                attempt += 1
+                log.warning("produce_retry", error=repr(exc), attempt=attempt, delay_s=round(delay, 2))
                 await asyncio.sleep(delay)
 
-    async def _send_once(self, emits: Sequence[Emit]) -> None:
+    async def _send_once(self, emits: Sequence[Any]) -> None:
         emits = await self._onboarded(emits)
         producer = await self._producer()
-        pending = [await producer.send(e.topic, value=e.value, key=e.key, headers=list(e.headers)) for e in emits]
+        pending = [
+            await producer.send(
+                e.topic, value=e.value, key=e.key, headers=list(e.headers), partition=getattr(e, "partition", None)
+            )
+            for e in emits
+        ]
         await asyncio.gather(*pending)
 
 
@@ -193,45 +190,17 @@ class BatchHooks(Protocol):
         """The batch in flight will not be acknowledged: forget state held back for it."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class BatchPolicy:
-    """When a batch is sent: as soon as no record waits behind it, or when it is full, or when it is old.
+    """How big a stage's batch may grow: what one poll brings, up to ``max_records``.
 
-    ``linger_s``: when no record waits, wait this long (from the batch's first record) for more before sending.
-    For stages whose outputs nobody waits for (the audit trail): fewer, fuller batches mean fewer produce requests,
-    commits and table writes per record, and more of the core left to the stages that alert a party.
+    ``linger_s``: after a poll brought records, wait this long for more before handling them. For stages whose
+    outputs nobody waits for (the audit trail): fewer, fuller batches mean fewer produce requests, commits and
+    changelog writes per record, and more of the core for the stages that alert a party.
     """
 
     max_records: int = BATCH_MAX_RECORDS
-    max_emits: int = BATCH_MAX_EMITS
-    max_age_s: float = BATCH_MAX_AGE_S
     linger_s: float = 0.0
-    busy_linger_s: float = BUSY_LINGER_S
-    """The linger of a stage under load: its batch opened soon after the previous one was sent."""
-    busy_gap_s: float = BUSY_GAP_S
-
-    def full(self, batch: Batch) -> bool:
-        return len(batch.tokens) >= self.max_records or batch.emit_count >= self.max_emits
-
-    def linger(self, batch: Batch, waiting: bool, now: float, last_flush: float = float("-inf")) -> float:
-        """How long to wait for more records before deciding whether the batch is due; 0 to decide now.
-
-        Faust hands a stage one record per turn of the event loop, so "nothing waits" is seen after almost every
-        record even in a backlog, and batches stayed at one record (measured). A stage whose batch opened within
-        ``busy_gap_s`` of its last send is under load: it lingers ``busy_linger_s`` for the records already
-        fetched. A record after a quiet spell goes out at once.
-        """
-        if waiting or not batch.tokens or self.full(batch):
-            return 0.0
-        linger = self.linger_s
-        if batch.opened_at - last_flush < self.busy_gap_s:
-            linger = max(linger, self.busy_linger_s)
-        return max(0.0, linger - (now - batch.opened_at))
-
-    def due(self, batch: Batch, waiting: bool, now: float) -> bool:
-        if not batch.tokens:
-            return False
-        return not waiting or self.full(batch) or now - batch.opened_at >= self.max_age_s
 
 
 @dataclass
@@ -269,11 +238,11 @@ Ack = Callable[[Any], Awaitable[object]]
 
 
 class StageRunner:
-    """One stage's error handling and bookkeeping, shared by every agent.
+    """One stage's error handling and bookkeeping, shared by every stage.
 
-    Records are handled one by one as they arrive (the domain needs each one's table writes before the next) and
-    their outputs collected in a ``Batch``; ``flush`` sends the batch's outputs together, waits for every
-    acknowledgement once, and only then acknowledges the inputs, in order.
+    Records are handled one by one (the domain needs each one's table writes before the next) and their outputs
+    collected in a ``Batch``; ``flush`` sends the batch's outputs together, waits for every acknowledgement once,
+    and only then acknowledges the inputs, in order.
     """
 
     def __init__(
@@ -320,9 +289,10 @@ class StageRunner:
     async def flush(self, batch: Batch, ack: Ack | None = None) -> None:
         """Send the batch's outputs, wait until the broker acknowledged all of them, then acknowledge the inputs.
 
-        If the batch as a whole fails for good, each record's outputs are sent on their own and a record whose
-        outputs still fail is dead-lettered (phase ``produce``); whatever was acknowledged before is repeated,
-        which consumers deduplicate by id. An error that escapes leaves every input of the batch unacknowledged.
+        If the broker refuses the batch for good (a record too large), each record's outputs are sent on their own
+        and a record whose outputs are still refused is dead-lettered (phase ``produce``); whatever was acknowledged
+        before is repeated, which consumers deduplicate by id. A broker that is away is no reason to dead-letter
+        anything: that error escapes, and leaves every input of the batch unacknowledged, to be read again.
         """
         if not batch:
             return
@@ -330,6 +300,8 @@ class StageRunner:
             try:
                 await self.producer.send_all(batch.emits())
             except Exception as exc:
+                if broker_away(exc) or getattr(self.producer, "stopping", False):
+                    raise
                 log.warning("batch_produce_failed", stage=self.name, records=len(batch), error=repr(exc))
                 await self._one_by_one(batch)
         except BaseException:
@@ -346,6 +318,8 @@ class StageRunner:
             try:
                 await self.producer.send_all(emits)
             except Exception as exc:
+                if broker_away(exc) or getattr(self.producer, "stopping", False):
+                    raise
                 with structlog.contextvars.bound_contextvars(
                     stage=self.name, topic=incoming.topic, partition=incoming.partition, offset=incoming.offset
                 ):
@@ -370,60 +344,3 @@ class StageRunner:
         return self.dead_letters.emits(
             stage=self.name, phase=phase, reason=reason, exc=exc, incoming=incoming, party=party
         )
-
-
-def waiting(stream: Any) -> bool:
-    """Whether records already wait in the stream's buffer (the rest of the poll), so that the batch may grow."""
-    queue = getattr(getattr(stream, "channel", None), "queue", None)
-    return queue is not None and not queue.empty()
-
-
-def add_stage(
-    app: faust.App,
-    *,
-    name: str,
-    source: str,
-    handler: Handler | AsyncHandler,
-    producer: Producer,
-    dead_letters: DeadLetterSink,
-    stats: StageStats,
-    policy: BatchPolicy | None = None,
-) -> StageRunner:
-    """Register an agent called ``name`` that runs ``handler`` on every record of the ``source`` topic, in batches."""
-    runner = StageRunner(name, handler, producer, dead_letters, stats)
-    policy = policy or BatchPolicy()
-    topic = producer.topic(source)
-
-    async def agent(stream: faust.StreamT[bytes]) -> None:
-        # Faust would acknowledge each event when the next one is taken; here a batch's events are acknowledged
-        # only once every output of the batch is (``StageRunner.flush``).
-        stream.enable_acks = False
-        batch = Batch()
-        yielded_at = time.monotonic()
-        flushed_at = float("-inf")
-        async for event in stream.events():
-            incoming = Incoming.from_faust(event.message)
-            try:
-                emits = await runner.handle(incoming)
-            except BaseException:
-                await runner.flush(batch, stream.ack)
-                raise
-            batch.add(event, incoming, emits)
-            pause = policy.linger(batch, waiting(stream), time.monotonic(), flushed_at)
-            if pause:
-                await asyncio.sleep(pause)
-            now = time.monotonic()
-            if policy.due(batch, waiting(stream), now):
-                await runner.flush(batch, stream.ack)
-                batch = Batch()
-                yielded_at = flushed_at = time.monotonic()
-            elif now - yielded_at >= YIELD_EVERY_S:
-                # Taking a buffered record does not yield to the event loop: without this, a stage working
-                # through a backlog would hold every other stage (and the notifications' latency) until its
-                # batch is full. Once per record was measured to cost a loop turn (and a select) per record.
-                await asyncio.sleep(0)
-                yielded_at = time.monotonic()
-
-    agent.__name__ = agent.__qualname__ = name.replace("-", "_")
-    app.agent(topic, name=name, concurrency=1)(agent)
-    return runner

@@ -1,6 +1,6 @@
 """The one shape every stage has: an incoming Kafka message in, messages to emit out.
 
-A stage's handler is a plain function (no Faust, no asyncio) so it is unit-tested without a broker; the Faust agent
+A stage's handler is a plain function (no Faust, no asyncio) so it is unit-tested without a broker; the engine
 around it only feeds it messages, emits what it returns and routes what it cannot handle to the dead-letter topic.
 Errors are handled per phase: ``decode`` and ``process`` failures of one message never stop the worker.
 """
@@ -32,19 +32,16 @@ class Incoming:
         return next((v for k, v in self.headers if k == name), None)
 
     @classmethod
-    def from_faust(cls, message: Any) -> Incoming:
-        """From a ``faust.types.Message``; raw serializers leave key and value as bytes."""
-        headers = message.headers or ()
-        if isinstance(headers, dict):
-            headers = tuple(headers.items())
+    def from_record(cls, record: Any) -> Incoming:
+        """From an aiokafka ``ConsumerRecord`` (key and value as bytes)."""
         return cls(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value if message.value is not None else b"",
-            headers=tuple((k, v if isinstance(v, bytes) else str(v).encode()) for k, v in headers),
-            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value if record.value is not None else b"",
+            headers=tuple((k, v if isinstance(v, bytes) else str(v).encode()) for k, v in record.headers or ()),
+            timestamp_ms=record.timestamp if record.timestamp and record.timestamp > 0 else None,
         )
 
 

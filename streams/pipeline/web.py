@@ -309,12 +309,8 @@ def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, cloc
 
     def owned() -> set[int]:
         """The ENS partitions this worker processes now: its own table is the freshest for their MBLs (none before
-        the Faust consumer has started, when every state comes from the changelog)."""
-        try:
-            return {tp.partition for tp in app.consumer.assignment() if tp.topic == ens_topic}
-        except Exception as exc:
-            log.debug("assignment_unavailable", error=repr(exc))
-            return set()
+        the engine has joined its groups, when every state comes from the changelog)."""
+        return {tp.partition for tp in pipeline.engine.assignment() if tp.topic == ens_topic}
 
     states = EnsView(table, owned)
     reader = ChangelogReader(pipeline.settings, pipeline.catalogue.ens_state_changelog.name, states)
@@ -416,16 +412,11 @@ def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, cloc
     async def worker(web: Any, request: Any) -> Any:
         if operator_of(request) is None:
             return not_logged_in(web)
-        try:
-            assignment = app.consumer.assignment()
-        except Exception as exc:
-            log.info("assignment_unavailable", error=repr(exc))
-            assignment = set()
-        return web.json(worker_view(pipeline.settings, assignment))
+        return web.json(worker_view(pipeline.settings, pipeline.engine.assignment()))
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
-        await refresh_lag(app, metrics)
+        await refresh_lag(pipeline.engine, metrics)
         return web.bytes(metrics.render(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/api/alerts/{alert_id}/ack")
