@@ -33,11 +33,6 @@ class ProcessingGuarantee(StrEnum):
     EXACTLY_ONCE = "exactly_once"
 
 
-class TableStore(StrEnum):
-    """Where a worker keeps its tables: on disk (RocksDB, the worker's default) or in memory (the changelog only)."""
-
-    ROCKSDB = "rocksdb"
-    MEMORY = "memory"
 
 
 class SecurityProtocol(StrEnum):
@@ -86,10 +81,6 @@ class Settings:
     """Time to answer an RFI (IE3Q02) assumed when customs gives no deadline, which the message cannot carry."""
     rfs_response_time: str = "24h"
     """Time to answer an RFS (IE3Q03, high-risk cargo screening) assumed likewise."""
-    table_store: TableStore = TableStore.ROCKSDB
-    """``rocksdb``: tables on disk below the worker's state dir, memory stays flat and a restart after a clean stop
-    reads only the changelog records written since; ``memory``: every table in memory, rebuilt from its changelog at
-    each start (as the on-disk tables are after a kill, see ``streams.pipeline.tablestore``)."""
     worker_id: str | None = None
     """Names this worker's own table directory; two workers on one machine need two (the web port when not set)."""
     closed_ens_retention_days: float = 60.0
@@ -117,8 +108,6 @@ class Settings:
         try:
             if "security_protocol" in values:
                 values["security_protocol"] = SecurityProtocol(str(values["security_protocol"]).upper())
-            if "table_store" in values:
-                values["table_store"] = TableStore(str(values["table_store"]).lower())
             if "processing_guarantee" in values:
                 values["processing_guarantee"] = ProcessingGuarantee(str(values["processing_guarantee"]).lower())
             for name in ("web_port", "default_partitions", "evictions_per_tick"):

@@ -358,7 +358,7 @@ class StageProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         return lag
 
 
-class _Outlived(Exception):
+class _Outlived(ICS2StreamsError):
     """The group took the batch's partitions away while it was being saved."""
 
 

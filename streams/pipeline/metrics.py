@@ -1,8 +1,8 @@
 """The worker's Prometheus metrics, rendered at scrape time from what the pipeline already keeps.
 
 Each app gets its own ``CollectorRegistry`` (several apps live in one test process). Stage counters come from
-``StageStats``, ENS filings by state from the ``ens-state`` table, consumer lag from the engine's consumers at the moment
-of the scrape; dead letters and alert latency are fed by the topic observer of ``streams.pipeline.feed``.
+``StageStats``, ENS filings by state from the ``ens-state`` table, consumer lag from the engine's consumers
+at the moment of the scrape; dead letters and alert latency are fed by the topic observer of ``streams.pipeline.feed``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from streams.client import produce, publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.records import ens_event
 from streams.messages.build import build_ie3n03, build_ie3r01
-from streams.pipeline.tablestore import key_partition
+from streams.pipeline.tables import key_partition
 from streams.settings import Settings
 from streams.topics import Catalogue
 from tests.integration.services import Service, worker

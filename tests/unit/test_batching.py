@@ -12,7 +12,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from streams.contracts.avro import SchemaCatalogue
 from streams.errors import BrokerUnavailable
 from streams.pipeline.dead_letters import DeadLetterSink
-from streams.pipeline.runner import Batch, BatchPolicy, StageRunner, StageStats
+from streams.pipeline.runner import Batch, StageRunner, StageStats
 from streams.pipeline.stage import Emit, Incoming
 from streams.topics import Catalogue
 
@@ -155,51 +155,3 @@ class TestFlush:
         runner, handler = stage(producer)
         await runner.flush(Batch())
         assert producer.calls == [] and handler.hooks == []
-
-
-class TestBatchPolicy:
-    def batch(self, records: int, emits_each: int = 1, opened_at: float = 0.0) -> Batch:
-        batch = Batch()
-        for offset in range(records):
-            batch.add(offset, record(offset), [Emit(OUT, None, b"")] * emits_each)
-        batch.opened_at = opened_at
-        return batch
-
-    def test_an_empty_batch_is_never_due(self):
-        assert not BatchPolicy().due(Batch(), waiting=False, now=100.0)
-
-    def test_due_when_nothing_waits_behind_it(self):
-        """At low load every record goes out at once: no lingering for a batch to fill."""
-        assert BatchPolicy().due(self.batch(1), waiting=False, now=0.0)
-
-    def test_grows_while_records_wait(self):
-        assert not BatchPolicy(max_records=10).due(self.batch(3), waiting=True, now=0.0)
-
-    def test_due_when_full_of_records_or_outputs_or_old(self):
-        policy = BatchPolicy(max_records=10, max_emits=50, max_age_s=0.05)
-        assert policy.due(self.batch(10), waiting=True, now=0.0)
-        assert policy.due(self.batch(2, emits_each=25), waiting=True, now=0.0)
-        assert policy.due(self.batch(2, opened_at=1.0), waiting=True, now=1.05)
-        assert not policy.due(self.batch(2, opened_at=1.0), waiting=True, now=1.01)
-
-    def test_no_linger_by_default(self):
-        """The stages that alert a party send as soon as nothing waits."""
-        assert BatchPolicy().linger(self.batch(1, opened_at=1.0), waiting=False, now=1.0) == 0.0
-
-    def test_a_lingering_policy_waits_out_the_rest_of_its_linger_when_nothing_waits(self):
-        policy = BatchPolicy(linger_s=0.25, max_age_s=1.0, max_records=10)
-        assert policy.linger(self.batch(2, opened_at=1.0), waiting=False, now=1.05) == pytest.approx(0.2)
-        assert policy.linger(self.batch(2, opened_at=1.0), waiting=False, now=1.3) == 0.0
-        assert policy.linger(self.batch(2, opened_at=1.0), waiting=True, now=1.05) == 0.0, "records wait: take them"
-        assert policy.linger(self.batch(10, opened_at=1.0), waiting=False, now=1.05) == 0.0, "a full batch goes"
-        assert policy.linger(Batch(), waiting=False, now=1.05) == 0.0
-
-    def test_a_stage_under_load_lingers_briefly_for_the_records_already_fetched(self):
-        """Faust hands over one record per loop turn, so a backlog looks empty after each record: a batch opened
-        just after the previous send waits ``busy_linger_s``; one after a quiet spell goes at once."""
-        policy = BatchPolicy(busy_linger_s=0.002, busy_gap_s=0.005)
-        busy = self.batch(1, opened_at=10.0)
-        assert policy.linger(busy, waiting=False, now=10.0, last_flush=9.999) == pytest.approx(0.002)
-        assert policy.linger(busy, waiting=False, now=10.003, last_flush=9.999) == 0.0, "lingered once already"
-        assert policy.linger(busy, waiting=False, now=10.0, last_flush=9.9) == 0.0, "a quiet spell before it"
-        assert policy.linger(busy, waiting=False, now=10.0) == 0.0, "the stage's first batch"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from aiokafka.errors import (
@@ -23,18 +22,6 @@ from streams.topics import Catalogue
 CATALOGUE = Catalogue.for_prefix("u.")
 
 
-class Signal:
-    def connect(self, receiver: Any) -> None:
-        self.receiver = receiver
-
-
-class App:
-    """What ``Producer`` needs of a Faust app: the shutdown signal."""
-
-    def __init__(self) -> None:
-        self.on_before_shutdown = Signal()
-
-
 class FlakyKafka:
     """An aiokafka producer whose first ``failures`` sends raise, as while the broker is away."""
 
@@ -43,7 +30,9 @@ class FlakyKafka:
         self.acknowledged: list[tuple[str, bytes]] = []
         self.attempts = 0
 
-    async def send(self, topic: str, value: bytes, key: bytes | None, headers: list) -> asyncio.Future[None]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None, headers: list, partition: int | None = None
+    ) -> asyncio.Future[None]:
         self.attempts += 1
         if self.failures:
             raise self.failures.pop(0)
@@ -55,11 +44,11 @@ class FlakyKafka:
 
 @pytest.fixture
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "PRODUCE_BACKOFF_S", (0.0,))
+    monkeypatch.setattr(runner, "backoff", lambda attempt: 0.0)
 
 
 def producer_with(kafka: FlakyKafka) -> Producer:
-    producer = Producer(App(), Settings(), CATALOGUE)  # type: ignore[arg-type]
+    producer = Producer(Settings(), CATALOGUE)
     producer._kafka = kafka  # type: ignore[assignment]
     return producer
 
@@ -98,12 +87,29 @@ class TestSendAllRetries:
         assert kafka.attempts == 1
 
     async def test_an_outage_longer_than_the_budget_is_raised(self, no_backoff, monkeypatch):
-        """Past ``PRODUCE_RETRY_S`` the error goes up (the stage then dead-letters the record)."""
+        """Past ``PRODUCE_RETRY_S`` the error goes up (the engine then reads the batch again later)."""
         monkeypatch.setattr(runner, "PRODUCE_RETRY_S", 0.0)
         kafka = FlakyKafka([NodeNotReadyError("n")] * 5)
         with pytest.raises(NodeNotReadyError):
             await producer_with(kafka).send_all(EMITS)
         assert kafka.attempts == 1
+
+
+class TestBackoff:
+    def test_capped_exponential_with_jitter(self):
+        """Clients that lost the broker together do not come back in the same instant, nor wait without end."""
+        waits = [runner.backoff(attempt, first=0.5, cap=10.0) for attempt in range(12)]
+        for attempt, wait in enumerate(waits):
+            base = min(10.0, 0.5 * 2**attempt)
+            assert base <= wait <= base * 1.5
+        assert len({runner.backoff(3) for _ in range(20)}) > 1, "jittered"
+
+    async def test_a_stopping_producer_gives_up_at_once(self, no_backoff):
+        """SIGTERM while the broker is away: the send does not retry for its whole budget."""
+        producer = producer_with(FlakyKafka([NodeNotReadyError("n")] * 50))
+        producer.stopping = True
+        with pytest.raises(NodeNotReadyError):
+            await producer.send_all(EMITS)
 
 
 class TestSkipWhenBrokerAway:
