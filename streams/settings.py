@@ -26,6 +26,10 @@ class SettingsError(ICS2StreamsError):
     exit_code = ExitCode.USAGE
 
 
+#: aiokafka's wait between two attempts to reach a broker or refresh metadata.
+RETRY_BACKOFF_MS = 250
+
+
 class ProcessingGuarantee(StrEnum):
     """What the workers promise; at-least-once plus deduplication on message identity is the tested default."""
 
@@ -176,6 +180,9 @@ class Settings:
         kwargs: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers,
             "security_protocol": self.security_protocol.value,
+            # aiokafka retries a lost connection or stale metadata every 100 ms by default, without growing the
+            # wait; a quarter second keeps a long outage from spinning a core.
+            "retry_backoff_ms": RETRY_BACKOFF_MS,
         }
         if self.security_protocol.value.startswith("SASL"):
             kwargs.update(
