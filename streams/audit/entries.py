@@ -4,14 +4,20 @@ The trail records what was really written to Kafka, so entries are derived from 
 what a stage meant to write. Raw customs notifications name no MBL before correlation; they are recorded when the
 correlator has tied them to a filing (the ``notification`` ENS event carries the parsed notification and the hash of
 its raw XML). Per-party queues repeat the alerts topic and are not recorded twice.
+
+Every record of a recorded topic gets exactly one entry (``EntryDeriver.account``), so that a replay can prove that
+nothing is missing (``streams.audit.completeness``): a record that names no MBL or does not decode goes to the
+``UNATTRIBUTED`` chain as a ``skipped`` entry saying why. Each entry carries the SHA-256 of its source record's value
+(``source_sha256``), which the replay compares with the record still on the topic.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -19,7 +25,7 @@ from streams.audit.trail import canonical_json
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.events import ACK
 from streams.errors import InputError
-from streams.topics import Catalogue
+from streams.topics import Catalogue, TopicSpec
 
 #: EnsEvent type -> the kind of the audit entry (a tick that carries an acknowledgement is recorded as ``ack``).
 ENS_EVENT_KINDS = {
@@ -29,6 +35,16 @@ ENS_EVENT_KINDS = {
     "notification": "notification",
     "tick": "tick",
 }
+
+UNATTRIBUTED = "(unattributed)"
+"""The chain of the records that name no MBL or do not decode: they are chained too, so that every record of a recorded
+topic is in the trail once. Not an MBL: the replay shows no consolidation for it, and a record naming it as its MBL is
+unattributed as well."""
+SKIPPED_KIND = "skipped"
+CHAIN_STAGE = "audit-chain"
+"""The stage that chains ``audit-entries``; a stage's name is its consumer group's (``<app id>.<stage>``)."""
+KEPT_KEY_BYTES = 200
+"""Of a skipped record's key, the entry keeps this much (the value only by its SHA-256: it may be megabytes)."""
 
 
 class SourceRecord(Protocol):
@@ -59,6 +75,8 @@ class AuditEntry:
     record: dict[str, Any]
     source: str
     occurred_at: str
+    source_sha256: str = ""
+    """The SHA-256 (hex) of the source record's value, so that a replay can tell the entry belongs to that record."""
 
     @property
     def payload(self) -> str:
@@ -66,9 +84,10 @@ class AuditEntry:
 
         The MBL is inside the hashed payload because the record's own ``mbl`` field is not sealed by its hash.
         """
-        return canonical_json(
-            {"mbl": self.mbl, "occurred_at": self.occurred_at, "record": self.record, "source": self.source}
-        )
+        data = {"mbl": self.mbl, "occurred_at": self.occurred_at, "record": self.record, "source": self.source}
+        if self.source_sha256:
+            data["source_sha256"] = self.source_sha256
+        return canonical_json(data)
 
     def to_avro(self) -> dict[str, Any]:
         """The ``AuditEntry`` Avro record of the ``audit_entries`` topic."""
@@ -87,10 +106,32 @@ class Skipped:
 
     reason: str
     source: str
+    kind: str = field(default="", compare=False)
+    """The kind the record would have had (e.g. ``alert``), when it decoded."""
+    record: Any = field(default=None, compare=False)
+    """The decoded record, when it decoded."""
+
+
+def collector_stages(catalogue: Catalogue) -> dict[str, TopicSpec]:
+    """Collector stage -> the recorded topic it reads. Named explicitly, never derived, so that no rename moves a
+    consumer group's committed positions, which the replay reads to know how far each topic must be chained."""
+    return {
+        "audit-collect-bookings": catalogue.bookings,
+        "audit-collect-drafts": catalogue.filing_drafts,
+        "audit-collect-filings": catalogue.filings_outbound,
+        "audit-collect-ens-events": catalogue.ens_events,
+        "audit-collect-alerts": catalogue.alerts,
+        "audit-collect-dead-letters": catalogue.dead_letters,
+    }
 
 
 def source_id(record: SourceRecord) -> str:
     return f"{record.topic}:{record.partition}:{record.offset}"
+
+
+def source_digest(record: SourceRecord) -> str:
+    """The SHA-256 of a record's value, as an entry names it (``source_sha256``)."""
+    return hashlib.sha256(record.value).hexdigest()
 
 
 def split_source(source: str) -> tuple[str, int, int]:
@@ -154,13 +195,31 @@ class EntryDeriver:
         except (InputError, ValueError, KeyError, TypeError) as exc:
             return Skipped(f"undecodable: {type(exc).__name__}", source_id(record))
 
+    def account(self, record: SourceRecord) -> AuditEntry | Skipped:
+        """The entry for every record of a recorded topic: its own, or a ``skipped`` one on the ``UNATTRIBUTED``
+        chain saying why it has none; Skipped only for a topic the trail does not record."""
+        derived = self.derive(record)
+        if isinstance(derived, AuditEntry) or derived.reason == "topic_not_recorded":
+            return derived
+        key = record.key or b""
+        noted = {
+            "reason": derived.reason,
+            "kind": derived.kind or None,
+            "record": jsonable(derived.record),
+            "key": key[:KEPT_KEY_BYTES].decode("utf-8", errors="replace"),
+            "value_bytes": len(record.value),
+        }
+        return AuditEntry(
+            UNATTRIBUTED, SKIPPED_KIND, noted, source_id(record), kafka_time(record), source_digest(record)
+        )
+
     def _entry(
         self, record: SourceRecord, mbl: Any, kind: str, data: Mapping[str, Any], at: Any
     ) -> AuditEntry | Skipped:
-        if not isinstance(mbl, str) or not mbl:
-            return Skipped("no_mbl", source_id(record))
+        if not isinstance(mbl, str) or not mbl or mbl == UNATTRIBUTED:
+            return Skipped("no_mbl", source_id(record), kind, data)
         occurred_at = at if isinstance(at, str) and at else kafka_time(record)
-        return AuditEntry(mbl, kind, jsonable(data), source_id(record), occurred_at)
+        return AuditEntry(mbl, kind, jsonable(data), source_id(record), occurred_at, source_digest(record))
 
     def _decode(self, record: SourceRecord, name: str) -> dict[str, Any]:
         return self.schemas.decode(record.value, reader=name).record

@@ -25,6 +25,7 @@ from multiprocessing.process import BaseProcess
 from operator import itemgetter
 from typing import Any
 
+from streams.audit.completeness import Claims, Sources, check, claims_of
 from streams.audit.decoding import BatchDecoder
 from streams.audit.parallel import share_of, worth_forking
 from streams.audit.replay import ReplayFilter, assemble_report, by_chain, consolidation, selected_chains
@@ -104,6 +105,8 @@ class ShareReplay:
     unsigned_accepted: int = 0
     problems: list[tuple[Key, str]] = field(default_factory=list)
     consolidations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    claims: Claims = field(default_factory=Claims)
+    """The source each distinct record names (when completeness is checked)."""
 
 
 class _ShareBuilder:
@@ -116,12 +119,14 @@ class _ShareBuilder:
         keys: Keyring | None,
         accept_unsigned: bool,
         filters: ReplayFilter | None,
+        claims: bool = False,
     ) -> None:
         self.topic = topic
         self.schemas = schemas
         self.keys = keys
         self.accept_unsigned = accept_unsigned
         self.filters = filters
+        self.claims = claims
         self.decoder = BatchDecoder(schemas)
         self.part = ShareReplay()
         self.stored: list[Key] = []
@@ -145,7 +150,8 @@ class _ShareBuilder:
                 self.stored.append(key)
 
     def finish(self) -> ShareReplay:
-        """The share's part: its chains walked, its histories built (none without filters)."""
+        """The share's part: its chains walked, the sources its records name (when asked), its histories built (none
+        without filters)."""
         part, stored, records = self.part, self.stored, self.records
         part.walker = os.getpid()
         walked = walk(records, None, self.keys, self.accept_unsigned)
@@ -154,6 +160,8 @@ class _ShareBuilder:
         part.breaks = [(stored[r], b) for r, b in zip(walked.break_rows, found.breaks, strict=True) if r is not None]
         part.duplicates = [(stored[r], d) for r, d in zip(walked.duplicate_rows, found.duplicates, strict=True)]
         part.unsigned_accepted = found.unsigned_accepted
+        if self.claims:
+            part.claims = claims_of(found.unique)
         chains = by_chain(found.unique)
         part.chains = len(chains)
         if self.filters is not None:
@@ -187,9 +195,10 @@ class SharedReplay:
         accept_unsigned: bool,
         filters: ReplayFilter | None,
         workers: int,
+        claims: bool = False,
     ) -> None:
         self.topic, self.schemas, self.workers = topic, schemas, workers
-        self.builder = (topic, schemas, keys, accept_unsigned, filters)
+        self.builder = (topic, schemas, keys, accept_unsigned, filters, claims)
         self.prefix = BatchDecoder(schemas).prefix
         self.here = _ShareBuilder(*self.builder)
         self.kept: list[list[tuple[Key, bytes]]] = [[] for _ in range(workers)]
@@ -282,11 +291,13 @@ def replay_shares(
     accept_unsigned: bool,
     filters: ReplayFilter | None,
     workers: int,
+    claims: bool = False,
 ) -> tuple[list[ShareReplay], list[tuple[Key, str]]]:
     """Each share's part, share 0 in this process and the others in ``workers - 1`` forked ones, and the problems
-    found while sharing out (``filters`` None: chains verified, no histories built)."""
+    found while sharing out (``filters`` None: chains verified, no histories built; ``claims``: the sources the
+    records name collected)."""
     with collection_paused():
-        shared = SharedReplay(raw.topic, schemas, keys, accept_unsigned, filters, workers)
+        shared = SharedReplay(raw.topic, schemas, keys, accept_unsigned, filters, workers, claims)
         try:
             for partition, messages in raw.partitions.items():
                 for start in range(0, len(messages), PIECE):
@@ -313,20 +324,28 @@ def replay_raw(
     accept_unsigned: bool = False,
     workers: int | None = None,
     schemas: SchemaCatalogue | None = None,
+    sources: Sources | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """``build_report`` of the decoded messages, and the problems of those that do not decode (in stored order),
     decoded and verified in ``workers`` processes (default: one per CPU; one for a small trail)."""
     filters = filters or ReplayFilter()
     schemas = schemas or SchemaCatalogue.load()
-    parts, problems = replay_shares(raw, schemas, keys, accept_unsigned, filters, worth_forking(len(raw), workers))
-    return report_of(parts, problems, filters, keys)
+    forks = worth_forking(len(raw), workers)
+    parts, problems = replay_shares(raw, schemas, keys, accept_unsigned, filters, forks, sources is not None)
+    return report_of(parts, problems, filters, keys, sources)
 
 
 def report_of(
-    parts: list[ShareReplay], problems: list[tuple[Key, str]], filters: ReplayFilter, keys: Keyring | None
+    parts: list[ShareReplay],
+    problems: list[tuple[Key, str]],
+    filters: ReplayFilter,
+    keys: Keyring | None,
+    sources: Sources | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The report and the problems (in stored order) from the shares' parts and the sharing out's problems."""
+    """The report and the problems (in stored order) from the shares' parts and the sharing out's problems; with
+    ``sources``, the completeness of the shares' claims against them."""
     built: Mapping[str, dict[str, Any]] = dict(sorted((c for p in parts for c in p.consolidations), key=itemgetter(0)))
+    complete = None if sources is None else check([p.claims for p in parts], sources)
     report = assemble_report(
         filters,
         merged(parts),
@@ -334,6 +353,7 @@ def report_of(
         sum(p.chains for p in parts),
         keys,
         list(built.values()),
+        complete,
     )
     found = sorted([*problems, *(q for p in parts for q in p.problems)], key=itemgetter(0))
     return report, [text for _, text in found]

@@ -16,6 +16,8 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
+from streams.audit.completeness import UNCHECKED, Completeness, Sources, check, claims_of
+from streams.audit.entries import UNATTRIBUTED
 from streams.audit.parallel import examine_parallel, in_shares, share_of, worth_forking
 from streams.audit.signing import Keyring
 from streams.audit.trail import ChainHead, Examination
@@ -313,13 +315,16 @@ def build_report(
     keys: Keyring | None = None,
     accept_unsigned: bool = False,
     workers: int | None = None,
+    sources: Sources | None = None,
 ) -> dict[str, Any]:
     """The whole replay: the integrity of every chain read, then each selected consolidation's history.
 
     Records stored twice byte for byte (chained again after a crash) are counted as duplicates and replayed once.
     With ``keys`` every record must be signed by one of them (``streams.audit.trail.examine``); without, signatures
-    are not checked and the report says so. The chains are verified, and the histories built, in ``workers``
-    processes (default: one per CPU; ``streams.audit.parallel``), which changes nothing in the report.
+    are not checked and the report says so. With ``sources`` (the recorded topics as read), every source record must
+    be chained once and every record true to its source (``streams.audit.completeness``); without, the report says
+    completeness was not checked. The chains are verified, and the histories built, in ``workers`` processes
+    (default: one per CPU; ``streams.audit.parallel``), which changes nothing in the report.
     """
     filters = filters or ReplayFilter()
     stored = list(records)
@@ -328,7 +333,8 @@ def build_report(
     selected = selected_chains(chains, filters)
     workers = worth_forking(sum(len(chains[m]) for m in selected), workers)
     consolidations = _consolidations(selected, chains, filters, workers)
-    return assemble_report(filters, found, len(stored), len(chains), keys, consolidations)
+    complete = None if sources is None else check([claims_of(found.unique)], sources)
+    return assemble_report(filters, found, len(stored), len(chains), keys, consolidations, complete)
 
 
 def by_chain(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
@@ -340,8 +346,8 @@ def by_chain(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str
 
 
 def selected_chains(chains: Iterable[str], filters: ReplayFilter) -> list[str]:
-    """The MBLs whose history the report shows, sorted."""
-    return [m for m in sorted(chains) if filters.mbl is None or m == filters.mbl]
+    """The MBLs whose history the report shows, sorted (the chain of unattributed records is no consolidation)."""
+    return [m for m in sorted(chains) if (filters.mbl is None or m == filters.mbl) and m != UNATTRIBUTED]
 
 
 def assemble_report(
@@ -351,13 +357,16 @@ def assemble_report(
     chains: int,
     keys: Keyring | None,
     consolidations: list[dict[str, Any]],
+    completeness: Completeness | None = None,
 ) -> dict[str, Any]:
-    """The report from the chains' findings (``found.unique`` is not read) and the consolidations' histories."""
+    """The report from the chains' findings (``found.unique`` is not read), what completeness found when it was
+    checked, and the consolidations' histories."""
+    lacking = completeness is not None and bool(completeness.lacks)
     return {
         "format": REPORT_FORMAT,
         "filters": filters.to_json(),
         "integrity": {
-            "intact": not found.breaks,
+            "intact": not found.breaks and not lacking,
             "records": records,
             "chains": chains,
             "breaks": [b.to_json() for b in found.breaks],
@@ -367,6 +376,7 @@ def assemble_report(
                 "trusted_keys": sorted(keys.keys) if keys is not None else [],
                 "unsigned_accepted": found.unsigned_accepted,
             },
+            "completeness": dict(UNCHECKED) if completeness is None else completeness.to_json(),
         },
         "consolidations": consolidations,
     }

@@ -255,18 +255,48 @@ def _signatures(integrity: Mapping[str, Any]) -> str:
     return f'<p class="muted">{_e(text)}.</p>'
 
 
+def _completeness(integrity: Mapping[str, Any]) -> str:
+    """How far every record of the audited topics was checked to be chained, in one line under the verdict."""
+    completeness = integrity.get("completeness") or {}
+    if not completeness.get("checked"):
+        return '<p class="muted">Completeness not checked (the audited topics were not read).</p>'
+    to = "the worker's committed positions" if completeness["to"] == "committed" else "the topics' ends"
+    text = f"Completeness: {completeness['records_checked']} source record(s) checked to {to}, each chained once"
+    pending = sum(p["records"] for p in completeness.get("pending", []))
+    if pending:
+        text += f"; {pending} record(s) whose entries are not chained yet"
+    if completeness.get("expired"):
+        text += f"; {completeness['expired']} chained from records retention has removed"
+    return f'<p class="muted">{_e(text)}.</p>'
+
+
+def _lack_rows(integrity: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    rows = []
+    for lack in (integrity.get("completeness") or {}).get("lacks", []):
+        offsets = lack["first"] if lack["first"] == lack["last"] else f"{lack['first']}..{lack['last']}"
+        entries = ", ".join(f"{e['mbl']} #{e['sequence']}" for e in lack["entries"])
+        rows.append((lack["kind"], lack["topic"] or "", lack["partition"], offsets, entries, lack["detail"]))
+    return rows
+
+
 def _verdict(integrity: Mapping[str, Any]) -> str:
     if integrity["intact"]:
         text = f"Trail intact: {integrity['records']} records in {integrity['chains']} chain(s) verified."
-        return f'<p class="verdict intact">{_e(text)}</p>' + _signatures(integrity)
+        return f'<p class="verdict intact">{_e(text)}</p>' + _signatures(integrity) + _completeness(integrity)
     breaks = integrity["breaks"]
+    lacks = _lack_rows(integrity)
     text = f"Trail BROKEN: {len(breaks)} breaks in {integrity['records']} records."
+    if lacks:
+        text = (
+            f"Trail BROKEN: {len(breaks)} breaks in {integrity['records']} records, {len(lacks)} completeness findings."
+        )
     rows = [(b["mbl"], b["sequence"], b["position"], b["kind"], b["detail"]) for b in breaks]
-    return (
-        f'<p class="verdict broken">{_e(text)}</p>'
-        + _signatures(integrity)
-        + _table(("MBL", "sequence", "position", "break", "detail"), rows)
-    )
+    page = f'<p class="verdict broken">{_e(text)}</p>' + _signatures(integrity) + _completeness(integrity)
+    if rows or not lacks:
+        page += _table(("MBL", "sequence", "position", "break", "detail"), rows)
+    if lacks:
+        page += _table(("finding", "topic", "partition", "offsets", "chained records", "detail"), lacks)
+    return page
 
 
 def _deadline_text(at: str | None, items: Sequence[Mapping[str, Any]]) -> str:

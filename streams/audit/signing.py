@@ -9,6 +9,11 @@ Ed25519 signatures are deterministic, so a record chained again after a crash is
 The private key is a PEM (PKCS #8) file, ``ICS2_AUDIT_KEY`` or ``<state dir>/audit/signing-key.pem``; ``ics2 audit
 keygen`` writes it and ``ics2 audit public-key`` exports the public key that auditors verify with. A key is named by
 its id, ``ed25519:`` and the first 16 hex digits of the SHA-256 of the raw public key.
+
+The same key authenticates the entries the collectors hand to the chain stage (``EntryKey``): anyone who can write to
+``ics2.audit-entries`` could otherwise have the worker sign an entry for a record it never saw. Collector and chain
+stage run in the worker that holds the key, so a symmetric MAC derived from it is enough (a microsecond an entry,
+where an Ed25519 signature and its check would cost two orders of magnitude more).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import hmac
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -32,6 +38,8 @@ from streams.errors import InputError
 from streams.settings import Settings
 
 SIGNED_FORMAT = "ics2-audit/1"
+ENTRY_MAC_FORMAT = b"ics2-audit-entry/1"
+"""What the entry MAC key is derived for, so that it is never the same secret as anything else made of the key."""
 
 
 class SigningKeyError(InputError):
@@ -71,6 +79,28 @@ class Signer:
     def sign(self, mbl: str, sequence: int, record_hash: str) -> str:
         """The base64 signature of one record."""
         return base64.b64encode(self.key.sign(signed_text(mbl, sequence, record_hash))).decode("ascii")
+
+    def entry_key(self) -> EntryKey:
+        """The MAC key of the audit entries, derived from this private key (every worker sharing the key file
+        derives the same one; a new key file makes entries still waiting under the old one unauthenticated)."""
+        raw = self.key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return EntryKey(hmac.digest(raw, ENTRY_MAC_FORMAT, "sha256"))
+
+
+@dataclass(frozen=True, repr=False)
+class EntryKey:
+    """HMAC-SHA256 over an audit entry's bytes: the collector tags each entry it emits, the chain stage chains only
+    entries whose tag verifies."""
+
+    secret: bytes
+
+    def tag(self, value: bytes) -> bytes:
+        return hmac.digest(self.secret, value, "sha256")
+
+    def verifies(self, value: bytes, tag: bytes | None) -> bool:
+        return tag is not None and hmac.compare_digest(self.tag(value), tag)
 
 
 @dataclass(frozen=True)

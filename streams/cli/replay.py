@@ -8,15 +8,17 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 
+from streams.audit.completeness import Reach
 from streams.audit.reading import replay, trusted_keys, write_outputs
 from streams.audit.replay import ReplayFilter, report_json
 from streams.cli.options import connection_options, json_option, settings_from
 from streams.cli.output import quiet_kafka_client
-from streams.errors import InputError
+from streams.errors import ExitCode, InputError
 from streams.logs import configure_logging
 
 
@@ -71,6 +73,14 @@ def _when(value: str | None) -> datetime | None:
     help="Decode (from Kafka), verify and rebuild the chains in this many processes (default: one per CPU; 1: all in "
     "this process)",
 )
+@click.option(
+    "--completeness",
+    "reach",
+    type=click.Choice([r.value for r in Reach]),
+    help="Check that every record of every audited topic is chained once and that every entry matches its record, "
+    "up to the worker's committed positions (committed), to the topics' ends (end, for a stopped worker), or not "
+    "(off). Default: committed from Kafka, off with --archive",
+)
 @json_option
 @connection_options
 def replay_command(
@@ -86,6 +96,7 @@ def replay_command(
     key_ids: tuple[str, ...],
     accept_unsigned: bool,
     workers: int | None,
+    reach: str | None,
     as_json: bool,
     bootstrap_servers: str | None,
     topic_prefix: str | None,
@@ -94,7 +105,9 @@ def replay_command(
 
     Every record must be signed by a trusted key: a record signed by no such key, or not signed, is named as a
     break, and a replay without any public key is not intact. Records stored twice byte for byte (chained again
-    after a crash) are duplicates, counted and shown once.
+    after a crash) are duplicates, counted and shown once. Every record of the audited topics must be chained
+    exactly once, each entry with its record's SHA-256: gaps (topic, partition, offsets), records chained twice and
+    entries for records that do not exist or differ are named.
 
     The JSON report goes to standard output with --json, or when neither --out nor --html is given.
     """
@@ -107,7 +120,14 @@ def replay_command(
     settings = settings_from(bootstrap_servers, topic_prefix)
     keys = trusted_keys(settings, public_keys, key_ids)
     result = replay(
-        settings, filters, archives, progress=True, keys=keys, accept_unsigned=accept_unsigned, workers=workers
+        settings,
+        filters,
+        archives,
+        progress=True,
+        keys=keys,
+        accept_unsigned=accept_unsigned,
+        workers=workers,
+        reach=None if reach is None else Reach(reach),
     )
     if as_json or (json_path is None and html_path is None):
         click.echo(report_json(result.report), nl=False)
@@ -122,16 +142,45 @@ def replay_command(
             f"{b['kind']}: {b['detail']}",
             highlight=False,
         )
+    completeness = integrity["completeness"]
+    for lack in completeness.get("lacks", []):
+        err.print(f"[red]incomplete[/] {lack_text(lack)}", highlight=False)
+    for waiting in completeness.get("pending", []):
+        err.print(f"[yellow]pending[/] {where_text(waiting)}: entries not chained yet", highlight=False)
     verdict = "intact" if result.intact else "BROKEN"
     signatures = integrity["signatures"]
     signed = f"signed by {', '.join(signatures['trusted_keys'])}" if signatures["checked"] else "signatures unchecked"
     err.print(
         f"{integrity['records']} records ({len(integrity['duplicates'])} duplicates), {integrity['chains']} chains, "
-        f"{len(result.report['consolidations'])} consolidations, {signed}: trail {verdict}",
+        f"{len(result.report['consolidations'])} consolidations, {signed}, {complete_text(completeness)}: "
+        f"trail {verdict}",
         highlight=False,
     )
     for path in (json_path, html_path):
         if path is not None:
             err.print(f"wrote {path}", highlight=False)
     if not result.intact:
-        sys.exit(1)
+        sys.exit(ExitCode.FINDINGS)
+
+
+def where_text(item: dict[str, Any]) -> str:
+    """``topic partition P offsets A..B (N records)``, or one offset."""
+    if item.get("topic") is None:
+        return "no source"
+    span = f"offset {item['first']}" if item["first"] == item["last"] else f"offsets {item['first']}..{item['last']}"
+    count = f" ({item['records']} records)" if item.get("records", 1) > 1 else ""
+    return f"{item['topic']} partition {item['partition']} {span}{count}"
+
+
+def lack_text(lack: dict[str, Any]) -> str:
+    """One completeness finding on one line: its kind, where, the chained records concerned, what is wrong."""
+    entries = ", ".join(f"MBL {e['mbl']} sequence {e['sequence']}" for e in lack["entries"])
+    return f"{lack['kind']}: {where_text(lack)}{f' ({entries})' if entries else ''}: {lack['detail']}"
+
+
+def complete_text(completeness: dict[str, Any]) -> str:
+    if not completeness.get("checked"):
+        return "completeness unchecked"
+    to = "the worker's committed positions" if completeness["to"] == Reach.COMMITTED else "the topics' ends"
+    pending = f", {sum(p['records'] for p in completeness['pending'])} pending" if completeness["pending"] else ""
+    return f"{completeness['records_checked']} source records checked to {to}{pending}"

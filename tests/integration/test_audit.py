@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from fastavro import reader as avro_reader
 from fastavro import writer as avro_writer
@@ -24,10 +25,13 @@ from rich.console import Console
 
 from streams.admin import apply_topics, delete_topics, list_topics
 from streams.audit import parallel
+from streams.audit.completeness import Reach
+from streams.audit.entries import EntryDeriver
 from streams.audit.parallel import share_of, walk_shares
-from streams.audit.reading import read_trail, replay_trail, share_trail, trusted_keys
+from streams.audit.reading import collector_group, read_trail, replay_trail, share_trail, trusted_keys
 from streams.audit.replay import ReplayFilter, build_report, comparable_state, report_json
-from streams.audit.trail import chain, head_after
+from streams.audit.signing import key_path, load_signer
+from streams.audit.trail import canonical_json, chain, head_after
 from streams.client import produce, publish_bookings, read_topic
 from streams.contracts.avro import SchemaCatalogue
 from streams.demo import DEMO_SCRIPT, DemoResult, tell_story
@@ -184,14 +188,24 @@ class TestReplay:
         assert await committed_offsets(story.settings) == before
 
     async def test_archive_replays_like_kafka(self, story: Run):
-        """`ics2 archive` then `ics2 replay --archive` gives the same JSON as the replay from Kafka."""
+        """`ics2 archive` then `ics2 replay --archive` gives the same JSON as the replay from Kafka (the archive's
+        completeness checked against the same topics, as the replay from Kafka checks it by default)."""
         archive = story.tmp / "archive"
         made = ics2(story, "archive", "--out", str(archive))
         assert made.returncode == 0, made.stderr
         again = ics2(story, "archive", "--out", str(archive))
         assert again.returncode == 0 and "nothing new" in again.stderr
         from_kafka = ics2(story, "replay", "--out", str(story.tmp / "kafka.json"))
-        from_archive = ics2(story, "replay", "--archive", str(archive), "--out", str(story.tmp / "archive.json"))
+        from_archive = ics2(
+            story,
+            "replay",
+            "--archive",
+            str(archive),
+            "--completeness",
+            "committed",
+            "--out",
+            str(story.tmp / "archive.json"),
+        )
         assert from_kafka.returncode == 0 and from_archive.returncode == 0, from_archive.stderr
         assert (story.tmp / "kafka.json").read_bytes() == (story.tmp / "archive.json").read_bytes()
 
@@ -291,6 +305,168 @@ class TestReplay:
         assert report_json(report) == report_json(build_report(read.records, keys=keys, workers=1))
         breaks = [(b["mbl"], b["sequence"], b["kind"]) for b in report["integrity"]["breaks"]]
         assert breaks == [(SECOND_MBL, 3, "gap"), (SECOND_MBL, 3, "broken_link")]
+
+
+def source_of(record: dict[str, Any]) -> tuple[str, int, int]:
+    topic, partition, offset = json.loads(record["payload"])["source"].rsplit(":", 2)
+    return topic, int(partition), int(offset)
+
+
+def covered(lacks: list[dict[str, Any]], kind: str = "gap") -> set[tuple[str, int, int]]:
+    """Every (topic, partition, offset) that findings of ``kind`` cover (the story's topics have no offset holes)."""
+    return {
+        (f["topic"], f["partition"], o) for f in lacks if f["kind"] == kind for o in range(f["first"], f["last"] + 1)
+    }
+
+
+async def commit_worker_positions(settings: Settings, group: str, positions: dict[TopicPartition, int]) -> None:
+    """Commit positions for a group of the (stopped) worker, as a worker that took those records would have."""
+    consumer = AIOKafkaConsumer(group_id=group, enable_auto_commit=False, **settings.kafka_client_kwargs())
+    await consumer.start()
+    try:
+        consumer.assign(list(positions))
+        await consumer.commit(positions)
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.timeout(900)
+class TestCompleteness:
+    """The trail as a proof: the story's recorded topics, read back by the replay, against its trail."""
+
+    async def test_story_is_complete_to_the_workers_positions(self, story: Run):
+        """Every record of the story's recorded topics up to the positions the worker committed is chained once, each
+        entry with the SHA-256 of its record; the report names the group and how many records it checked."""
+        keys = trusted_keys(replace(story.settings, state_dir=story.tmp / "state"))
+        catalogue = Catalogue.for_prefix(story.settings.topic_prefix)
+        report, problems = await replay_trail(story.settings, keys=keys, reach=Reach.COMMITTED)
+        completeness = report["integrity"]["completeness"]
+        assert problems == [] and report["integrity"]["intact"], completeness["lacks"][:5]
+        groups = {collector_group(story.settings, t) for t in EntryDeriver(SCHEMAS, catalogue).recorded_topics}
+        assert completeness["group"] == ", ".join(sorted(groups)) and completeness["to"] == "committed"
+        assert completeness["records_checked"] > 0 and completeness["chained"] >= completeness["records_checked"]
+
+    async def test_removed_tail_on_kafka_is_named_as_gaps(self, story: Run):
+        """The trail copied without its last three records, replayed against the story's topics: the chains all
+        verify, but the records those three were made of are named as gaps (topic, partition, offsets)."""
+        records = (await read_trail(story.settings)).records
+        keys = trusted_keys(replace(story.settings, state_dir=story.tmp / "state"))
+        keyed = [(r["mbl"].encode(), SCHEMAS.encode("AuditRecord", r)) for r in records[:-3]]
+        whole, _ = await replay_trail(story.settings, keys=keys, reach=Reach.END)
+        async with trail_copy(story, "tail", keyed) as copy_settings:
+            report, _ = await replay_trail(copy_settings, keys=keys, reach=Reach.END, sources_of=story.settings)
+        assert report["integrity"]["breaks"] == [] and not report["integrity"]["intact"]
+        before = covered(whole["integrity"]["completeness"]["lacks"])
+        assert covered(report["integrity"]["completeness"]["lacks"]) - before == {source_of(r) for r in records[-3:]}
+
+    async def test_forged_signed_entry_is_named_as_an_unknown_source(self, story: Run):
+        """'Do Not Load lifted' for a record that never existed, chained and signed with the worker's own key (what a
+        worker that chained anything written to audit-entries did): every signature verifies, and the replay names
+        the entry, MBL and sequence, as made of no record."""
+        records = (await read_trail(story.settings)).records
+        keys = trusted_keys(replace(story.settings, state_dir=story.tmp / "state"))
+        signer = load_signer(key_path(replace(story.settings, state_dir=story.tmp / "state")))
+        dnl = next(r for r in records if r["mbl"] == SEED_MBL and '"kind":"do_not_load"' in r["payload"])
+        topic, partition, offset = source_of(dnl)
+        data = json.loads(dnl["payload"].replace("do_not_load", "assessment_complete"))
+        data["source"] = f"{topic}:{partition}:{offset + 100_000}"
+        last = [r for r in records if r["mbl"] == SEED_MBL][-1]
+        forged = chain(head_after(last), "notification", canonical_json(data), last["recorded_at"], signer)
+        keyed = [(r["mbl"].encode(), SCHEMAS.encode("AuditRecord", r)) for r in [*records, forged]]
+        async with trail_copy(story, "dnl", keyed) as copy_settings:
+            report, _ = await replay_trail(copy_settings, keys=keys, reach=Reach.END, sources_of=story.settings)
+        assert report["integrity"]["breaks"] == []
+        named = [f for f in report["integrity"]["completeness"]["lacks"] if f["kind"] == "unknown_source"]
+        assert [(f["topic"], f["first"], f["entries"]) for f in named] == [
+            (topic, offset + 100_000, [{"mbl": SEED_MBL, "sequence": forged["sequence"]}])
+        ]
+
+    async def test_entry_injected_into_audit_entries_is_dead_lettered_not_chained(self, story: Run):
+        """With the worker running again, the story's DNL entry rewritten as 'Do Not Load lifted' for a record that
+        never existed and written to audit-entries (with the tag of the real entry, then with none): the chain stage
+        chains neither, dead-letters both (phase audit) into the MBL's chain, and `ics2 replay` finds the trail
+        intact and complete, the ENS still held by the Do Not Load."""
+        catalogue = Catalogue.for_prefix(story.settings.topic_prefix)
+        entries = await read_topic(story.settings, catalogue.audit_entries.name, timeout=30, idle=0.5)
+        decoded = [(e, SCHEMAS.decode(e.value, reader="AuditEntry").record) for e in entries]
+        real, entry = next(
+            (e, d) for e, d in decoded if d["mbl"] == SEED_MBL and '"kind":"do_not_load"' in d["payload"]
+        )
+        data = json.loads(entry["payload"].replace("do_not_load", "assessment_complete"))
+        topic, partition, offset = data["source"].rsplit(":", 2)
+        data["source"] = f"{topic}:{partition}:{int(offset) + 100_000}"
+        forged = SCHEMAS.encode("AuditEntry", dict(entry, payload=canonical_json(data), source=data["source"]))
+        marker = f"{int(offset) + 100_000}".encode()
+        running = worker(story.settings, story.tmp, ICS2_WATCHDOG_INTERVAL_S="2").start()
+        try:
+            await asyncio.to_thread(running.wait_healthy, 120)
+            await produce(story.settings, catalogue.audit_entries.name, [(SEED_MBL.encode(), forged)], real.headers)
+            await produce(story.settings, catalogue.audit_entries.name, [(SEED_MBL.encode(), forged)])
+            deadline = time.monotonic() + 120
+            while True:
+                records = (await read_trail(story.settings)).records
+                letters = [
+                    r for r in records if r["kind"] == "dead_letter" and "audit entry not authenticated" in r["payload"]
+                ]
+                if len(letters) >= 2 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(1)
+        finally:
+            running.stop()
+        assert len(letters) == 2 and {r["mbl"] for r in letters} == {SEED_MBL}, running.tail()
+        dead = [json.loads(r["payload"])["record"] for r in letters]
+        assert [(d["stage"], d["source_topic"]) for d in dead] == [
+            ("audit-chain/audit", catalogue.audit_entries.name)
+        ] * 2
+        chained = [r for r in records if r["kind"] != "dead_letter" and marker in r["payload"].encode()]
+        assert chained == []
+        out = story.tmp / "injected.json"
+        result = ics2(story, "replay", "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        report = json.loads(out.read_text())
+        assert report["integrity"]["intact"] and report["integrity"]["completeness"]["checked"]
+        seed = next(c for c in report["consolidations"] if c["mbl"] == SEED_MBL)
+        assert seed["ens_state"]["state"] == "held_dnl"
+
+    async def test_cli_names_a_committed_record_never_chained(self, story: Run):
+        """An alert the worker's group has committed but the trail never chained (the loss the issue reported):
+        `ics2 replay` exits 1 naming the gap by topic, partition and offset; to the topics' ends too."""
+        catalogue = Catalogue.for_prefix(story.settings.topic_prefix)
+        alert = {
+            "alert_id": "lost-1",
+            "party_id": "ML-TYO",
+            "urgency": "info",
+            "action": "info",
+            "title": "never chained",
+            "message": "m",
+            "mbl": SEED_MBL,
+            "created_at": "2027-06-01T12:00:00Z",
+        }
+        await produce(story.settings, catalogue.alerts.name, [(b"ML-TYO", SCHEMAS.encode("PartyAlert", alert))])
+        lost = next(
+            r
+            for r in await read_topic(story.settings, catalogue.alerts.name, timeout=30, idle=0.5)
+            if r.key == b"ML-TYO" and b"lost-1" in r.value
+        )
+        tp = TopicPartition(lost.topic, lost.partition)
+        group = collector_group(story.settings, lost.topic)
+        before = (await committed_offsets(story.settings))[group][tp].offset
+        assert before == lost.offset, "the stopped worker had taken every alert before it"
+        to_end = ics2(story, "replay", "--completeness", "end", "--out", str(story.tmp / "end.json"))
+        await commit_worker_positions(story.settings, group, {tp: lost.offset + 1})
+        try:
+            committed = ics2(story, "replay", "--out", str(story.tmp / "lost.json"))
+        finally:
+            await commit_worker_positions(story.settings, group, {tp: before})
+        for result in (to_end, committed):
+            assert result.returncode == 1, result.stderr
+            printed = " ".join(result.stderr.split())
+            assert f"gap: {lost.topic} partition {lost.partition} offset {lost.offset}" in printed
+            assert "trail BROKEN" in printed
+        lacks = json.loads((story.tmp / "lost.json").read_text())["integrity"]["completeness"]["lacks"]
+        assert [(f["kind"], f["topic"], f["partition"], f["first"], f["last"]) for f in lacks] == [
+            ("gap", lost.topic, lost.partition, lost.offset, lost.offset)
+        ]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,13 @@ older head. The record is a pure function of the entry (its content and Kafka ti
 signature is deterministic, so the record written again is byte-identical and the replay sees a duplicate, not a
 fork. ``recorded_at`` is therefore the Kafka time of the entry, never the stage's clock.
 
+Every record of a recorded topic gives one entry, those without an MBL on the ``UNATTRIBUTED`` chain, so that a replay
+can check that each was chained once (``streams.audit.completeness``). The collector tags each entry with a MAC of the
+worker's audit key (header ``ics2-entry-mac``, ``streams.audit.signing.EntryKey``) and the chain stage chains only
+entries whose tag verifies: anything else written to ``ics2.audit-entries`` is dead-lettered (phase ``audit``), never
+signed as if the worker had seen its source record. The dead letter itself is recorded, in the chain of the MBL the
+entry was keyed by.
+
 Why every entry takes the hop through ``ics2.audit-entries``, even of topics already keyed by MBL: chaining again
 gives the same bytes only if each MBL's entries come in one fixed order, which one partition of one topic gives.
 A chain stage reading bookings, drafts, filings and ENS events itself (16 records less per booking) was tried: after
@@ -28,8 +35,17 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from streams.audit.entries import AuditEntry, EntryDeriver, kafka_time, source_id, split_source
-from streams.audit.signing import Signer
+from streams.audit.entries import (
+    CHAIN_STAGE,
+    UNATTRIBUTED,
+    AuditEntry,
+    EntryDeriver,
+    collector_stages,
+    kafka_time,
+    source_id,
+    split_source,
+)
+from streams.audit.signing import EntryKey, Signer
 from streams.audit.trail import ChainHead, chain
 from streams.contracts.avro import SchemaCatalogue
 from streams.domain.dates import format_datetime
@@ -45,13 +61,17 @@ Clock = Callable[[], datetime]
 Send = Callable[[Sequence[Emit]], Awaitable[None]]
 """Sends records and returns once the broker acknowledged them (``streams.pipeline.runner.Producer.send_all``)."""
 
+ENTRY_MAC_HEADER = "ics2-entry-mac"
+
 
 class AuditCollector:
-    """One recorded record -> its audit entry on ``audit_entries``; records without an MBL are counted, not sent."""
+    """One recorded record -> its audit entry on ``audit_entries``, tagged with ``entry_key`` when given (the worker
+    always gives one); records without an MBL go to the ``UNATTRIBUTED`` chain and are counted by reason."""
 
-    def __init__(self, schemas: SchemaCatalogue, catalogue: Catalogue) -> None:
+    def __init__(self, schemas: SchemaCatalogue, catalogue: Catalogue, entry_key: EntryKey | None = None) -> None:
         self.schemas = schemas
         self.catalogue = catalogue
+        self.entry_key = entry_key
         self.deriver = EntryDeriver(schemas, catalogue)
         self.skipped: Counter[str] = Counter()
 
@@ -60,13 +80,22 @@ class AuditCollector:
         return self.deriver.recorded_topics
 
     def __call__(self, incoming: Incoming) -> list[Emit]:
-        derived = self.deriver.derive(incoming)
+        derived = self.deriver.account(incoming)
         if not isinstance(derived, AuditEntry):
             self.skipped[derived.reason] += 1
             log.info("audit_skipped", reason=derived.reason, source=derived.source, total=self.skipped[derived.reason])
             return []
-        headers = (("ics2-source", source_id(incoming).encode()), ("ics2-record", b"AuditEntry"))
+        if derived.mbl == UNATTRIBUTED:
+            reason = derived.record["reason"]
+            self.skipped[reason] += 1
+            log.info("audit_unattributed", reason=reason, source=derived.source, total=self.skipped[reason])
+        headers: tuple[tuple[str, bytes], ...] = (
+            ("ics2-source", source_id(incoming).encode()),
+            ("ics2-record", b"AuditEntry"),
+        )
         value = self.schemas.encode("AuditEntry", derived.to_avro())
+        if self.entry_key is not None:
+            headers += ((ENTRY_MAC_HEADER, self.entry_key.tag(value)),)
         return [Emit(self.catalogue.audit_entries.name, derived.mbl.encode(), value, headers)]
 
 
@@ -89,7 +118,8 @@ class ChainState:
 
 class AuditChainer:
     """``audit_entries`` -> ``AuditRecord``s on the audit topic, each linked to the MBL's previous record and signed
-    with ``signer`` when given (the worker always gives one)."""
+    with ``signer`` when given (the worker always gives one). Given ``entry_key`` (the worker gives it), an entry
+    whose MAC does not verify fails (phase ``audit``) and is dead-lettered instead of chained."""
 
     def __init__(
         self,
@@ -98,12 +128,14 @@ class AuditChainer:
         clock: Clock,
         chains: MutableMapping[str, bytes],
         signer: Signer | None = None,
+        entry_key: EntryKey | None = None,
     ) -> None:
         self.schemas = schemas
         self.catalogue = catalogue
         self.clock = clock
         self.chains = chains
         self.signer = signer
+        self.entry_key = entry_key
 
     def recorded_at(self, incoming: Incoming) -> str:
         """The Kafka time of the entry, so that chaining it again gives the same record; the clock only for a
@@ -118,6 +150,13 @@ class AuditChainer:
         Nothing is stored here: the caller stores the state only once the record is safely written. ``pending``
         holds states chained but not stored yet (the batch in flight); they are taken before the table's.
         """
+        if self.entry_key is not None:
+            tag = incoming.header(ENTRY_MAC_HEADER)
+            if not self.entry_key.verifies(incoming.value, tag):
+                why = "carries no MAC" if tag is None else "carries a MAC that does not verify with the audit key"
+                raise StageFailure(
+                    "audit", f"audit entry not authenticated: it {why}, so no collector of this worker made it"
+                )
         entry = self.schemas.decode(incoming.value, reader="AuditEntry").record
         mbl = entry["mbl"]
         try:
@@ -227,21 +266,19 @@ def audit_stages(
     """Stage name -> (source topic, handler), named explicitly so that no rename moves a consumer group's offsets.
 
     Given ``send`` (the worker's producer), the chain stage writes each record before it stores the chain's state;
-    ``batched`` (the worker's batching runner) does the same per batch. ``signer`` signs every record.
+    ``batched`` (the worker's batching runner) does the same per batch. ``signer`` signs every record, and its entry
+    key authenticates every entry from the collector to the chain stage.
     """
-    collector = AuditCollector(schemas, catalogue)
-    base = AuditChainer(schemas, catalogue, clock, chains, signer)
+    entry_key = None if signer is None else signer.entry_key()
+    collector = AuditCollector(schemas, catalogue, entry_key)
+    base = AuditChainer(schemas, catalogue, clock, chains, signer, entry_key)
     chainer: AuditChainer | SendFirstChainer | BatchChainer = base
     if batched:
         chainer = BatchChainer(base)
     elif send is not None:
         chainer = SendFirstChainer(base, send)
-    return {
-        "audit-collect-bookings": (catalogue.bookings, collector),
-        "audit-collect-drafts": (catalogue.filing_drafts, collector),
-        "audit-collect-filings": (catalogue.filings_outbound, collector),
-        "audit-collect-ens-events": (catalogue.ens_events, collector),
-        "audit-collect-alerts": (catalogue.alerts, collector),
-        "audit-collect-dead-letters": (catalogue.dead_letters, collector),
-        "audit-chain": (catalogue.audit_entries, chainer),
+    stages: dict[str, tuple[TopicSpec, Handler | AsyncHandler]] = {
+        name: (topic, collector) for name, topic in collector_stages(catalogue).items()
     }
+    stages[CHAIN_STAGE] = (catalogue.audit_entries, chainer)
+    return stages
