@@ -3,8 +3,8 @@
 The hash chains and signatures show a record changed, removed or reordered within a chain, but not a source record that
 never reached the trail (a collector that lost it, the trail's last records removed) nor an entry made up for a record
 that never existed. ``check`` compares what the trail claims (each chained record's ``source`` and ``source_sha256``,
-read from its payload: ``claim_of``) with the recorded topics themselves (``Sources``: the offset and the SHA-256 of the
-value of every record, read by ``streams.audit.reading.read_sources``):
+read from its payload: ``claims_of``) with the recorded topics themselves (``Sources``: the offset and the SHA-256 of
+the value of every record, read by ``streams.audit.reading.read_sources``):
 
 - every record from its partition's start (the log start offset, once retention removed the head) up to the
   partition's ``bound`` (the worker's committed position, or the partition's end) is chained, or its entry still
@@ -40,7 +40,7 @@ DIGEST_BYTES = 32
 NO_DIGEST = bytes(DIGEST_BYTES)
 """Stands for the digest of an entry that gives none (such entries are also listed, so it is never compared)."""
 
-_TAIL = re.compile(r',"source":"([^"\\]*:[0-9]+):([0-9]+)"(?:,"source_sha256":"([0-9a-f]{64})")?\}')
+_TAIL = re.compile(r',"source":"([^"\\]+:[0-9]{1,18}):([0-9]{1,18})"(?:,"source_sha256":"([0-9a-f]{64})")?\}')
 """How a canonical payload ends (keys sorted: ``source`` and ``source_sha256`` come last). Every quote in it is a real
 token boundary (none is preceded by a backslash), so in a JSON object that ends so these are its last two members,
 the ones ``json.loads`` keeps; anything else is parsed whole."""
@@ -103,7 +103,8 @@ class Claims:
         claims.sequences.append(sequence)
 
 
-_NUMBER = re.compile("[0-9]+")
+_NUMBER = re.compile("[0-9]{1,18}")
+"""A partition or offset (a Kafka offset is a signed 64-bit number: more digits are no offset)."""
 
 
 def _named_source(payload: str) -> str | None:

@@ -35,6 +35,7 @@ from streams.audit.completeness import (
 from streams.audit.entries import SKIPPED_KIND, UNATTRIBUTED, AuditEntry, EntryDeriver, canonical_json
 from streams.audit.raw import RawTrail, replay_raw
 from streams.audit.replay import ReplayFilter, build_report, report_json
+from streams.audit.report import render_html
 from streams.audit.signing import Signer
 from streams.audit.trail import ChainHead, chain, head_after, verify
 from streams.cli.replay import replay_command
@@ -337,10 +338,12 @@ def chained(entries: list[tuple[str, str, bytes]]) -> list[dict[str, Any]]:
     return records
 
 
-PIECES = [*'ab7:",\\}{ \u00e9\u0663\n', '"source":"', ',"source_sha256":"', "0f" * 32]
+PIECES = [*'ab7:",\\}{ \u00e9\u0663\n', '"source":"', ',"source_sha256":"', "0f" * 32, "9" * 19]
 """Characters and pieces that make text look like a payload's tail: quotes, backslashes, digits (one not ASCII)."""
 JSON_TEXT = st.lists(st.sampled_from(PIECES)).map("".join)
-SOURCE_TEXT = st.builds(lambda p, o: f"t.x:{p}:{o}", st.integers(0, 9), st.integers(0, 99))
+SOURCE_TEXT = st.builds(
+    lambda t, p, o: f"{t}:{p}:{o}", st.sampled_from(["t.x", ":", ""]), st.integers(0, 9), st.integers(0, 99)
+)
 
 
 class TestClaims:
@@ -364,7 +367,7 @@ class TestClaims:
         claims = claims_of([{"mbl": "A", "sequence": 0, "payload": payload}])
         named = data.get("source")
         parts = named.rsplit(":", 2) if isinstance(named, str) else []
-        if len(parts) == 3 and parts[0] and all(p.isascii() and p.isdigit() for p in parts[1:]):
+        if len(parts) == 3 and parts[0] and all(p.isascii() and p.isdigit() and len(p) <= 18 for p in parts[1:]):
             where = f"{parts[0]}:{parts[1]}"
             assert list(claims.partitions) == [where] and claims.unsourced == []
             column = claims.partitions[where]
@@ -442,6 +445,20 @@ class TestEntryAuthentication:
         same = Signer.of(SIGNER.key)
         assert same.entry_key().tag(b"x") == SIGNER.entry_key().tag(b"x")
         assert Signer.of(Ed25519PrivateKey.generate()).entry_key().tag(b"x") != SIGNER.entry_key().tag(b"x")
+
+
+class TestHtmlReport:
+    def test_findings_are_tabled_under_the_verdict(self, pump: AuditedPump):
+        """A broken trail's page lists each completeness finding (kind, topic, partition, offsets); an intact one
+        says how many records were checked to which positions, or that completeness was not checked."""
+        trail = pump.trail()
+        broken = render_html(build_report(trail[:-1], keys=KEYS, sources=sources_of(pump)))
+        topic, partition, offset = source_of(trail[-1])
+        assert "Trail BROKEN: 0 breaks" in broken and "1 completeness findings" in broken
+        assert f"<td>gap</td><td>{topic}</td><td>{partition}</td><td>{offset}</td>" in broken
+        intact = render_html(build_report(trail, keys=KEYS, sources=sources_of(pump)))
+        assert "Trail intact" in intact and "checked to the topics&#x27; ends, each chained once" in intact
+        assert "Completeness not checked" in render_html(build_report(trail, keys=KEYS))
 
 
 class TestReplayCommand:
