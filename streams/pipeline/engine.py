@@ -221,6 +221,8 @@ class StageProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         self.assigned = set(assigned)
         partitions = {tp.partition for tp in assigned}
         started = time.monotonic()
+        if self.stage.tables:
+            log.info("recovering_partitions", stage=self.stage.name, partitions=_names(assigned))
         read = await recover_tables(self.settings, self.stage.tables, partitions)
         for table in self.stage.tables:
             table.held = set(partitions)

@@ -179,7 +179,7 @@ def worker_changelogs(catalogue: Catalogue) -> tuple[TopicSpec, ...]:
 
 
 def worker_grants(catalogue: Catalogue, app_id: str, user: str, *, exactly_once: bool = False) -> list[Grant]:
-    """Least privilege for ``ics2 worker``: its stage topics, its changelogs, its group, Faust's own topics.
+    """Least privilege for ``ics2 worker``: its stage topics, its changelogs, its stages' groups, Faust's own topics.
 
     Faust declares every internal topic at start (``topic_allow_declare``), and a CreateTopics request for a topic
     that exists but may not be created is answered with an authorisation error, not "already exists"; so the
@@ -199,6 +199,9 @@ def worker_grants(catalogue: Catalogue, app_id: str, user: str, *, exactly_once:
     grants += [
         Grant(principal, "group", app_id, "literal", "Read"),
         Grant(principal, "group", app_id, "literal", "Describe"),
+        # Each stage is a consumer group of its own, ``<app_id>.<stage>`` (``streams.pipeline.engine``).
+        Grant(principal, "group", f"{app_id}.", "prefixed", "Read"),
+        Grant(principal, "group", f"{app_id}.", "prefixed", "Describe"),
         Grant(principal, "cluster", CLUSTER_RESOURCE, "literal", "IdempotentWrite"),
     ]
     if exactly_once:

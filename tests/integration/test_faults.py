@@ -57,12 +57,12 @@ FILINGS_PER_BOOKING = 4
 #: How long the broker stays frozen: longer than the gateway consumer's 10 s and the worker's 6 s session timeouts,
 #: shorter than the clients' 40 s request timeout: coordinator and partition leaders stop answering, then come back.
 FREEZE_S = 15.0
-#: How long a worker stays frozen: beyond its 6 s group session (``streams.pipeline.app.SESSION_TIMEOUT_S``), so
+#: How long a worker stays frozen: beyond its 6 s group session (``streams.pipeline.engine.SESSION_TIMEOUT_S``), so
 #: the coordinator drops it, and beyond the 3 s heartbeat's own session check.
 WORKER_FREEZE_S = 10.0
-#: What the worker logs when the group has assigned it partitions and it opens their table databases: the moment of
+#: What the worker logs when a group has assigned it partitions and it reads their tables' changelogs: the moment of
 #: the start-up freeze, as when a slow disk stalled a worker there for longer than its session.
-OPENING_STATE = "opening partition"
+OPENING_STATE = "recovering_partitions"
 #: Generous: the machine is small and shared.
 SETTLE_TIMEOUT_S = 150.0
 
