@@ -3,6 +3,11 @@
 Names are explicit, never derived from agent or table names, so that renaming a step cannot silently rename a
 topic or a state store. A prefix (``ICS2_TOPIC_PREFIX``) lets several deployments, or tests, share one cluster.
 ``docker-compose.yml``, the Strimzi resources and ``ics2 topics apply`` all read this module.
+
+Durability follows one rule everywhere (``Durability``): replication factor ``min(3, brokers)`` and
+``min.insync.replicas`` ``min(2, replication)``, so that with ``acks=all`` a write is on two disks before it is
+acknowledged and, on three brokers or more, one broker may die without losing an acknowledged record or stopping
+writes.
 """
 
 from __future__ import annotations
@@ -18,6 +23,49 @@ INBOUND_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 oversize message reaches the parse stage and is dead-lettered with its bytes instead of vanishing at the broker."""
 DEAD_LETTER_MAX_MESSAGE_BYTES = INBOUND_MAX_MESSAGE_BYTES + 1024 * 1024
 """Room for the largest inbound record plus its envelope; the worker's producer may send messages this large."""
+
+
+#: The largest replication factor chosen by the rule, however many brokers there are.
+MAX_REPLICATION = 3
+#: The largest ``min.insync.replicas`` chosen by the rule: two copies before an acknowledgement, one broker spare.
+MAX_MIN_INSYNC_REPLICAS = 2
+#: Kafka's own default ``min.insync.replicas``; a topic needs no override to get it from a broker left at defaults.
+KAFKA_DEFAULT_MIN_INSYNC_REPLICAS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """Replication factor and ``min.insync.replicas`` of topics (and of the broker's own internal topics).
+
+    With ``acks=all`` a producer is acknowledged once ``min_insync`` replicas have the record; with one spare
+    replica a broker can fail (or restart) without losing acknowledged records or refusing writes.
+    """
+
+    replication: int
+    min_insync: int
+
+    def __post_init__(self) -> None:
+        if self.replication < 1:
+            raise ValueError(f"replication factor must be at least 1, not {self.replication}")
+        if not 1 <= self.min_insync <= self.replication:
+            raise ValueError(
+                f"min.insync.replicas must be between 1 and the replication factor {self.replication}, "
+                f"not {self.min_insync}: a higher value refuses every acks=all write"
+            )
+
+    @classmethod
+    def for_replication(cls, replication: int) -> Durability:
+        """The rule's ``min.insync.replicas`` for a given replication factor."""
+        return cls(replication, min(MAX_MIN_INSYNC_REPLICAS, max(1, replication)))
+
+    @classmethod
+    def for_brokers(cls, brokers: int) -> Durability:
+        """The rule for a cluster of ``brokers``: replication ``min(3, brokers)``, min ISR ``min(2, replication)``."""
+        return cls.for_replication(min(MAX_REPLICATION, max(1, brokers)))
+
+    def capped(self, replication: int) -> Durability:
+        """For a topic that has only ``replication`` replicas: a min ISR above that would refuse every write."""
+        return Durability(replication, min(self.min_insync, max(1, replication)))
 
 
 class Cleanup(StrEnum):
@@ -42,14 +90,17 @@ class TopicSpec:
     """None keeps data forever (``retention.ms=-1``) on retained topics; compacted topics ignore it."""
     extra_config: tuple[tuple[str, str], ...] = field(default=())
 
-    def config(self) -> dict[str, str]:
-        """Topic-level configuration as the broker wants it."""
+    def config(self, min_insync_replicas: int | None = None) -> dict[str, str]:
+        """Topic-level configuration as the broker wants it; ``min.insync.replicas`` only when given, since its
+        value depends on the cluster (``Durability``), not on the topic."""
         config = {"cleanup.policy": self.cleanup.value}
         if self.cleanup is Cleanup.DELETE:
             config["retention.ms"] = str(self.retention_ms if self.retention_ms is not None else -1)
         else:
             config["min.cleanable.dirty.ratio"] = "0.1"
         config.update(dict(self.extra_config))
+        if min_insync_replicas is not None:
+            config["min.insync.replicas"] = str(min_insync_replicas)
         return config
 
 

@@ -1,4 +1,6 @@
-"""Run one local Apache Kafka broker (KRaft, one node) as a detached JVM, for development and the test session.
+"""Run one local Apache Kafka node (KRaft, broker and controller) as a detached JVM, for development and tests.
+
+On its own it is the one-node broker; ``streams.broker.cluster`` runs several of them as one cluster.
 
 The broker is ready when a real client bootstraps against it and lists topics, never after a fixed sleep. Its
 state folder holds everything: ``server.properties``, the data (``data/``), the Log4j files (``logs/``), the JVM's
@@ -66,6 +68,10 @@ class BrokerConfig:
     """With ``sasl``: also a SASL_SSL listener on this port."""
     client_auth: bool = False
     """Mutual TLS on the SASL_SSL listener: clients must show a certificate of the broker's CA (``secure.py``)."""
+    quorum_voters: tuple[tuple[int, int], ...] = ()
+    """Node id and controller port of every voter of a local cluster (``cluster.py``); empty: this node alone."""
+    cluster_id: str | None = None
+    """The id to format the storage with; None draws a fresh one. A cluster's nodes must all share one."""
 
     def __post_init__(self) -> None:
         # The JVM runs with the state folder as working directory and the pid check compares command lines.
@@ -211,6 +217,20 @@ class LocalBroker:
                 self._await_ready(existing, timeout)
             log.info("broker_already_running", pid=existing, bootstrap=self.config.bootstrap_servers)
             return self.status(probe=False)
+        pid, timings, version = self.launch()
+        started = time.monotonic()
+        self.wait_ready(pid, timeout)
+        timings["start_to_ready"] = time.monotonic() - started
+        rounded = {phase: round(seconds, 2) for phase, seconds in timings.items()}
+        log.info("broker_started", pid=pid, bootstrap=self.config.bootstrap_servers, **rounded)
+        return self.started_status(pid, version, timings)
+
+    def launch(self) -> tuple[int, dict[str, float], str]:
+        """Write the properties, format the storage once and start the JVM, without waiting for it to answer.
+
+        Returns the pid, seconds per phase so far and the Kafka version. A cluster launches every node first and
+        only then waits: no node of a three-voter quorum can be ready before a second one runs.
+        """
         timings: dict[str, float] = {}
         classpath = self.ensure_jars()
         timings["jars"] = classpath.fetched_s
@@ -218,33 +238,26 @@ class LocalBroker:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         cfg.logs_dir.mkdir(exist_ok=True)
-        for port in (cfg.port, cfg.controller_port, *([cfg.tls_port] if cfg.tls_port is not None else [])):
-            self._require_free(port)
+        self.require_free_ports()
         write_properties(cfg.properties_file, self._server_properties())
         started = time.monotonic()
         if self._format_storage(java, classpath):
             timings["format"] = time.monotonic() - started
-        started = time.monotonic()
-        pid = self._launch(java, classpath)
-        try:
-            self._await_ready(pid, timeout)
-        except PlatformError:
-            self._terminate(pid, grace=5.0)
-            raise
-        timings["start_to_ready"] = time.monotonic() - started
-        rounded = {phase: round(seconds, 2) for phase, seconds in timings.items()}
-        log.info("broker_started", pid=pid, bootstrap=cfg.bootstrap_servers, **rounded)
+        return self._launch(java, classpath), timings, classpath.version
+
+    def started_status(self, pid: int, version: str, timings: Mapping[str, float]) -> BrokerStatus:
+        """What ``start`` reports for a JVM it launched that now answers."""
         status = self.status(probe=False)
         return BrokerStatus(
             running=status.running,
             ready=True,
             pid=pid,
             bootstrap_servers=status.bootstrap_servers,
-            version=classpath.version,
-            state_dir=cfg.state_dir,
+            version=version,
+            state_dir=self.config.state_dir,
             uptime_s=status.uptime_s,
             started_now=True,
-            timings=MappingProxyType(timings),
+            timings=MappingProxyType(dict(timings)),
         )
 
     def _server_properties(self) -> dict[str, str]:
@@ -256,6 +269,7 @@ class LocalBroker:
             "client_port": cfg.port,
             "controller_port": cfg.controller_port,
             "log_dir": cfg.data_dir,
+            "quorum_voters": dict(cfg.quorum_voters) or None,
         }
         self._check_security_marker()
         if cfg.security == "plaintext":
@@ -299,6 +313,15 @@ class LocalBroker:
             return False
         self._terminate(pid, grace=timeout)
         log.info("broker_stopped", pid=pid, state_dir=str(self.config.state_dir))
+        return True
+
+    def kill(self) -> bool:
+        """SIGKILL, no clean shutdown (fault tests: a node lost as in a crash); False when nothing was running."""
+        pid = self._running_pid()
+        if pid is None:
+            return False
+        self._terminate(pid, grace=10.0, sig=signal.SIGKILL)
+        log.info("broker_killed", pid=pid, state_dir=str(self.config.state_dir))
         return True
 
     def status(self, probe: bool = True) -> BrokerStatus:
@@ -361,7 +384,7 @@ class LocalBroker:
         return "kafka.Kafka" in args and str(self.config.properties_file) in args
 
     def _answers(self, request_timeout: float = 5.0) -> bool:
-        return _in_thread(_bootstrap_once(self.config.bootstrap_servers, request_timeout, self._probe_kwargs()))
+        return bool(_in_thread(_bootstrap_once(self.config.bootstrap_servers, request_timeout, self._probe_kwargs())))
 
     def _probe_kwargs(self) -> dict[str, Any]:
         """The plaintext probe as before; a secured broker is probed as its admin."""
@@ -370,6 +393,12 @@ class LocalBroker:
         kwargs = self.config.admin_settings().kafka_client_kwargs()
         kwargs.pop("bootstrap_servers")
         return kwargs
+
+    def require_free_ports(self) -> None:
+        """Refuse to start (``PortInUse``) when another process holds one of this node's ports."""
+        cfg = self.config
+        for port in (cfg.port, cfg.controller_port, *([cfg.tls_port] if cfg.tls_port is not None else [])):
+            self._require_free(port)
 
     def _require_free(self, port: int) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -386,7 +415,7 @@ class LocalBroker:
         """Format the data folder once with a fresh cluster id; False when it already was formatted."""
         if (self.config.data_dir / "meta.properties").exists():
             return False
-        cluster_id = new_cluster_id()
+        cluster_id = self.config.cluster_id or new_cluster_id()
         command = [
             *self._java_command(java, classpath, ("-Xmx256m",)),
             "kafka.tools.StorageTool",
@@ -438,6 +467,15 @@ class LocalBroker:
             classpath.java_classpath,
         ]
 
+    def wait_ready(self, pid: int, timeout: float, *, stop_on_failure: bool = True) -> None:
+        """Until a client bootstraps on the JVM of ``pid``; by default it is stopped when it never answers."""
+        try:
+            self._await_ready(pid, timeout)
+        except PlatformError:
+            if stop_on_failure:
+                self._terminate(pid, grace=5.0)
+            raise
+
     def _await_ready(self, pid: int, timeout: float) -> None:
         """Poll until a client bootstraps; fail early, with the log tail, if the JVM exits meanwhile."""
         outcome = _in_thread(
@@ -453,9 +491,9 @@ class LocalBroker:
             f"{self.log_tail()}"
         )
 
-    def _terminate(self, pid: int, grace: float) -> None:
+    def _terminate(self, pid: int, grace: float, sig: signal.Signals = signal.SIGTERM) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig)
         if not self._wait_exit(pid, grace):
             log.warning("broker_killed", pid=pid, grace_s=grace)
             with contextlib.suppress(ProcessLookupError):

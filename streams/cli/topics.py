@@ -16,27 +16,49 @@ from rich.table import Table
 from streams.admin import apply_topics, describe_topics, list_topics
 from streams.cli.options import connection_options, json_option, settings_from
 from streams.cli.output import console as make_console
+from streams.cli.output import quiet_kafka_client
+from streams.logs import configure_logging
 from streams.topics import Catalogue
 
 
 @click.group()
 def topics() -> None:
     """Create and inspect the topics of the catalogue."""
+    # Warnings only, on standard error: standard output is the report (or, with --json, the JSON alone).
+    configure_logging("auto", level="WARNING")
+    quiet_kafka_client()
 
 
 @topics.command()
 @connection_options
 @click.option("--party", "parties", multiple=True, help="Also create this party's queue (repeatable).")
-@click.option("--replication-factor", type=int, default=None, help="Default: the broker count, at most 3.")
+@click.option(
+    "--replication-factor",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replicas of new topics. Default: the broker count, at most 3.",
+)
+@click.option(
+    "--min-insync-replicas",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replicas that must have a record before an acks=all write succeeds. Default: the replication factor, "
+    "at most 2.",
+)
 @json_option
 def apply(
     bootstrap_servers: str | None,
     topic_prefix: str | None,
     parties: tuple[str, ...],
     replication_factor: int | None,
+    min_insync_replicas: int | None,
     as_json: bool,
 ) -> None:
-    """Create missing topics, correct drifted configs, raise low partition counts; safe to run again."""
+    """Create missing topics, correct drifted configs, raise low partition counts; safe to run again.
+
+    Replication follows the cluster unless given: min(3, brokers) replicas and min.insync.replicas
+    min(2, replicas).
+    """
     console = make_console()
     settings = settings_from(bootstrap_servers, topic_prefix)
     started = time.monotonic()
@@ -46,7 +68,21 @@ def apply(
             catalogue.party_queue(party)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--party") from exc
-    report = asyncio.run(apply_topics(settings, catalogue, parties, replication_factor=replication_factor))
+    if replication_factor is not None and min_insync_replicas is not None and min_insync_replicas > replication_factor:
+        raise click.BadParameter(
+            f"{min_insync_replicas} is above the replication factor {replication_factor}: every acks=all write "
+            "would be refused",
+            param_hint="--min-insync-replicas",
+        )
+    report = asyncio.run(
+        apply_topics(
+            settings,
+            catalogue,
+            parties,
+            replication_factor=replication_factor,
+            min_insync_replicas=min_insync_replicas,
+        )
+    )
     elapsed = time.monotonic() - started
     if as_json:
         changes = [{"topic": c.topic, "changes": list(c.changes)} for c in report.updated]

@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from streams.errors import ICS2StreamsError
 from streams.settings import Settings
-from streams.topics import Catalogue
+from streams.topics import Catalogue, Durability
 
 #: Defaults of the product itself, so a generated deployment behaves like ``ics2 worker`` with no variables set.
 _SETTINGS = Settings()
@@ -45,6 +45,7 @@ class DeployOptions:
     """Name of the Strimzi ``Kafka`` resource; its Topic and User Operators pick up our resources by this label."""
     default_partitions: int = _SETTINGS.default_partitions
     topic_replicas: int = 3
+    """Replication factor of every topic; ``min.insync.replicas`` follows it (``durability``)."""
     worker_replicas: int = 2
     image: str = field(default_factory=_image_default)
     parties: tuple[str, ...] = ()
@@ -81,6 +82,11 @@ class DeployOptions:
     @property
     def catalogue(self) -> Catalogue:
         return Catalogue.for_prefix(self.prefix)
+
+    @property
+    def durability(self) -> Durability:
+        """The catalogue's rule for ``topic_replicas``: with 3 replicas, ``min.insync.replicas`` 2."""
+        return Durability.for_replication(self.topic_replicas)
 
     @property
     def bootstrap(self) -> str:

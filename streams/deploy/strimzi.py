@@ -1,7 +1,8 @@
 """Strimzi ``KafkaTopic`` and ``KafkaUser`` resources generated from the topic catalogue and party onboarding.
 
 The Topic Operator creates and corrects the topics, the User Operator the SCRAM users and their ACLs, so a cluster
-run this way needs no ``ics2 topics apply`` and no hand-kept copy of either.
+run this way needs no ``ics2 topics apply`` and no hand-kept copy of either. Topics get the durability rule of
+``ics2 topics apply`` (``streams.topics.Durability``): 3 replicas by default and ``min.insync.replicas`` 2.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def kafka_topics(catalogue: Catalogue, options: DeployOptions) -> list[dict[str,
                 "spec": {
                     **topic_name,
                     "partitions": spec.partitions,
-                    "replicas": options.topic_replicas,
-                    "config": spec.config(),
+                    "replicas": options.durability.replication,
+                    "config": spec.config(options.durability.min_insync),
                 },
             }
         )

@@ -16,13 +16,15 @@ from streams.demo import DEMO_SCRIPT
 from streams.deploy.compose import EXIT_BROKER, EXIT_USAGE, main
 from streams.scenarios import SECOND_MBL, SEED_MBL, bookings, demo_parties
 from streams.settings import Settings
-from streams.topics import Catalogue
+from streams.topics import Catalogue, Durability
 
 REPO = Path(__file__).resolve().parents[2]
 
 #: Broker settings that must agree between the local broker and the compose file's Kafka.
 SHARED_BROKER_SETTINGS = (
     "process.roles",
+    "default.replication.factor",
+    "min.insync.replicas",
     "offsets.topic.replication.factor",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
@@ -82,6 +84,22 @@ class TestCompose:
         env = kafka_env(compose)
         for key in SHARED_BROKER_SETTINGS:
             assert env[key] == local[key], key
+
+    def test_one_broker_means_replication_one_and_one_in_sync(self, compose):
+        """The compose file runs one broker, so the durability rule gives 1 and 1, said explicitly; topics apply is left
+        to derive the same from the cluster (no --replication-factor or --min-insync-replicas)."""
+        env = kafka_env(compose)
+        voters = env["controller.quorum.voters"].split(",")
+        brokers = [name for name, service in compose["services"].items() if "kafka" in str(service.get("image", ""))]
+        assert len(voters) == len(brokers) == 1
+        rule = Durability.for_brokers(len(brokers))
+        assert (rule.replication, rule.min_insync) == (1, 1)
+        for key in ("default.replication.factor", "offsets.topic.replication.factor"):
+            assert env[key] == str(rule.replication), key
+        for key in ("min.insync.replicas", "transaction.state.log.min.isr"):
+            assert env[key] == str(rule.min_insync), key
+        command = compose["services"]["topics"]["command"]
+        assert not {"--replication-factor", "--min-insync-replicas"} & set(command)
 
     def test_every_ics2_variable_is_a_setting(self, compose):
         """Every ICS2_* variable the services set names a Settings field and parses."""

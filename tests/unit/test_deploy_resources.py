@@ -22,7 +22,7 @@ from streams.deploy.render import render_files, resources
 from streams.deploy.strimzi import acl_rules, kafka_topics, kafka_users
 from streams.security.acls import Grant, gateway_grants, party_grants, party_user, worker_grants
 from streams.settings import Settings
-from streams.topics import Catalogue
+from streams.topics import Catalogue, Durability
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "deploy" / "k8s"
@@ -107,14 +107,31 @@ class TestKafkaTopics:
         assert [topic_name(t) for t in topics] == [spec.name for spec in specs]
 
     def test_partitions_replicas_and_every_config_key_match_the_catalogue(self):
-        """Each KafkaTopic carries the spec's partition count and exactly its configuration, key for key."""
+        """Each KafkaTopic carries the spec's partition count and exactly its configuration, key for key, plus the
+        min.insync.replicas of its replication."""
         chosen = options(parties=("FWD-1",), default_partitions=5, topic_replicas=2)
         specs = {s.name: s for s in desired_specs(Settings(default_partitions=5), chosen.catalogue, chosen.parties)}
         for topic in kafka_topics(chosen.catalogue, chosen):
             spec = specs[topic_name(topic)]
             assert topic["spec"]["partitions"] == spec.partitions
-            assert topic["spec"]["config"] == spec.config()
+            assert topic["spec"]["config"] == {**spec.config(), "min.insync.replicas": "2"}
             assert topic["spec"]["replicas"] == 2
+
+    @pytest.mark.parametrize(("replicas", "min_insync"), [(1, "1"), (2, "2"), (3, "2"), (5, "2")])
+    def test_min_insync_replicas_follow_the_rule_of_topics_apply(self, replicas, min_insync):
+        """min.insync.replicas is min(2, replicas), the rule `ics2 topics apply` uses: with 3 replicas a write is on
+        two before acks=all returns, and one broker may be down without refusing writes."""
+        chosen = options(topic_replicas=replicas)
+        assert chosen.durability == Durability.for_replication(replicas)
+        for topic in kafka_topics(chosen.catalogue, chosen):
+            assert topic["spec"]["replicas"] == replicas
+            assert topic["spec"]["config"]["min.insync.replicas"] == min_insync
+
+    def test_default_deployment_has_three_replicas_and_two_in_sync(self):
+        """The committed deployment's topics (and the default options) have 3 replicas and min.insync.replicas 2."""
+        for topic in yaml.safe_load_all((COMMITTED / "topics.yaml").read_text()):
+            assert topic["spec"]["replicas"] == 3
+            assert topic["spec"]["config"]["min.insync.replicas"] == "2"
 
     def test_topics_with_their_own_partition_count_keep_it(self):
         """The audit topic stays on one partition whatever the deployment's default."""
