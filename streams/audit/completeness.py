@@ -192,6 +192,9 @@ class Sources:
     """Every recorded topic, whether it exists or not."""
     pending: dict[Where, set[int]] = field(default_factory=dict)
     """Source offsets whose entries wait on ``audit-entries``, not chained yet."""
+    uncommitted: list[Where] = field(default_factory=list)
+    """Partitions holding records on which the collector's group has committed no position (``committed`` reach):
+    nothing of them is checked to be chained, which a group renamed or never run would otherwise hide."""
 
 
 class LackKind(StrEnum):
@@ -278,6 +281,7 @@ class Completeness:
             "pending": [
                 {"topic": t, "partition": p, "first": a, "last": b, "records": n} for t, p, a, b, n in self.pending
             ],
+            "uncommitted": [{"topic": t, "partition": p} for t, p in sorted(self.sources.uncommitted)],
             "lacks": [lack.to_json() for lack in self.lacks],
         }
 

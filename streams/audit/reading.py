@@ -353,11 +353,13 @@ async def read_sources(
     ranges = await _read_partitions(
         settings, {t: positions.partitions[t] for t in recorded if t in positions.partitions}, recorded_records
     )
-    for where, (start, end) in ranges.items():
+    for where, (start, end) in sorted(ranges.items()):
         part = read.get(where) or SourcePartition(where[0], where[1], 0, 0, 0)
         committed = positions.collected.get(where, start) if reach is Reach.COMMITTED else end
         part.start, part.end, part.bound = start, end, max(start, min(committed, end))
         sources.partitions[where] = part
+        if reach is Reach.COMMITTED and where not in positions.collected and end > start:
+            sources.uncommitted.append(where)
     return sources
 
 

@@ -147,6 +147,12 @@ def replay_command(
         err.print(f"[red]incomplete[/] {lack_text(lack)}", highlight=False)
     for waiting in completeness.get("pending", []):
         err.print(f"[yellow]pending[/] {where_text(waiting)}: entries not chained yet", highlight=False)
+    for part in completeness.get("uncommitted", []):
+        err.print(
+            f"[yellow]unchecked[/] {part['topic']} partition {part['partition']}: its collector's consumer group has "
+            "committed no position (--completeness end checks it to its end)",
+            highlight=False,
+        )
     verdict = "intact" if result.intact else "BROKEN"
     signatures = integrity["signatures"]
     signed = f"signed by {', '.join(signatures['trusted_keys'])}" if signatures["checked"] else "signatures unchecked"

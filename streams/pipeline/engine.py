@@ -176,7 +176,20 @@ class StageProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         consumer.subscribe(list(self.stage.sources), listener=self)
         await consumer.start()
         self.consumer = consumer
+        self._spawn()
+
+    def _spawn(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"stage:{self.stage.name}")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A stage's loop must only end when the worker stops: one that ended otherwise is logged and started again,
+        never left silently dead with its partitions assigned and unprocessed."""
+        if self._stopping.is_set():
+            return
+        error = None if task.cancelled() else task.exception()
+        log.error("stage_loop_ended_restarting", stage=self.stage.name, error=repr(error))
+        self._spawn()
 
     async def stop(self) -> None:
         """Finish the batch in flight (a few seconds at most), then leave the group: another worker takes over."""
@@ -254,12 +267,24 @@ class StageProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
                 async with self._lock:
                     done = await self._process(records)
                 attempt = 0 if done else attempt + 1
-            except (KafkaError, ICS2StreamsError, OSError) as exc:
+            except asyncio.CancelledError:
+                # aiokafka was seen to let a CancelledError of its own out of a poll while the group's coordinator
+                # went away (its node killed): the stage must go on. Only a cancellation of this task stops it.
+                task = asyncio.current_task()
+                if self._stopping.is_set() or (task is not None and task.cancelling()):
+                    raise
+                done = False
+                attempt += 1
+                self._warn("cancelled", "stage_poll_cancelled_by_client", stage=self.stage.name)
+            except Exception as exc:
                 if self._stopping.is_set():
                     break
                 done = False
                 attempt += 1
-                self._warn("poll", "stage_poll_failed", stage=self.stage.name, error=repr(exc))
+                if isinstance(exc, KafkaError | ICS2StreamsError | OSError):
+                    self._warn("poll", "stage_poll_failed", stage=self.stage.name, error=repr(exc))
+                else:
+                    log.exception("stage_loop_error", stage=self.stage.name, error=repr(exc))
             if not done and not self._stopping.is_set():
                 await self._sleep(backoff(attempt))
 

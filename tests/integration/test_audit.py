@@ -345,6 +345,7 @@ class TestCompleteness:
         groups = {collector_group(story.settings, t) for t in EntryDeriver(SCHEMAS, catalogue).recorded_topics}
         assert completeness["group"] == ", ".join(sorted(groups)) and completeness["to"] == "committed"
         assert completeness["records_checked"] > 0 and completeness["chained"] >= completeness["records_checked"]
+        assert completeness["uncommitted"] == [], "every partition holding records has its collector's position"
 
     async def test_removed_tail_on_kafka_is_named_as_gaps(self, story: Run):
         """The trail copied without its last three records, replayed against the story's topics: the chains all

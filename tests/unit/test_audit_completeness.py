@@ -252,6 +252,7 @@ class TestCompleteTrail:
         committed = {t: len(pump.topics.get(t, [])) for t in recorded(pump)} | {topic: offset}
         behind = build_report(trail[:-1], keys=KEYS, sources=sources_of(pump, Reach.COMMITTED, committed))
         assert behind["integrity"]["intact"] and behind["integrity"]["completeness"]["to"] == "committed"
+        assert behind["integrity"]["completeness"]["uncommitted"] == []
         at_end = build_report(trail[:-1], keys=KEYS, sources=sources_of(pump, Reach.END))
         assert lacks(at_end) == [("gap", topic, 0, offset, offset)]
 
