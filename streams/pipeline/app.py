@@ -51,7 +51,7 @@ from streams.pipeline.stages.parse import NotificationParser
 from streams.pipeline.tables import StateTable
 from streams.pipeline.web import register_views
 from streams.settings import SecurityProtocol, Settings
-from streams.topics import Catalogue, TopicSpec, with_partitions
+from streams.topics import Catalogue, Durability, TopicSpec, with_partitions
 
 log = structlog.get_logger(__name__)
 
@@ -81,15 +81,18 @@ class Pipeline:
     evictor: Evictor | None = None
 
 
-def faust_app(settings: Settings) -> faust.App:
-    """The Faust app that hosts the web views and the timers; the stages are the engine's, not Faust agents."""
+def faust_app(settings: Settings, durability: Durability | None = None) -> faust.App:
+    """The Faust app that hosts the web views and the timers; the stages are the engine's, not Faust agents.
+
+    ``durability``: the cluster's replication rule, for the one topic Faust creates itself (its assignor's leader
+    topic); one replica when not given (a one-node broker, unit tests)."""
     datadir = settings.table_dir
     datadir.parent.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
         "broker": settings.faust_broker_url,
         "store": "memory://",
         "topic_partitions": settings.default_partitions,
-        "topic_replication_factor": 1,
+        "topic_replication_factor": (durability or Durability.for_brokers(1)).replication,
         "producer_acks": -1,
         "key_serializer": "raw",
         "value_serializer": "raw",
@@ -126,11 +129,16 @@ def _table(name: str, changelog: TopicSpec, settings: Settings, *, by_key: bool 
     return StateTable(name, spec.name, spec.partitions or settings.default_partitions, by_key=by_key)
 
 
-def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, clock: Clock = utc_now) -> Pipeline:
+def build_pipeline(
+    settings: Settings,
+    schemas: SchemaCatalogue | None = None,
+    clock: Clock = utc_now,
+    durability: Durability | None = None,
+) -> Pipeline:
     """Build the app, its topics, tables and agents; the CLI's worker and the tests call this same function."""
     schemas = schemas or SchemaCatalogue.load()
     catalogue = Catalogue.for_prefix(settings.topic_prefix)
-    app = faust_app(settings)
+    app = faust_app(settings, durability)
     stats = StageStats()
     producer = Producer(settings, catalogue)
     dead_letters = DeadLetterSink(producer, catalogue.dead_letters.name, schemas)
