@@ -40,7 +40,7 @@ from streams.errors import ICS2StreamsError, InputError
 from streams.gateway.base import InboundMessage, InDoubt, OutboundFiling
 from streams.settings import Settings
 from streams.simulator import CustomsSimulator, Outbound, RiskScript
-from streams.topics import SIMULATOR_SNAPSHOT_MAX_BYTES, Catalogue, TopicSpec
+from streams.topics import SIMULATOR_SNAPSHOT_MAX_BYTES, Catalogue, Durability, TopicSpec
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +48,6 @@ log = structlog.get_logger(__name__)
 REMEMBERED_IDS = 5000
 SNAPSHOT_MAX_BYTES = SIMULATOR_SNAPSHOT_MAX_BYTES
 _TOPIC_ALREADY_EXISTS = 36
-MAX_REPLICATION = 3
 
 
 def simulator_state_topic(catalogue: Catalogue) -> TopicSpec:
@@ -137,8 +136,10 @@ class KafkaSnapshotStore:
         """Create the topic if it is missing, and start the producer that writes snapshots."""
         async with admin_client(self.settings) as admin:
             cluster = await admin.describe_cluster()
-            replication = min(MAX_REPLICATION, max(1, len(cluster["brokers"])))
-            topic = NewTopic(self.spec.name, 1, replication, topic_configs=self.spec.config())
+            durability = Durability.for_brokers(len(cluster["brokers"]))
+            topic = NewTopic(
+                self.spec.name, 1, durability.replication, topic_configs=self.spec.config(durability.min_insync)
+            )
             response = await admin.create_topics([topic])
             for _, code, *_ in getattr(response, "topic_errors", ()):
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
