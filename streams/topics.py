@@ -231,6 +231,19 @@ class Catalogue:
         )
 
     @property
+    def waiting_changelog(self) -> TopicSpec:
+        return self._spec(
+            "ics2.party-waiting-changelog",
+            purpose=(
+                "changelog of the waiting table: per party whose queue does not exist yet, its alerts in order,"
+                " delivered once the queue appears"
+            ),
+            key="party id",
+            value="table changelog",
+            cleanup=Cleanup.COMPACT,
+        )
+
+    @property
     def audit_chain_changelog(self) -> TopicSpec:
         return self._spec(
             "ics2.audit-chain-changelog",
@@ -352,6 +365,7 @@ class Catalogue:
             self.simulator_state,
             self.audit_entries,
             self.audit_chain_changelog,
+            self.waiting_changelog,
         )
 
     def by_name(self, name: str) -> TopicSpec:

@@ -46,6 +46,7 @@ from streams.pipeline.stages import changes
 from streams.pipeline.stages.audit import audit_stages
 from streams.pipeline.stages.booking import BookingStage
 from streams.pipeline.stages.correlate import Correlator
+from streams.pipeline.stages.delivery import KnownQueues, QueueDelivery
 from streams.pipeline.stages.lifecycle import LifecycleTracker, TickSchedule
 from streams.pipeline.stages.parse import NotificationParser
 from streams.pipeline.tables import StateTable
@@ -61,6 +62,8 @@ Clock = Callable[[], datetime]
 #: a second of records before sending (fewer produce requests, commits and chain-head writes per record, and more
 #: of the core for the stages that alert a party).
 AUDIT_BATCHES = BatchPolicy(linger_s=0.25)
+#: How often the party queues are listed again, to deliver what waits for a party onboarded since.
+WAITING_CHECK_S = 5.0
 
 
 def utc_now() -> datetime:
@@ -153,6 +156,9 @@ def build_pipeline(
     tables["ens-state"] = _table("ens-state", catalogue.ens_state_changelog, settings, by_key=True)
     # Written once per MBL after a batch's records are acknowledged (``BatchChainer``): partitioned by key.
     tables["audit-chain"] = _table("audit-chain", catalogue.audit_chain_changelog, settings, by_key=True)
+    tables["waiting"] = _table("waiting", catalogue.waiting_changelog, settings)
+    queues = KnownQueues(settings, catalogue)
+    delivery = QueueDelivery(schemas, catalogue, tables["waiting"], queues)
 
     schedule = TickSchedule(max(settings.margins))
     tracker = LifecycleTracker(
@@ -172,6 +178,7 @@ def build_pipeline(
             Correlator(schemas, catalogue, clock, tables["ledger"], tables["parked"]),
         ),
         "track-ens": (catalogue.ens_events, tracker),
+        "deliver-alerts": (catalogue.alerts, delivery),
     }
     signer = signer_for(key_path(settings))
     log.info("audit_signing_key", key_id=signer.key_id, path=str(key_path(settings)))
@@ -181,6 +188,7 @@ def build_pipeline(
         "correlate": ("ledger", "parked"),
         "track-ens": ("ens-state",),
         "audit-chain": ("audit-chain",),
+        "deliver-alerts": ("waiting",),
     }
     for name, (source, handler) in stages.items():
         runner = pipeline.runners[name] = StageRunner(name, handler, producer, dead_letters, stats)
@@ -196,8 +204,21 @@ def build_pipeline(
 
     @app.task
     async def run_engine() -> None:
-        """The stages start with the worker's web server and timers."""
+        """The stages start with the worker's web server and timers, once the party queues are known."""
+        await skip_when_broker_away("deliver-waiting", queues.refresh)
         await engine.start()
+
+    @app.timer(WAITING_CHECK_S, name="deliver-waiting")
+    async def deliver_waiting() -> None:
+        """Alerts kept for a party without a queue go out, in order, once its queue exists."""
+        processor = engine.processors["deliver-alerts"]
+        if not await skip_when_broker_away("deliver-waiting", queues.refresh) or not delivery.waiting:
+            return
+        parties = delivery.deliverable()
+        if parties:
+            release = processor.outside_batch(lambda: delivery.release(parties))
+            if await skip_when_broker_away("deliver-waiting", lambda: release):
+                log.info("waiting_alerts_released", parties=parties)
 
     async def stop_engine(app: faust.App, **kwargs: object) -> None:
         await engine.stop()

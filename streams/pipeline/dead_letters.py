@@ -89,7 +89,7 @@ def rejection_alert(party: str, *, stage: str, reason: str, incoming: Incoming, 
 def rejection_emits(
     alert: PartyAlert, catalogue: Catalogue, schemas: SchemaCatalogue, incoming: Incoming
 ) -> list[Emit]:
-    """The alert on the alerts topic and, when the party id can name one, on the party's queue.
+    """The alert on the alerts topic (the delivery stage puts it on the party's queue).
 
     It names the input in ``ics2-rejected``, not ``ics2-source``: the input's one outcome is its dead letter.
     """
@@ -101,8 +101,4 @@ def rejection_emits(
         ("ics2-alert-id", alert.alert_id.encode()),
     )
     value = schemas.encode("PartyAlert", alert.to_record())
-    key = alert.party.encode()
-    emits = [Emit(catalogue.alerts.name, key, value, headers)]
-    if catalogue.names_a_queue(alert.party):
-        emits.append(Emit(catalogue.party_queue(alert.party).name, key, value, headers))
-    return emits
+    return [Emit(catalogue.alerts.name, alert.party.encode(), value, headers)]

@@ -46,7 +46,7 @@ from streams.pipeline.runner import (
     backoff,
     broker_away,
 )
-from streams.pipeline.stage import Handler, Incoming
+from streams.pipeline.stage import Emit, Handler, Incoming
 from streams.pipeline.tables import StateTable
 from streams.settings import Settings
 
@@ -359,6 +359,22 @@ class StageProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
             # repeated, carry the same ids.
             self._warn("commit", "commit_failed", stage=self.stage.name, error=repr(exc))
         return True
+
+    async def outside_batch(self, work: Callable[[], list[Emit]]) -> int:
+        """Run ``work`` (a timer's change to this stage's tables, returning what it emits) between two batches, by
+        the same rule: its outputs acknowledged, then its table writes saved; none of it when either fails."""
+        async with self._lock:
+            emits = work()
+            try:
+                await self.producer.send_all(emits)
+                await self.producer.send_all([r for table in self.stage.tables for r in table.pending_records()])
+            except BaseException:
+                for table in self.stage.tables:
+                    table.abandon()
+                raise
+            for table in self.stage.tables:
+                table.saved()
+            return len(emits)
 
     def _forget(self, batch: Batch) -> None:
         hook = getattr(self.runner.handler, "abandoned", None)

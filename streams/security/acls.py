@@ -168,13 +168,14 @@ def worker_sinks(catalogue: Catalogue) -> tuple[TopicSpec, ...]:
 
 
 def worker_changelogs(catalogue: Catalogue) -> tuple[TopicSpec, ...]:
-    """The changelogs of the worker's tables, which Faust reads on recovery, writes, and declares."""
+    """The changelogs of the worker's tables, which the engine reads on recovery and writes."""
     return (
         catalogue.plans_changelog,
         catalogue.filing_ledger_changelog,
         catalogue.parked_changelog,
         catalogue.ens_state_changelog,
         catalogue.audit_chain_changelog,
+        catalogue.waiting_changelog,
     )
 
 

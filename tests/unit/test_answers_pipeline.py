@@ -244,7 +244,6 @@ class TestRefusals:
         party = record["requested_by"]
         (alert,) = [a for a in out["ics2.alerts"] if a["party_id"] == party]
         assert reason in alert["message"] and alert["urgency"] == "high" and alert["referral_reference"] == "RFI27A"
-        assert out[f"ics2.party.{party}.queue"]
 
     def test_malformed_reference_is_refused_without_parking(self):
         """A reference that is not an..17 can never match a referral: dead letter and alert, nothing parked."""
@@ -276,7 +275,7 @@ class TestParking:
         entry = ledger.pop(referral_key("RFI27A"))
         record = request("rfi", "RFI27A", RFI_FILE, requested_by="ML-TYO")
         waiting = split(stage, stage(incoming(stage, record)))
-        assert set(waiting) == {"ics2.alerts", "ics2.party.ML-TYO.queue"}
+        assert set(waiting) == {"ics2.alerts"}
         assert "waits" in waiting["ics2.alerts"][0]["title"] and waiting["ics2.alerts"][0]["urgency"] == "normal"
         assert parked_key(referral_key("RFI27A")) in parked
         ledger_entry = stage.schemas.encode("LedgerEntry", json.loads(entry))

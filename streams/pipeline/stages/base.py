@@ -53,7 +53,8 @@ class EmittingStage:
         return Emit(topic, key.encode(), value, headers)
 
     def alert_emits(self, alerts: Iterable[PartyAlert], incoming: Incoming) -> list[Emit]:
-        """Each alert goes to the alerts topic (for alerting services) and to its party's queue, encoded once."""
+        """Each alert goes to the alerts topic, keyed by its party, encoded once; the delivery stage
+        (``streams.pipeline.stages.delivery``) puts it on the party's queue, or keeps it until the queue exists."""
         emits: list[Emit] = []
         for alert in alerts:
             value = self.schemas.encode("PartyAlert", alert.to_record())
@@ -65,11 +66,6 @@ class EmittingStage:
             emits.append(
                 self.emit_encoded(self.catalogue.alerts.name, alert.party, "PartyAlert", value, incoming, *extra)
             )
-            if not self.catalogue.names_a_queue(alert.party):
-                log.warning("party_id_cannot_name_a_queue", party=alert.party)
-                continue
-            queue = self.catalogue.party_queue(alert.party).name
-            emits.append(self.emit_encoded(queue, alert.mbl or alert.party, "PartyAlert", value, incoming, *extra))
         return emits
 
     def event_emit(self, mbl: str, kind: str, payload: dict[str, Any], incoming: Incoming) -> Emit:
