@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, OutOfOrderSequenceNumber
 
 from streams.admin import list_topics
 from streams.errors import BrokerUnavailable, ICS2StreamsError, InputError
@@ -36,6 +36,10 @@ PRODUCE_RETRY_S = 30.0
 #: Waits between two attempts while the broker is away: capped exponential, each with up to half of it as jitter.
 BACKOFF_FIRST_S = 0.5
 BACKOFF_CAP_S = 10.0
+#: How long a stop waits for records the producer still holds. aiokafka's own stop waits until each is delivered or
+#: expires (40 s request timeout), so with the broker away SIGTERM was ignored for that long; what is not acknowledged
+#: by then was never committed as processed, and is read again after the restart.
+STOP_FLUSH_S = 5.0
 
 #: A batch holds at most this many records (what one poll may bring).
 BATCH_MAX_RECORDS = 500
@@ -63,9 +67,10 @@ def broker_away(exc: BaseException) -> bool:
     """Whether an error says the broker or a partition leader does not answer now, so that sending later can work.
 
     aiokafka marks a request that timed out as not retriable, but with the broker restarting or frozen that is
-    exactly what a timeout means; a record too large or a closed producer stays final.
+    exactly what a timeout means; a record too large or a closed producer stays final. An out-of-order sequence
+    number is what an outage leaves behind in an idempotent producer (``Producer._replace``): a new one can send.
     """
-    if isinstance(exc, BrokerUnavailable | KafkaTimeoutError):
+    if isinstance(exc, BrokerUnavailable | KafkaTimeoutError | OutOfOrderSequenceNumber):
         return True
     return isinstance(exc, KafkaError) and bool(exc.retriable)
 
@@ -88,6 +93,7 @@ class Producer:
         self._queues_known: set[str] = set()
         self._queues_listed_at = -QUEUE_REFRESH_S
         self._queue_prefix = catalogue.party_queue("x").name.removesuffix("x.queue")
+        self._retired: set[asyncio.Task[None]] = set()
         self.stopping = False
         """Set when the worker stops: a send waiting for the broker gives up at once instead of retrying."""
 
@@ -110,7 +116,28 @@ class Producer:
         self.stopping = True
         if self._kafka is not None:
             kafka, self._kafka = self._kafka, None
-            await kafka.stop()
+            try:
+                await asyncio.wait_for(kafka.stop(), STOP_FLUSH_S)
+            except TimeoutError:
+                log.warning("producer_stopped_unflushed", waited_s=STOP_FLUSH_S)
+
+    def _replace(self, broken: AIOKafkaProducer) -> None:
+        """Retire a producer the broker refuses with an out-of-order sequence number; the next send starts a new one.
+
+        Why: aiokafka numbers a batch when it first sends it and does not take the number back when it gives the
+        batch up (expired while the broker was away), so after an outage every later batch to that partition leaves
+        a gap and is refused, for good (aio-libs/aiokafka#1017); the stages dead-lettered everything they sent. A
+        new producer has a new producer id and numbers from 0. Sends in flight on the old one end there (and are
+        sent again by their callers); it is closed in the background.
+        """
+        kafka = self._kafka
+        if kafka is None or kafka is not broken:
+            return
+        self._kafka = None
+        log.warning("producer_replaced", reason="out-of-order sequence number after an outage")
+        closing = asyncio.create_task(kafka.stop())
+        self._retired.add(closing)
+        closing.add_done_callback(self._retired.discard)
 
     async def _onboarded(self, emits: Sequence[Any]) -> list[Any]:
         """Drop records for party queues that do not exist: parties are onboarded with ``ics2 topics apply --party``.
@@ -163,7 +190,11 @@ class Producer:
             )
             for e in emits
         ]
-        await asyncio.gather(*pending)
+        try:
+            await asyncio.gather(*pending)
+        except OutOfOrderSequenceNumber:
+            self._replace(producer)
+            raise
 
 
 async def skip_when_broker_away(timer: str, look: Callable[[], Awaitable[object]]) -> bool:
