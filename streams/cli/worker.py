@@ -63,9 +63,7 @@ def worker(
         from streams.topics import Catalogue
 
         asyncio.run(apply(settings, Catalogue.for_prefix(settings.topic_prefix)))
-    from streams.admin import cluster_durability
-
-    pipeline = build_pipeline(settings, durability=asyncio.run(cluster_durability(settings)))
+    pipeline = build_pipeline(settings)
     signal.signal(signal.SIGUSR1, _dump_tasks)
     faust.Worker(
         pipeline.app, loglevel=loglevel, quiet=True, override_logging=False, redirect_stdouts=False

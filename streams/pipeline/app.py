@@ -25,6 +25,7 @@ from typing import Any
 
 import faust
 import structlog
+from faust.app.base import BootStrategy
 from yarl import URL
 
 from streams.audit.signing import key_path, signer_for
@@ -51,8 +52,8 @@ from streams.pipeline.stages.lifecycle import LifecycleTracker, TickSchedule
 from streams.pipeline.stages.parse import NotificationParser
 from streams.pipeline.tables import StateTable
 from streams.pipeline.web import register_views
-from streams.settings import SecurityProtocol, Settings
-from streams.topics import Catalogue, Durability, TopicSpec, with_partitions
+from streams.settings import Settings
+from streams.topics import Catalogue, TopicSpec, with_partitions
 
 log = structlog.get_logger(__name__)
 
@@ -84,42 +85,34 @@ class Pipeline:
     evictor: Evictor | None = None
 
 
-def faust_app(settings: Settings, durability: Durability | None = None) -> faust.App:
-    """The Faust app that hosts the web views and the timers; the stages are the engine's, not Faust agents.
+class WebAndTimers(BootStrategy):
+    """Faust starts its web server, tasks and timers, and no Kafka client: the stages are the engine's.
 
-    ``durability``: the cluster's replication rule, for the one topic Faust creates itself (its assignor's leader
-    topic); one replica when not given (a one-node broker, unit tests)."""
+    Why: an idle Faust consumer still joined a group of its own with an assignor topic, and on a stop during a broker
+    outage its thread's close let a CancelledError out and the worker waited Faust's 60 s shutdown timeout."""
+
+    enable_kafka = False
+    enable_web = True
+
+
+class WebApp(faust.App):
+    BootStrategy = WebAndTimers
+
+
+def faust_app(settings: Settings) -> faust.App:
+    """The Faust app that hosts the web views and the timers; no agent, no table, no Kafka client."""
     datadir = settings.table_dir
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    options: dict[str, Any] = {
-        "broker": settings.faust_broker_url,
-        "store": "memory://",
-        "topic_partitions": settings.default_partitions,
-        "topic_replication_factor": (durability or Durability.for_brokers(1)).replication,
-        "producer_acks": -1,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-        "datadir": str(datadir),
-        "web_host": settings.web_host,
-        "web_port": settings.web_port,
-        "web_bind": settings.web_host,
-        "canonical_url": URL(f"http://{settings.web_host}:{settings.web_port}"),
-    }
-    if settings.security_protocol is not SecurityProtocol.PLAINTEXT:
-        options["broker_credentials"] = _credentials(settings)
-    return faust.App(settings.app_id, **options)
-
-
-def _credentials(settings: Settings) -> Any:
-    ssl_context = settings.kafka_client_kwargs().get("ssl_context")
-    if settings.security_protocol.value.startswith("SASL"):
-        return faust.SASLCredentials(
-            username=settings.sasl_username,
-            password=settings.sasl_password,
-            mechanism=settings.sasl_mechanism,
-            ssl_context=ssl_context,
-        )
-    return faust.SSLCredentials(ssl_context)
+    return WebApp(
+        settings.app_id,
+        broker=settings.faust_broker_url,
+        store="memory://",
+        datadir=str(datadir),
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        canonical_url=URL(f"http://{settings.web_host}:{settings.web_port}"),
+    )
 
 
 def _table(name: str, changelog: TopicSpec, settings: Settings, *, by_key: bool = False) -> StateTable:
@@ -132,16 +125,11 @@ def _table(name: str, changelog: TopicSpec, settings: Settings, *, by_key: bool 
     return StateTable(name, spec.name, spec.partitions or settings.default_partitions, by_key=by_key)
 
 
-def build_pipeline(
-    settings: Settings,
-    schemas: SchemaCatalogue | None = None,
-    clock: Clock = utc_now,
-    durability: Durability | None = None,
-) -> Pipeline:
+def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, clock: Clock = utc_now) -> Pipeline:
     """Build the app, its topics, tables and agents; the CLI's worker and the tests call this same function."""
     schemas = schemas or SchemaCatalogue.load()
     catalogue = Catalogue.for_prefix(settings.topic_prefix)
-    app = faust_app(settings, durability)
+    app = faust_app(settings)
     stats = StageStats()
     producer = Producer(settings, catalogue)
     dead_letters = DeadLetterSink(producer, catalogue.dead_letters.name, schemas)

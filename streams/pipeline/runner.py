@@ -19,7 +19,6 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError, OutOfOrderSequenceNumber
 
-from streams.admin import list_topics
 from streams.errors import BrokerUnavailable, ICS2StreamsError, InputError
 from streams.pipeline.dead_letters import DeadLetterSink
 from streams.pipeline.stage import Emit, Handler, Incoming, StageFailure
@@ -28,8 +27,6 @@ from streams.topics import DEAD_LETTER_MAX_MESSAGE_BYTES, Catalogue
 
 log = structlog.get_logger(__name__)
 
-#: How often, at most, the list of onboarded party queues is read again when an alert names an unknown one.
-QUEUE_REFRESH_S = 10.0
 #: How long one send is tried again while the broker does not answer, before the caller is told (the engine then
 #: reads the batch again, later: nothing is dead-lettered or committed for a broker that is away).
 PRODUCE_RETRY_S = 30.0
@@ -90,9 +87,6 @@ class Producer:
         self.catalogue = catalogue
         self._kafka: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
-        self._queues_known: set[str] = set()
-        self._queues_listed_at = -QUEUE_REFRESH_S
-        self._queue_prefix = catalogue.party_queue("x").name.removesuffix("x.queue")
         self._retired: set[asyncio.Task[None]] = set()
         self.stopping = False
         """Set when the worker stops: a send waiting for the broker gives up at once instead of retrying."""
@@ -139,24 +133,6 @@ class Producer:
         self._retired.add(closing)
         closing.add_done_callback(self._retired.discard)
 
-    async def _onboarded(self, emits: Sequence[Any]) -> list[Any]:
-        """Drop records for party queues that do not exist: parties are onboarded with ``ics2 topics apply --party``.
-
-        The worker never creates topics on the hot path (producing to a topic created a moment before was seen to
-        stall the producer), and needs no right to create them. The alert itself is on the alerts topic anyway.
-        """
-        queued = [e for e in emits if e.topic.startswith(self._queue_prefix)]
-        if not queued:
-            return list(emits)
-        now = time.monotonic()
-        if any(e.topic not in self._queues_known for e in queued) and now - self._queues_listed_at > QUEUE_REFRESH_S:
-            self._queues_known = set(await list_topics(self.settings, self._queue_prefix))
-            self._queues_listed_at = now
-        missing = {e.topic for e in queued if e.topic not in self._queues_known}
-        for topic in sorted(missing):
-            log.warning("party_not_onboarded", queue=topic)
-        return [e for e in emits if e.topic not in missing]
-
     async def send_all(self, emits: Sequence[Any]) -> None:
         """Send and wait until the broker has acknowledged every record (at-least-once needs it).
 
@@ -182,7 +158,6 @@ class Producer:
                 await asyncio.sleep(delay)
 
     async def _send_once(self, emits: Sequence[Any]) -> None:
-        emits = await self._onboarded(emits)
         producer = await self._producer()
         pending = [
             await producer.send(
