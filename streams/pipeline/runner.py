@@ -346,6 +346,11 @@ class StageRunner:
         self, incoming: Incoming, phase: str, reason: str, exc: BaseException, party: str | None
     ) -> list[Emit]:
         self.stats.dead_lettered[self.name] += 1
+        if incoming.topic == self.dead_letters.topic:
+            # A dead letter is already kept, with its bytes and reason, where it is: one that cannot be handled is
+            # not dead-lettered again onto the topic it came from, which would loop.
+            log.error("dead_letter_not_handled", phase=phase, reason=reason, party=party)
+            return []
         log.warning("dead_letter", phase=phase, reason=reason, party=party)
         return self.dead_letters.emits(
             stage=self.name, phase=phase, reason=reason, exc=exc, incoming=incoming, party=party

@@ -155,3 +155,25 @@ class TestFlush:
         runner, handler = stage(producer)
         await runner.flush(Batch())
         assert producer.calls == [] and handler.hooks == []
+
+
+class TestDeadLetterLoop:
+    async def test_a_dead_letter_that_cannot_be_handled_is_not_dead_lettered_again(self):
+        """A stage reading the dead-letter topic must not write its failures back to it: that loops."""
+        producer = Producer()
+
+        def broken(incoming: Incoming) -> list[Emit]:
+            raise ValueError("bug")
+
+        runner = StageRunner(
+            "audit-collect-dead-letters",
+            broken,
+            producer,  # type: ignore[arg-type]
+            DeadLetterSink(producer, CATALOGUE.dead_letters.name, SCHEMAS),  # type: ignore[arg-type]
+            StageStats(),
+        )
+        looped = Incoming(CATALOGUE.dead_letters.name, 0, 7, b"k", b"v")
+        assert await runner.handle(looped) == []
+        assert runner.stats.dead_lettered["audit-collect-dead-letters"] == 1
+        [letter] = await runner.handle(record(8))
+        assert letter.topic == CATALOGUE.dead_letters.name
