@@ -156,6 +156,8 @@ class StageProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         self.group_id = f"{settings.app_id}.{stage.name}"
         self.consumer: AIOKafkaConsumer | None = None
         self.assigned: set[TopicPartition] = set()
+        self.ready: set[TopicPartition] = set()
+        """Assigned partitions whose tables are recovered: only their records are handled."""
         self._lock = asyncio.Lock()
         self._epoch = 0
         self._stopping = asyncio.Event()
@@ -225,13 +227,20 @@ class StageProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
     def _revoke(self, revoked: set[TopicPartition]) -> None:
         self._epoch += 1
         self.assigned -= set(revoked)
+        self.ready -= set(revoked)
         held = {tp.partition for tp in self.assigned}
         for table in self.stage.tables:
             table.held = set(held)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Read the tables' changelogs for the partitions before any of their records is handled.
+
+        aiokafka hands the partitions to its fetcher before it calls this, so ``getmany`` may return their records
+        while the changelogs are read: ``_process`` handles only partitions in ``ready`` and seeks the others back.
+        """
         self._epoch += 1
         self.assigned = set(assigned)
+        self.ready = set()
         partitions = {tp.partition for tp in assigned}
         started = time.monotonic()
         if self.stage.tables:
@@ -239,6 +248,7 @@ class StageProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         read = await recover_tables(self.settings, self.stage.tables, partitions)
         for table in self.stage.tables:
             table.held = set(partitions)
+        self.ready = set(assigned) & self.assigned
         log.info(
             "partitions_assigned",
             stage=self.stage.name,
@@ -313,7 +323,11 @@ class StageProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         """One batch, by the rule of the module's docstring; False when it must be read again."""
         assert self.consumer is not None
         epoch = self._epoch
-        records = {tp: batch for tp, batch in records.items() if tp in self.assigned and batch}
+        for tp, early in records.items():
+            if early and tp in self.assigned and tp not in self.ready:
+                # Fetched while its tables are being recovered: read again once they are.
+                self.consumer.seek(tp, early[0].offset)
+        records = {tp: batch for tp, batch in records.items() if tp in self.ready and batch}
         if not records:
             return True
         batch = Batch()

@@ -82,7 +82,7 @@ def processor() -> tuple[StageProcessor, StateTable, Kafka, Consumer]:
     made = StageProcessor(stage, runner, kafka, Settings())  # type: ignore[arg-type]
     consumer = Consumer()
     made.consumer = consumer  # type: ignore[assignment]
-    made.assigned = {TP}
+    made.assigned = made.ready = {TP}
     return made, parked, kafka, consumer
 
 
@@ -134,9 +134,18 @@ class TestSaveRule:
 
     async def test_records_of_partitions_not_held_are_not_handled(self):
         made, _, kafka, consumer = processor()
-        made.assigned = set()
+        made.assigned = made.ready = set()
         assert await made._process(records(1))
-        assert kafka.sent == [] and consumer.commits == []
+        assert kafka.sent == [] and consumer.commits == [] and consumer.seeks == []
+
+    async def test_records_fetched_while_the_tables_recover_are_read_again_after(self):
+        """aiokafka fetches a partition before the assignment callback that recovers its tables has returned: the
+        correlate stage parked an answer whose ledger entry was still being read, and it was never released."""
+        made, parked, kafka, consumer = processor()
+        made.ready = set()
+        assert await made._process(records(4, 5))
+        assert kafka.sent == [] and consumer.commits == [] and consumer.seeks == [(TP, 4)]
+        assert parked["lrn:A"] == b"IE3N03"
 
 
 class TestRevocation:
