@@ -103,9 +103,14 @@ class PipelineMetrics(Collector):
     """One app's metrics: a collector read at scrape time plus the alert latency histogram."""
 
     def __init__(
-        self, stats: StageStats, states: Callable[[], Iterable[bytes]], evicted: Mapping[str, int] | None = None
+        self,
+        stats: StageStats,
+        states: Callable[[], Iterable[bytes]],
+        evicted: Mapping[str, int] | None = None,
+        waiting: Callable[[], int] = lambda: 0,
     ) -> None:
         self.stats = stats
+        self.waiting = waiting
         self.states = states
         self.evicted = evicted if evicted is not None else {}
         """The eviction timer's counts: keys per table, and ENS per reason as ``ens:<reason>``."""
@@ -133,6 +138,12 @@ class PipelineMetrics(Collector):
             ("ics2_stage_records_consumed", self.stats.consumed, "Records a stage consumed"),
             ("ics2_stage_records_emitted", self.stats.emitted, "Records a stage produced"),
             ("ics2_stage_dead_letters", self.stats.dead_lettered, "Records a stage sent to the dead-letter topic"),
+            ("ics2_stage_records_with_output", self.stats.with_output, "Records a stage handled with outputs"),
+            (
+                "ics2_stage_records_without_output",
+                self.stats.without_output,
+                "Records a stage handled without outputs (duplicate, parked, kept for a queue to come)",
+            ),
         ):
             family = CounterMetricFamily(name, text, labels=["stage"])
             for stage, count in sorted(counts.items()):
@@ -165,6 +176,11 @@ class PipelineMetrics(Collector):
         for (topic, partition), value in sorted(self.lag.items()):
             lag.add_metric([topic, str(partition)], value)
         yield lag
+        waiting = GaugeMetricFamily(
+            "ics2_alerts_waiting_for_queue", "Alerts kept for parties whose queue does not exist yet"
+        )
+        waiting.add_metric([], self.waiting())
+        yield waiting
         filings = GaugeMetricFamily(
             "ics2_ens_filings", "Filings of the ENS this worker holds, by filing state", labels=["state"]
         )

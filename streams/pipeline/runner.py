@@ -46,17 +46,26 @@ AsyncHandler = Callable[[Incoming], Awaitable[Sequence[Emit]]]
 
 @dataclass
 class StageStats:
-    """Per-stage counters: what came in, what went out, what went to the dead-letter topic."""
+    """Per-stage counters: what came in, what went out, what went to the dead-letter topic.
+
+    The balance: every record consumed ends with outputs (``with_output``), with none (``without_output``: a
+    duplicate suppressed, a notification parked, an alert kept for a queue to come) or as a dead letter, so
+    ``consumed == with_output + without_output + dead_lettered`` per stage (records read again after a failed batch
+    count again)."""
 
     consumed: Counter[str] = field(default_factory=Counter)
     emitted: Counter[str] = field(default_factory=Counter)
     dead_lettered: Counter[str] = field(default_factory=Counter)
+    with_output: Counter[str] = field(default_factory=Counter)
+    without_output: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "consumed": dict(self.consumed),
             "emitted": dict(self.emitted),
             "dead_lettered": dict(self.dead_lettered),
+            "with_output": dict(self.with_output),
+            "without_output": dict(self.without_output),
         }
 
 
@@ -279,7 +288,9 @@ class StageRunner:
         ):
             try:
                 result = self.handler(incoming)
-                return list(await result if inspect.isawaitable(result) else result)
+                emits = list(await result if inspect.isawaitable(result) else result)
+                (self.stats.with_output if emits else self.stats.without_output)[self.name] += 1
+                return emits
             except StageFailure as exc:
                 return self._dead_letter(incoming, exc.phase, exc.reason, exc.cause or exc, exc.party)
             except InputError as exc:

@@ -304,7 +304,9 @@ def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, cloc
     only; ``/ens/<mbl>``, ``/metrics`` and ``/health`` are the machine views of ``ics2 status`` and Prometheus)."""
     table = pipeline.tables["ens-state"]
     evicted = pipeline.evictor.evicted if pipeline.evictor is not None else None
-    metrics = PipelineMetrics(pipeline.stats, lambda: [raw for _, raw in table.items() if raw], evicted)
+    delivery = pipeline.runners["deliver-alerts"].handler if "deliver-alerts" in pipeline.runners else None
+    waiting = getattr(delivery, "waiting_count", lambda: 0)
+    metrics = PipelineMetrics(pipeline.stats, lambda: [raw for _, raw in table.items() if raw], evicted, waiting)
     ens_topic = pipeline.catalogue.ens_events.name
 
     def owned() -> set[int]:

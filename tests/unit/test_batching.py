@@ -177,3 +177,31 @@ class TestDeadLetterLoop:
         assert runner.stats.dead_lettered["audit-collect-dead-letters"] == 1
         [letter] = await runner.handle(record(8))
         assert letter.topic == CATALOGUE.dead_letters.name
+
+
+class TestBalance:
+    async def test_every_record_consumed_ends_with_output_without_or_as_a_dead_letter(self):
+        """Count in = out + none + dead letters, per stage, as /metrics shows it."""
+        producer = Producer()
+
+        def handler(incoming: Incoming) -> list[Emit]:
+            if incoming.value == b"bad":
+                raise ValueError("bug")
+            return [] if incoming.value == b"quiet" else [Emit(OUT, b"k", b"out")]
+
+        stats = StageStats()
+        runner = StageRunner(
+            "s",
+            handler,
+            producer,
+            DeadLetterSink(producer, CATALOGUE.dead_letters.name, SCHEMAS),
+            stats,  # type: ignore[arg-type]
+        )
+        for offset, value in enumerate([b"v", b"quiet", b"bad", b"v"]):
+            await runner.handle(record(offset, value))
+        assert (stats.with_output["s"], stats.without_output["s"], stats.dead_lettered["s"]) == (2, 1, 1)
+        assert (
+            stats.consumed["s"]
+            == 4
+            == sum(c["s"] for c in (stats.with_output, stats.without_output, stats.dead_lettered))
+        )
