@@ -37,8 +37,6 @@ class ProcessingGuarantee(StrEnum):
     EXACTLY_ONCE = "exactly_once"
 
 
-
-
 class SecurityProtocol(StrEnum):
     PLAINTEXT = "PLAINTEXT"
     SSL = "SSL"
@@ -74,6 +72,9 @@ class Settings:
     change_wait_s: float = 2 * 3600.0
     """How long a booking change (amendment, invalidation) waits for customs to register or reject the filing it
     concerns; then it goes to the dead-letter topic and its filer is alerted. Customs answers within minutes."""
+    unmatched_wait_s: float = 900.0
+    """How long a customs answer that matches no filing we know waits before it is reported (a dead letter with its
+    bytes and reason, once); it stays parked and is matched if its filing appears later."""
     deadline_margins: str = "48h,24h,6h,0h"
     """Escalation margins before the lodging deadline, e.g. ``48h,24h,6h,0h`` (hours or ``m`` for minutes)."""
     operators_file: Path | None = None
@@ -117,7 +118,13 @@ class Settings:
             for name in ("web_port", "default_partitions", "evictions_per_tick"):
                 if name in values:
                     values[name] = int(values[name])
-            for name in ("watchdog_interval_s", "change_wait_s", "closed_ens_retention_days", "eviction_interval_s"):
+            for name in (
+                "watchdog_interval_s",
+                "change_wait_s",
+                "unmatched_wait_s",
+                "closed_ens_retention_days",
+                "eviction_interval_s",
+            ):
                 if name in values:
                     values[name] = float(values[name])
             for name in ("state_dir", "audit_key", "operators_file"):

@@ -46,7 +46,7 @@ from streams.pipeline.stage import Emit, Handler
 from streams.pipeline.stages import changes
 from streams.pipeline.stages.audit import audit_stages
 from streams.pipeline.stages.booking import BookingStage
-from streams.pipeline.stages.correlate import Correlator
+from streams.pipeline.stages.correlate import Correlator, report_unmatched, unmatched_due
 from streams.pipeline.stages.delivery import KnownQueues, QueueDelivery
 from streams.pipeline.stages.lifecycle import LifecycleTracker, TickSchedule
 from streams.pipeline.stages.parse import NotificationParser
@@ -158,13 +158,11 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
         """The ens-state partitions held, and their states, changed: the watchdog's schedule is rebuilt."""
         schedule.outdated()
 
+    correlator = Correlator(schemas, catalogue, clock, tables["ledger"], tables["parked"])
     stages: dict[str, tuple[TopicSpec, Handler | AsyncHandler]] = {
         "plan-bookings": (catalogue.bookings, BookingStage(schemas, catalogue, clock, tables["plans"])),
         "parse-notifications": (catalogue.notifications_inbound, NotificationParser(schemas, catalogue, clock)),
-        "correlate": (
-            catalogue.notifications_parsed,
-            Correlator(schemas, catalogue, clock, tables["ledger"], tables["parked"]),
-        ),
+        "correlate": (catalogue.notifications_parsed, correlator),
         "track-ens": (catalogue.ens_events, tracker),
         "deliver-alerts": (catalogue.alerts, delivery),
     }
@@ -238,6 +236,18 @@ def build_pipeline(settings: Settings, schemas: SchemaCatalogue | None = None, c
         emits = changes.expired(tables["parked"].items(), clock(), wait, schemas, topic)
         if emits and await skip_when_broker_away("parked-changes", lambda: producer.send_all(emits)):
             log.info("parked_changes_expiring", count=len(emits))
+
+    @app.timer(settings.watchdog_interval_s, name="unmatched-answers")
+    async def unmatched_answers() -> None:
+        """Customs answers that match no filing for too long are reported once, as dead letters with their bytes."""
+        wait = timedelta(seconds=settings.unmatched_wait_s)
+        due = unmatched_due(tables["parked"].items(), clock(), wait)
+        if due:
+            report = engine.processors["correlate"].outside_batch(
+                lambda: report_unmatched(correlator, due, wait, dead_letters)
+            )
+            if await skip_when_broker_away("unmatched-answers", lambda: report):
+                log.warning("customs_answers_unmatched_reported", keys=due)
 
     evictor = pipeline.evictor = Evictor(
         tables,

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from streams.domain.retention import Eviction, eviction
-from streams.pipeline.stages import answers, changes
+from streams.pipeline.stages import answers, changes, correlate
 from streams.pipeline.stages.lifecycle import decode_state
 from streams.pipeline.tables import ChangelogRecord, StateTable, key_partition
 
@@ -51,7 +51,13 @@ def related_keys(evicted: Eviction) -> list[tuple[str, str, str]]:
     keys = [("plans", f"{evicted.mbl}|{party}", evicted.mbl) for party in evicted.planning_parties]
     for key in evicted.ledger_keys:
         keys.append(("ledger", key, key))
-        parked = (key, answers.parked_key(key), changes.parked_key(key), changes.rejected_key(key))
+        parked = (
+            key,
+            answers.parked_key(key),
+            changes.parked_key(key),
+            changes.rejected_key(key),
+            correlate.unmatched_key(key),
+        )
         keys += [("parked", p, key) for p in parked]
     keys.append(("ens-state", evicted.mbl, evicted.mbl))
     return keys

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from dataclasses import replace
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.records import filing_record_from_ledger, ledger_record, notification_from_record
+from streams.domain.dates import format_datetime, parse_datetime
 from streams.domain.ledger import FilingRecord, lrn_key, mrn_key, referral_key
 from streams.domain.notifications import NotificationKind
 from streams.domain.routing import REFUSAL_KINDS
+from streams.errors import ICS2StreamsError
 from streams.pipeline.stage import Emit, Incoming, StageFailure
 from streams.pipeline.stages import answers, changes
 from streams.pipeline.stages.base import Clock, EmittingStage
 from streams.topics import Catalogue
+
+if TYPE_CHECKING:
+    from streams.pipeline.dead_letters import DeadLetterSink
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +54,7 @@ class Correlator(EmittingStage):
             decoded = replace(decoded, record=_keeping_known(decoded.record, self.ledger.get(key)))
             self.ledger[key] = json.dumps(decoded.record).encode()
             waiting = json.loads(self.parked.pop(key, b"[]") or b"[]")
+            self.parked.pop(unmatched_key(key), None)
             if waiting:
                 ids = {k: decoded.record.get(k) for k in ("mbl", "hbl", "lrn", "mrn")}
                 with structlog.contextvars.bound_contextvars(**ids):
@@ -63,6 +70,9 @@ class Correlator(EmittingStage):
                 if all(w["message_id"] != decoded.record["message_id"] for w in waiting):
                     waiting.append(decoded.record)
                 self.parked[key] = json.dumps(waiting).encode()
+                if unmatched_key(key) not in self.parked:
+                    since = {"since": format_datetime(self.clock()), "reported": False}
+                    self.parked[unmatched_key(key)] = json.dumps(since).encode()
                 ids = {k: decoded.record.get(k) for k in ("mbl", "hbl", "lrn", "mrn")}
                 with structlog.contextvars.bound_contextvars(**ids):
                     log.info("notification_parked", key=key, message_type=decoded.record["message_type"])
@@ -126,6 +136,59 @@ class Correlator(EmittingStage):
         return self.emit(
             self.catalogue.notifications_parsed.name, key, "LedgerEntry", ledger_record(key, record), incoming
         )
+
+
+#: The header of a dead letter reported from the parked table, not from a record of a topic: its partition and
+#: offset are the answer's place in the parked list, its value the parsed notification.
+UNMATCHED = (("ics2-parked", b"unmatched"),)
+
+
+def unmatched_key(key: str) -> str:
+    """Where the parked table notes since when customs' answers under ``key`` match no filing, and if reported."""
+    return f"unmatched:{key}"
+
+
+def unmatched_due(parked: Iterable[tuple[str, bytes]], now: datetime, wait: timedelta) -> list[str]:
+    """Keys whose parked answers have matched no filing for longer than ``wait`` and were not reported yet."""
+    due = []
+    for name, raw in parked:
+        if name.startswith(unmatched_key("")) and raw:
+            note = json.loads(raw)
+            if not note["reported"] and now - parse_datetime(note["since"]) >= wait:
+                due.append(name.removeprefix(unmatched_key("")))
+    return due
+
+
+def report_unmatched(
+    stage: Correlator, keys: Iterable[str], wait: timedelta, dead_letters: DeadLetterSink
+) -> list[Emit]:
+    """One dead letter per parked answer under ``keys``, with its bytes (the parsed notification) and why; the
+    answers stay parked, so a filing that appears later still meets them. Each key is reported once."""
+    emits: list[Emit] = []
+    for key in keys:
+        note_key = unmatched_key(key)
+        raw_note = stage.parked.get(note_key)
+        if raw_note is None:
+            continue
+        note = json.loads(raw_note)
+        for offset, notification in enumerate(json.loads(stage.parked.get(key, b"[]") or b"[]")):
+            value = stage.schemas.encode("CustomsNotification", notification)
+            incoming = Incoming(stage.catalogue.notifications_parsed.name, 0, offset, key.encode(), value, UNMATCHED)
+            reason = (
+                f"customs answer {notification.get('message_type')} under {key} matches no filing we know after"
+                f" {wait}: kept, and matched if its filing appears"
+            )
+            log.warning("customs_answer_unmatched", key=key, message_type=notification.get("message_type"))
+            emits += dead_letters.emits(
+                stage="correlate", phase="unmatched", reason=reason, exc=UnmatchedAnswer(reason), incoming=incoming,
+                party=None,
+            )  # fmt: skip
+        stage.parked[note_key] = json.dumps({**note, "reported": True}).encode()
+    return emits
+
+
+class UnmatchedAnswer(ICS2StreamsError):
+    """A customs answer that matches no filing known to the system."""
 
 
 def _keeping_known(entry: dict[str, Any], stored: bytes | None) -> dict[str, Any]:
