@@ -147,8 +147,8 @@ def timeline_svg(consolidation: Mapping[str, Any]) -> str:
     """
     items = [(i, _time(i["at"])) for i in consolidation["timeline"]]
     dated = [(i, t) for i, t in items if t is not None]
-    deadlines = [(d, _time(d["at"])) for d in consolidation["deadlines"]]
-    deadlines = [(d, t) for d, t in deadlines if t is not None]
+    timed = [(d, _time(d["at"])) for d in consolidation["deadlines"]]
+    deadlines = [(d, t) for d, t in timed if t is not None]
     bottom = TOP + LANE_HEIGHT * len(LANES)
     parts: list[str] = []
     for index, lane in enumerate(LANES):
@@ -348,8 +348,8 @@ def _consolidation(c: Mapping[str, Any]) -> str:
     if houses:
         parts.append("<h3>House bills</h3>" + _table(("HBL", "state", "issuer chain"), houses))
     if c["deadlines"]:
-        rows = [(_deadline_text(d["at"], items), d["what"]) for d in c["deadlines"]]
-        parts.append("<h3>Deadlines</h3>" + _table(("at (UTC)", "what"), rows))
+        deadline_rows = [(_deadline_text(d["at"], items), d["what"]) for d in c["deadlines"]]
+        parts.append("<h3>Deadlines</h3>" + _table(("at (UTC)", "what"), deadline_rows))
     alerts = [
         (party, a["sequence"], a["at"], a["urgency"], plain_title(a["title"]))
         for party, listed in sorted(c["alerts_by_party"].items())

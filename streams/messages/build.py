@@ -87,7 +87,8 @@ def _pointer(parent: etree._Element, path: str) -> None:
 def _finish(root: etree._Element) -> bytes:
     """Serialise after validating against the project's XSD; invalid values raise ``XsdViolation``."""
     validate(root, etree.QName(root).localname)
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    data: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    return data
 
 
 def _root(message_type: str) -> etree._Element:

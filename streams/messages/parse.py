@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
+from typing import TypedDict
 
 from lxml import etree
 
@@ -71,16 +72,24 @@ def _need(*names: str) -> frozenset[str]:
     return frozenset(("notification_date", *names))
 
 
-_RFI = {
+class _Places(TypedDict, total=False):
+    """Places shared by several layouts, passed as ``Layout`` keywords."""
+
+    documents: tuple[str, ...]
+    referral: tuple[str, ...]
+    containers: tuple[str, ...]
+
+
+_RFI: _Places = {
     "documents": (f"{_RRD}/i:transportDocumentMaster", f"{_RRD}/i:transportDocumentHouse"),
     "referral": (f"{_RRD}/i:referralRequestReference",),
 }
-_RFS = {
+_RFS: _Places = {
     "documents": ("i:transportDocument", f"{_RRD}/i:transportDocumentHouse"),
     "referral": (f"{_RRD}/i:referralRequestReference",),
 }
 _CONTROLLED = "i:control/i:controlSubject/i:consignmentMasterLevel"
-_CONTROL = {
+_CONTROL: _Places = {
     "documents": ("i:transportDocument", f"{_CONTROLLED}/i:consignmentHouseLevel/i:transportDocumentHouseLevel"),
     "containers": (f"{_CONTROLLED}/i:transportEquipment/i:containerIdentificationNumber",),
 }

@@ -271,7 +271,7 @@ def finish(root: etree._Element, message_type: str, where: str) -> bytes:
 
     The tree just built is checked as it is; only one that fails (or one too large for the XML reader) is checked
     again from its bytes, as customs will read them, so that the error names its lines as it always did."""
-    data = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    data: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
     if len(data) <= DEFAULT_MAX_BYTES and conforms(root, message_type):
         return data
     try:
