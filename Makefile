@@ -65,7 +65,7 @@ broker-stop: install
 # The dashboard test drives Debian's headless Chromium; install it only when missing (CI runs as root).
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		($(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium chromium-driver)
+		($(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium chromium-driver)
 
 clean:
 	-$(BIN)/ics2 broker stop
