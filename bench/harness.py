@@ -338,7 +338,7 @@ async def measure_pipeline(
         outputs, _ = await _drain(settings, catalogue.filings_outbound.name, expected, child, params.phase_timeout_s)
         throughput = _throughput(len(booking_records), outputs, child)
         log.info("bench_pipeline_drained", per_s=round(throughput.items_per_s, 1))
-        await wait_idle(settings, catalogue, child, params.phase_timeout_s)
+        await wait_idle(settings, child, params.phase_timeout_s)
         per_booking = written_per_item(written_before, await records_written(settings), len(booking_records))
         queue = catalogue.party_queue(FILER).name
         mrns = [mrn_number(i) for i in range(params.notifications)]
@@ -363,15 +363,15 @@ async def measure_pipeline(
             for i, mrn in enumerate(mrns)
         ]  # fmt: skip
         arrivals = Arrivals(settings, queue, _alert_matcher(schemas, "IE3Q01"))
-        await wait_idle(settings, catalogue, child, params.phase_timeout_s)
+        await wait_idle(settings, child, params.phase_timeout_s)
         samples = await _probe_latencies(
             settings, params, catalogue.notifications_inbound.name, arrivals, probes, child
         )
-        await wait_idle(settings, catalogue, child, params.phase_timeout_s)
+        await wait_idle(settings, child, params.phase_timeout_s)
         burst_written = await records_written(settings)
         cpu_before, burst_started = child.cpu_seconds(), time.perf_counter()
         notifications = await _notification_rate(settings, params, catalogue, mrns, child)
-        await wait_idle(settings, catalogue, child, params.phase_timeout_s)
+        await wait_idle(settings, child, params.phase_timeout_s)
         sustained = params.burst / (time.perf_counter() - burst_started)
         cpu_ms = _cpu_ms_per_item(cpu_before, child.cpu_seconds(), params.burst)
         per_notification = written_per_item(burst_written, await records_written(settings), params.burst)
@@ -390,7 +390,7 @@ async def measure_pipeline(
             dnl_probes(mrns, max(2, int(steady_rate * STEADY_S)), first=params.burst + params.open_loop), child,
             rate_per_s=steady_rate,
         )  # fmt: skip
-        await wait_idle(settings, catalogue, child, params.phase_timeout_s)
+        await wait_idle(settings, child, params.phase_timeout_s)
         arrivals = Arrivals(settings, queue, _notification_matcher)
         loaded = await _probe_latencies(
             settings, params, catalogue.notifications_inbound.name, arrivals,
@@ -434,32 +434,27 @@ def _cpu_ms_per_item(before: float | None, after: float | None, items: int) -> f
     return None if before is None or after is None else (after - before) * 1000.0 / items
 
 
-async def wait_idle(settings: Settings, catalogue: Catalogue, child: Child, timeout: float) -> bool:
-    """Until the worker's group has committed every record of its source topics (audit included), so that a phase
-    is not timed against the previous phase's backlog; False (and a warning) when ``timeout`` passes first."""
-    from bench.soak import OffsetProbe, group_lag  # bench.soak builds on this module
+async def wait_idle(settings: Settings, child: Child, timeout: float) -> bool:
+    """Until every stage group of the worker (``<app id>.<stage>``, audit included) has committed every record of
+    the topics it reads, so that a phase is not timed against the previous phase's backlog; False (and a warning
+    naming the stages still behind) when ``timeout`` passes first."""
+    from bench.soak import OffsetProbe, worker_idle  # bench.soak builds on this module
 
-    sources = [
-        spec.name
-        for spec in (
-            catalogue.bookings, catalogue.notifications_inbound, catalogue.notifications_parsed, catalogue.ens_events,
-            catalogue.filing_drafts, catalogue.filings_outbound, catalogue.alerts, catalogue.dead_letters,
-            catalogue.audit_entries,
-        )
-    ]  # fmt: skip
     probe = OffsetProbe(settings)
     await probe.start()
     deadline = time.monotonic() + timeout
+    lags: dict[str, dict[str, int]] = {}
     try:
         while time.monotonic() < deadline:
             child.require_alive()
-            lag = group_lag(await probe.end_offsets(), await probe.committed(settings.app_id), sources)
-            if not any(lag.values()):
+            _, lags = await probe.worker_lags(settings.app_id)
+            if worker_idle(lags):
                 return True
             await asyncio.sleep(0.5)
     finally:
         await probe.stop()
-    log.warning("bench_worker_not_idle", timeout_s=timeout)
+    behind = {stage: sum(per_topic.values()) for stage, per_topic in lags.items() if any(per_topic.values())}
+    log.warning("bench_worker_not_idle", timeout_s=timeout, behind=behind)
     return False
 
 

@@ -9,8 +9,9 @@ bookings, to keep a run near 10 minutes on a 2-core machine shared with other wo
 ``--bookings 2000`` is the whole day (17 minutes there, most of it draining the backlog: see the README).
 
 While the load runs a sampler reads, every ``--sample-interval`` seconds: each topic's end offsets (records in and
-out), the committed offsets of the worker's and the gateway's consumer groups (lag per topic), and the RSS and CPU
-time of the worker and the gateway from ``/proc``. At the end it reports the held throughput over the steady window
+out), the committed offsets of the worker's stage groups (one consumer group per stage, ``<app id>.<stage>``: lag
+per stage, and per topic that of the slowest stage reading it) and of the gateway's group, and the RSS and CPU time of
+the worker and the gateway from ``/proc``. At the end it reports the held throughput over the steady window
 (after a warm-up, until the last booking is sent), the maximum and final lag, RSS at 25, 50 and 100 % of the run and
 its peak (state held in memory levels off, a leak keeps growing through the second half), checks that every filing of
 ours got its IE3R01 alert and that nothing was dead-lettered, writes ``bench/results/soak-<UTC>.json`` and prints a
@@ -39,6 +40,7 @@ from typing import Any
 import click
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from rich.console import Console
 from rich.table import Table
 
@@ -46,6 +48,7 @@ from bench.harness import BrokerSession, broker_session
 from bench.processes import BenchError, Child
 from bench.report import RESULTS_DIR, environment
 from streams.admin import admin_client, apply_topics, delete_topics, list_topics
+from streams.audit.entries import CHAIN_STAGE, collector_stages
 from streams.broker import free_tcp_port
 from streams.client import stop_consumer
 from streams.contracts.avro import SchemaCatalogue
@@ -121,6 +124,59 @@ def group_lag(
         if topic in lag:
             lag[topic] += max(0, end - max(0, committed.get((topic, partition), 0)))
     return lag
+
+
+def worker_stage_sources(catalogue: Catalogue) -> dict[str, tuple[str, ...]]:
+    """The worker's stages and the topics each reads, as ``streams.pipeline.app.build_pipeline`` wires them.
+
+    Each stage is a consumer group of its own, ``<app id>.<stage>`` (``streams.audit.reading.stage_group``): the
+    bench needs to know what a group reads before it has committed anything, since a group that committed nothing
+    on a topic with records lags by all of them (``tests/unit/test_soak.py`` checks this against the pipeline).
+    """
+    stages = {
+        "plan-bookings": catalogue.bookings,
+        "parse-notifications": catalogue.notifications_inbound,
+        "correlate": catalogue.notifications_parsed,
+        "track-ens": catalogue.ens_events,
+        "deliver-alerts": catalogue.alerts,
+        **collector_stages(catalogue),
+        CHAIN_STAGE: catalogue.audit_entries,
+    }
+    return {name: (spec.name,) for name, spec in stages.items()}
+
+
+def stage_lags(
+    end_offsets: Mapping[tuple[str, int], int],
+    commits: Mapping[str, Mapping[tuple[str, int], int]],
+    sources: Mapping[str, Sequence[str]],
+) -> dict[str, dict[str, int]]:
+    """Lag per stage group, per topic the group reads: its known sources and every topic it has committed on.
+
+    ``commits`` maps each stage (its group listed on the broker) to its committed offsets; a stage of ``sources``
+    missing there, or with no commit on a partition, counts from offset 0 (``group_lag``): a group that has
+    committed nothing on a topic with records is behind by all of them, not idle.
+    """
+    lags = {}
+    for stage in sorted(set(commits) | set(sources)):
+        committed = commits.get(stage, {})
+        topics = sorted(set(sources.get(stage, ())) | {topic for topic, _ in committed})
+        lags[stage] = group_lag(end_offsets, committed, topics)
+    return lags
+
+
+def topic_lag(lags: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """Per topic, the lag of the slowest stage that reads it: records not yet taken by every stage of the worker
+    (what one consumer group committed per topic when all stages shared it)."""
+    worst: dict[str, int] = {}
+    for per_topic in lags.values():
+        for topic, lag in per_topic.items():
+            worst[topic] = max(worst.get(topic, 0), lag)
+    return worst
+
+
+def worker_idle(lags: Mapping[str, Mapping[str, int]]) -> bool:
+    """Every stage group has committed every record of every topic it reads."""
+    return not any(lag for per_topic in lags.values() for lag in per_topic.values())
 
 
 def window_rate(points: Sequence[tuple[float, float]], start: float, end: float) -> float | None:
@@ -204,9 +260,12 @@ class Sample:
     ends: dict[str, int]
     """End offset summed over partitions, per topic (short name, without the run's prefix)."""
     worker_lag: dict[str, int]
+    """Per topic, the lag of the slowest worker stage reading it (``topic_lag``)."""
     gateway_lag: dict[str, int]
     rss_kib: dict[str, int | None] = field(default_factory=dict)
     cpu_ticks: dict[str, int | None] = field(default_factory=dict)
+    stage_lag: dict[str, int] = field(default_factory=dict)
+    """Per worker stage (consumer group ``<app id>.<stage>``), its lag summed over the topics it reads."""
 
 
 def topic_totals(end_offsets: Mapping[tuple[str, int], int], prefix: str) -> dict[str, int]:
@@ -267,6 +326,7 @@ def summarise(
             "final_total": total_lag[-1],
             "growth_per_s": window_rate([(s.t, lag) for s, lag in zip(samples, total_lag, strict=True)], start, end),
             "max_by_topic": {t: max(s.worker_lag.get(t, 0) for s in samples) for t in final.worker_lag},
+            "max_by_stage": {g: max(s.stage_lag.get(g, 0) for s in samples) for g in final.stage_lag},
             "final_by_topic": dict(final.worker_lag),
             "gateway_max_total": max(sum(s.gateway_lag.values()) for s in samples),
             "gateway_final_total": sum(final.gateway_lag.values()),
@@ -416,6 +476,36 @@ class OffsetProbe:
             offsets = await admin.list_consumer_group_offsets(group)
         return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
 
+    async def stage_commits(self, app_id: str) -> dict[str, dict[tuple[str, int], int]]:
+        """Committed offsets of every consumer group of the worker's stages (``<app_id>.<stage>``), by stage.
+
+        The groups listed on the broker under ``<app_id>.`` plus the stages the bench knows, so that a stage whose
+        group is not there yet (nothing committed) is still read, as empty."""
+        prefix = f"{app_id}."
+        known = worker_stage_sources(Catalogue.for_prefix(self.settings.topic_prefix))
+        async with admin_client(self.settings) as admin:
+            try:
+                listed = {str(group[0]) for group in await admin.list_consumer_groups()}
+            except GroupCoordinatorNotAvailableError:
+                listed = set()  # a fresh broker creates __consumer_offsets on first use
+            stages = sorted({g.removeprefix(prefix) for g in listed if g.startswith(prefix)} | set(known))
+            commits = {}
+            for stage in stages:
+                offsets = await admin.list_consumer_group_offsets(prefix + stage)
+                commits[stage] = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+        return commits
+
+    async def worker_lags(self, app_id: str) -> tuple[dict[tuple[str, int], int], dict[str, dict[str, int]]]:
+        """The end offsets and the ``stage_lags`` of the worker's stage groups against them.
+
+        Commits are read before the end offsets: a stage commits its input only after its outputs are written, so
+        an output that exists when its input's commit is read is within the ends read after it and counts as the
+        next stage's lag (ends read first could miss it and call a worker idle that is not)."""
+        commits = await self.stage_commits(app_id)
+        ends = await self.end_offsets()
+        sources = worker_stage_sources(Catalogue.for_prefix(self.settings.topic_prefix))
+        return ends, stage_lags(ends, commits, sources)
+
     async def stop(self) -> None:
         await stop_consumer(self._consumer)
 
@@ -508,11 +598,9 @@ class Run:
     async def sample(self) -> Sample:
         if len(self.samples) % 6 == 0:
             await self.probe.refresh()
-        ends = await self.probe.end_offsets()
         prefix = self.settings.topic_prefix
-        worker_commits = await self.probe.committed(self.settings.app_id)
         gateway_commits = await self.probe.committed(f"{self.settings.app_id}-gateway")
-        worker_topics = sorted({t for t, _ in worker_commits} | {self.catalogue.bookings.name})
+        ends, stages = await self.probe.worker_lags(self.settings.app_id)  # commits before ends: see worker_lags
         gateway_topics = [self.catalogue.filings_outbound.name]
         processes = {}
         for child in (self.worker, self.gateway):
@@ -521,12 +609,13 @@ class Run:
             t=time.monotonic() - self.started,
             sent=self.progress[0],
             ends=topic_totals(ends, prefix),
-            worker_lag={t.removeprefix(prefix): v for t, v in group_lag(ends, worker_commits, worker_topics).items()},
+            worker_lag={t.removeprefix(prefix): v for t, v in topic_lag(stages).items()},
             gateway_lag={
                 t.removeprefix(prefix): v for t, v in group_lag(ends, gateway_commits, gateway_topics).items()
             },
             rss_kib={name: rss for name, (rss, _) in processes.items()},
             cpu_ticks={name: ticks for name, (_, ticks) in processes.items()},
+            stage_lag={stage: sum(per_topic.values()) for stage, per_topic in stages.items()},
         )
         self.samples.append(sample)
         log.info(

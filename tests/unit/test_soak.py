@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.scaling import scaling_verdict
+from bench.scaling import scaling_verdict, unsettled_groups
 from bench.soak import (
     CLOCK_TICKS,
     RssGrowth,
@@ -19,12 +19,19 @@ from bench.soak import (
     group_lag,
     rss_growth,
     soak_bookings,
+    stage_lags,
     status_kib,
     steady_window,
     summarise,
+    topic_lag,
     topic_totals,
     window_rate,
+    worker_idle,
+    worker_stage_sources,
 )
+from streams.audit.reading import stage_group
+from streams.settings import Settings
+from streams.topics import Catalogue
 from tests.data import SEED_PATH, SEED_PLAN_PATH, seed_json
 
 STATUS = """Name:\tics2
@@ -188,6 +195,7 @@ def sample(t: float, sent: int, bookings_end: int, bookings_lag: int, filings: i
         gateway_lag={"filings": 2},
         rss_kib={"worker": rss},
         cpu_ticks={"worker": ticks},
+        stage_lag={"plan-bookings": bookings_lag, "parse-notifications": 1},
     )
 
 
@@ -217,6 +225,7 @@ class TestSummarise:
         assert figures["lag"]["max_total"] == 31 and figures["lag"]["final_total"] == 1
         assert figures["lag"]["growth_per_s"] == pytest.approx((1 - 11) / 90)
         assert figures["lag"]["gateway_max_total"] == 2
+        assert figures["lag"]["max_by_stage"] == {"plan-bookings": 30, "parse-notifications": 1}
         assert figures["memory"]["worker"]["at_25_kib"] == 1400
         assert figures["memory"]["worker"]["growth_kib"] == 50
         assert figures["memory"]["worker"]["late_growth_kib"] == -50
@@ -249,6 +258,84 @@ class TestSoakBookings:
         planner = seed_json()["planning_party"]
         ours = [f for f in expected["filings"] if f["filer"] == planner]
         assert filings_per_booking(SEED_PATH) == len(ours) > 0
+
+
+#: Three stages of a worker and what each reads: two on one topic.
+SOURCES = {
+    "plan-bookings": ("p.bookings",),
+    "audit-collect-bookings": ("p.bookings",),
+    "deliver-alerts": ("p.alerts",),
+}
+
+
+class TestStageLags:
+    """The worker's lag across its stage groups (``<app id>.<stage>``), each on the topics it reads."""
+
+    def test_each_group_lags_on_its_own_topics(self):
+        """Two stages reading one topic lag each by their own commits; the per-topic lag is the slowest's."""
+        ends = {("p.bookings", 0): 10, ("p.bookings", 1): 6, ("p.alerts", 0): 0}
+        commits = {
+            "plan-bookings": {("p.bookings", 0): 10, ("p.bookings", 1): 6},
+            "audit-collect-bookings": {("p.bookings", 0): 7, ("p.bookings", 1): 6},
+        }
+        lags = stage_lags(ends, commits, SOURCES)
+        assert lags == {
+            "audit-collect-bookings": {"p.bookings": 3},
+            "deliver-alerts": {"p.alerts": 0},
+            "plan-bookings": {"p.bookings": 0},
+        }
+        assert topic_lag(lags) == {"p.bookings": 3, "p.alerts": 0}
+        assert not worker_idle(lags)
+
+    def test_a_group_that_committed_nothing_on_records_is_lag_not_idle(self):
+        """A stage with no commit at all (its group not even listed yet) lags by every record of its source."""
+        ends = {("p.bookings", 0): 4, ("p.alerts", 0): 5, ("p.alerts", 1): 2}
+        commits = {name: {("p.bookings", 0): 4} for name in ("plan-bookings", "audit-collect-bookings")}
+        lags = stage_lags(ends, commits, SOURCES)
+        assert lags["deliver-alerts"] == {"p.alerts": 7}
+        assert not worker_idle(lags)
+
+    def test_idle_when_every_group_has_committed_what_exists(self):
+        """Empty sources need no commit; every group at the end of each of its topics is idle."""
+        ends = {("p.bookings", 0): 4, ("p.alerts", 0): 0}
+        commits = {name: {("p.bookings", 0): 4} for name in ("plan-bookings", "audit-collect-bookings")}
+        assert worker_idle(stage_lags(ends, commits, SOURCES))
+
+    def test_listed_groups_and_committed_topics_the_bench_does_not_know_are_counted(self):
+        """A stage group found on the broker but not among the known stages, and a topic a group committed on
+        beside its known source, are both watched."""
+        ends = {("p.bookings", 0): 4, ("p.extra", 0): 9, ("p.new", 0): 3}
+        commits = {
+            "plan-bookings": {("p.bookings", 0): 4, ("p.extra", 0): 8},
+            "audit-collect-bookings": {("p.bookings", 0): 4},
+            "new-stage": {("p.new", 0): 1},
+        }
+        lags = stage_lags(ends, commits, {k: v for k, v in SOURCES.items() if k != "deliver-alerts"})
+        assert lags["plan-bookings"] == {"p.bookings": 0, "p.extra": 1}
+        assert lags["new-stage"] == {"p.new": 2}
+
+    def test_known_stages_are_the_pipelines(self, tmp_path):
+        """The bench's stage -> source map is the one ``build_pipeline`` wires, and each stage's group is named as
+        ``stage_group`` names it."""
+        from streams.pipeline.app import build_pipeline
+
+        settings = Settings(topic_prefix="x.", app_id="x.app", state_dir=tmp_path)
+        pipeline = build_pipeline(settings)
+        processors = pipeline.engine.processors
+        assert worker_stage_sources(Catalogue.for_prefix("x.")) == {
+            name: tuple(p.stage.sources) for name, p in processors.items()
+        }
+        assert all(p.group_id == stage_group(settings, name) for name, p in processors.items())
+
+    def test_scaling_waits_for_every_stage_group(self):
+        """A group missing, rebalancing or short of a member is named with what it is instead."""
+        described = {"a.x": ("Stable", 2), "a.y": ("PreparingRebalance", 2), "a.z": ("Stable", 1)}
+        assert unsettled_groups(described, ["a.x", "a.y", "a.z", "a.w"], 2) == {
+            "a.y": "PreparingRebalance with 2 of 2 members",
+            "a.z": "Stable with 1 of 2 members",
+            "a.w": "missing with 0 of 2 members",
+        }
+        assert unsettled_groups(described, ["a.x"], 2) == {}
 
 
 class TestScalingVerdict:
