@@ -32,12 +32,14 @@ from typing import Any, Protocol
 
 import orjson
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import NewTopic
 
 from streams.admin import admin_client
 from streams.errors import ICS2StreamsError, InputError
 from streams.gateway.base import InboundMessage, InDoubt, OutboundFiling
+from streams.pipeline.runner import Producer
+from streams.pipeline.stage import Emit
 from streams.settings import Settings
 from streams.simulator import CustomsSimulator, Outbound, RiskScript
 from streams.topics import SIMULATOR_SNAPSHOT_MAX_BYTES, Catalogue, Durability, TopicSpec
@@ -130,10 +132,14 @@ class KafkaSnapshotStore:
         self.settings = settings
         self.spec = spec
         self.key = key.encode("utf-8")
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: Producer | None = None
 
     async def start(self) -> None:
-        """Create the topic if it is missing, and start the producer that writes snapshots."""
+        """Create the topic if it is missing, and make the producer that writes snapshots.
+
+        The pipeline's ``Producer``: it waits out a broker that is away and replaces an aiokafka producer an outage
+        left refusing every write (out-of-order sequence numbers), which would have failed every checkpoint after.
+        """
         async with admin_client(self.settings) as admin:
             cluster = await admin.describe_cluster()
             durability = Durability.for_brokers(len(cluster["brokers"]))
@@ -144,14 +150,12 @@ class KafkaSnapshotStore:
             for _, code, *_ in getattr(response, "topic_errors", ()):
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
                     raise SnapshotError(f"cannot create {self.spec.name}: Kafka error {code}")
-        self._producer = AIOKafkaProducer(
-            **self.settings.kafka_client_kwargs(),
-            acks="all",
-            enable_idempotence=True,
+        self._producer = Producer(
+            self.settings,
+            Catalogue.for_prefix(self.settings.topic_prefix),
             compression_type="gzip",
             max_request_size=SNAPSHOT_MAX_BYTES,
         )
-        await self._producer.start()
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -194,7 +198,8 @@ class KafkaSnapshotStore:
                 f"the simulator's snapshot is {len(value)} bytes, over the {SNAPSHOT_MAX_BYTES} a record may hold",
                 hint="restart the simulator on a new state (another --app-id) when it must survive restarts",
             )
-        await self._producer.send_and_wait(self.spec.name, key=self.key, value=value)
+        # One attempt: the connector tries a checkpoint again, with backoff, while the broker is away.
+        await self._producer.send_all([Emit(self.spec.name, self.key, value)], retry_s=0)
 
 
 class SimulatorGateway:

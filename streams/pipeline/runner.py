@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError, OutOfOrderSequenceNumber
+from aiokafka.errors import KafkaError, KafkaTimeoutError, OutOfOrderSequenceNumber, ProducerClosed
 
 from streams.errors import BrokerUnavailable, ICS2StreamsError, InputError
 from streams.pipeline.dead_letters import DeadLetterSink
@@ -33,9 +33,16 @@ PRODUCE_RETRY_S = 30.0
 #: Waits between two attempts while the broker is away: capped exponential, each with up to half of it as jitter.
 BACKOFF_FIRST_S = 0.5
 BACKOFF_CAP_S = 10.0
+#: How long one request may take, and how long aiokafka holds a record for a partition without a known leader before
+#: it fails it (its request timeout is both; 40 s by default). While the broker is away, a producer holding such
+#: records asks for metadata in a loop without backoff until they expire (aiokafka 0.14's sender): a third of a core
+#: or more, for that long. ``send_all`` tries again within its budget, on a new producer.
+REQUEST_TIMEOUT_S = 10.0
+#: How long a new producer may take to start (bootstrap, a producer id) before the attempt counts as failed.
+START_WAIT_S = 10.0
 #: How long a stop waits for records the producer still holds. aiokafka's own stop waits until each is delivered or
-#: expires (40 s request timeout), so with the broker away SIGTERM was ignored for that long; what is not acknowledged
-#: by then was never committed as processed, and is read again after the restart.
+#: given up, and an idempotent producer never gives up a record it has sent once, so with the broker away SIGTERM was
+#: ignored; what is not acknowledged by then was never committed as processed, and is read again after the restart.
 STOP_FLUSH_S = 5.0
 
 #: A batch holds at most this many records (what one poll may bring).
@@ -74,7 +81,7 @@ def broker_away(exc: BaseException) -> bool:
 
     aiokafka marks a request that timed out as not retriable, but with the broker restarting or frozen that is
     exactly what a timeout means; a record too large or a closed producer stays final. An out-of-order sequence
-    number is what an outage leaves behind in an idempotent producer (``Producer._replace``): a new one can send.
+    number is what an outage leaves behind in an idempotent producer (``Producer._retire``): a new one can send.
     """
     if isinstance(exc, BrokerUnavailable | KafkaTimeoutError | OutOfOrderSequenceNumber):
         return True
@@ -89,11 +96,18 @@ def backoff(attempt: int, first: float = BACKOFF_FIRST_S, cap: float = BACKOFF_C
 
 
 class Producer:
-    """Sends records with its own idempotent aiokafka producer (``acks=all``) and waits for every acknowledgement."""
+    """Sends records with its own idempotent aiokafka producer (``acks=all``) and waits for every acknowledgement.
 
-    def __init__(self, settings: Settings, catalogue: Catalogue) -> None:
+    The aiokafka producer is started when a send needs one and retired when a send on it fails because the broker is
+    away or refuses it for good (``_retire``); the next attempt starts a new one, and that start failing at once is
+    how a broker still away is noticed, without a client left trying it in a loop. ``options`` replace aiokafka
+    options of the default (the simulator's snapshots are gzipped and larger than a record).
+    """
+
+    def __init__(self, settings: Settings, catalogue: Catalogue, **options: Any) -> None:
         self.settings = settings
         self.catalogue = catalogue
+        self.options = options
         self._kafka: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
         self._retired: set[asyncio.Task[None]] = set()
@@ -103,56 +117,99 @@ class Producer:
     async def _producer(self) -> AIOKafkaProducer:
         async with self._starting:
             if self._kafka is None:
-                producer = AIOKafkaProducer(
-                    acks="all",
-                    enable_idempotence=True,
-                    # A batch's outputs are handed over together, so no record needs to linger for others.
-                    linger_ms=0,
-                    max_request_size=DEAD_LETTER_MAX_MESSAGE_BYTES,
-                    **self.settings.kafka_client_kwargs(),
-                )
-                await producer.start()
-                self._kafka = producer
+                if self.stopping:
+                    raise ProducerClosed()
+                self._kafka = await self._start_kafka()
         return self._kafka
 
+    async def _start_kafka(self) -> AIOKafkaProducer:
+        """A started aiokafka producer; ``BrokerUnavailable`` when the broker does not give it a start in time."""
+        options: dict[str, Any] = {
+            "acks": "all",
+            "enable_idempotence": True,
+            # A batch's outputs are handed over together, so no record needs to linger for others.
+            "linger_ms": 0,
+            "max_request_size": DEAD_LETTER_MAX_MESSAGE_BYTES,
+            "request_timeout_ms": int(REQUEST_TIMEOUT_S * 1000),
+            **self.settings.kafka_client_kwargs(),
+            **self.options,
+        }
+        producer = AIOKafkaProducer(**options)
+        try:
+            await asyncio.wait_for(producer.start(), START_WAIT_S)
+        except BaseException as exc:
+            self._close_in_background(producer)
+            if isinstance(exc, TimeoutError):
+                raise BrokerUnavailable(f"no producer could start within {START_WAIT_S:.0f} s") from exc
+            raise
+        return producer
+
     async def stop(self) -> None:
+        """Stop sending. Records the running producer still holds are waited for at most ``STOP_FLUSH_S``: aiokafka's
+        stop waits until each is delivered, and would make SIGTERM wait for a broker that is away. Retired producers
+        are not waited for beyond that: what they hold was given up by its callers (sent again, or read again after
+        the restart, since it was never committed as processed)."""
         self.stopping = True
         if self._kafka is not None:
             kafka, self._kafka = self._kafka, None
-            try:
-                await asyncio.wait_for(kafka.stop(), STOP_FLUSH_S)
-            except TimeoutError:
+            closing = asyncio.ensure_future(kafka.stop())
+            done, _ = await asyncio.wait({closing}, timeout=STOP_FLUSH_S)
+            if not done:
                 log.warning("producer_stopped_unflushed", waited_s=STOP_FLUSH_S)
+                closing.cancel()
+        for retired in list(self._retired):
+            if not retired.done():
+                retired.cancel()
 
-    def _replace(self, broken: AIOKafkaProducer) -> None:
-        """Retire a producer the broker refuses with an out-of-order sequence number; the next send starts a new one.
+    async def partitions_for(self, topic: str) -> set[int]:
+        """The topic's partition numbers, as the broker's metadata has them."""
+        producer = await self._producer()
+        return set(await producer.partitions_for(topic))
 
-        Why: aiokafka numbers a batch when it first sends it and does not take the number back when it gives the
-        batch up (expired while the broker was away), so after an outage every later batch to that partition leaves
-        a gap and is refused, for good (aio-libs/aiokafka#1017); the stages dead-lettered everything they sent. A
-        new producer has a new producer id and numbers from 0. Sends in flight on the old one end there (and are
-        sent again by their callers); it is closed in the background.
+    def _retire(self, broken: AIOKafkaProducer, reason: str) -> None:
+        """Retire the producer a send failed on; the next send starts a new one.
+
+        Why, for an out-of-order sequence number: aiokafka numbers a batch when it first sends it and does not take
+        the number back when it gives the batch up (expired while the broker was away), so after an outage every
+        later batch to that partition leaves a gap and is refused, for good (aio-libs/aiokafka#1017); the stages
+        dead-lettered everything they sent. A new producer has a new producer id and numbers from 0.
+
+        Why, for a broker away: the producer would keep the numbers of the batches it gives up (the refusal above,
+        once the broker is back), and while it holds records for a partition whose leader it no longer knows its
+        sender asks for metadata in a loop without backoff (``REQUEST_TIMEOUT_S``). Until a send is tried again no
+        producer is running, and a new one fails to start at once while the broker is still away.
+
+        Sends in flight on the old one end there (their callers send again); it is closed in the background, once
+        it has delivered or given up the records it holds.
         """
-        kafka = self._kafka
-        if kafka is None or kafka is not broken:
+        if broken is not self._kafka:
             return
         self._kafka = None
-        log.warning("producer_replaced", reason="out-of-order sequence number after an outage")
-        closing = asyncio.create_task(kafka.stop())
-        self._retired.add(closing)
-        closing.add_done_callback(self._retired.discard)
+        log.warning("producer_retired", reason=reason)
+        self._close_in_background(broken)
 
-    async def send_all(self, emits: Sequence[Any]) -> None:
+    def _close_in_background(self, kafka: AIOKafkaProducer) -> None:
+        closing = asyncio.ensure_future(kafka.stop())
+        self._retired.add(closing)
+        closing.add_done_callback(self._closed)
+
+    def _closed(self, task: asyncio.Future[None]) -> None:
+        self._retired.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("retired_producer_stop_failed", error=repr(task.exception()))
+
+    async def send_all(self, emits: Sequence[Any], retry_s: float | None = None) -> None:
         """Send and wait until the broker has acknowledged every record (at-least-once needs it).
 
         ``emits`` are ``Emit``s or ``ChangelogRecord``s (which name their partition and may be tombstones). While
         the broker does not answer (a restart, a partition without a leader) the whole lot is sent again, with
-        backoff, for up to ``PRODUCE_RETRY_S``; then the error goes to the caller. Records acknowledged before the
-        failure are repeated; consumers deduplicate them by their ids.
+        backoff, for up to ``retry_s`` (``PRODUCE_RETRY_S``; 0: one attempt, for a caller with its own backoff);
+        then the error goes to the caller. Records acknowledged before the failure are repeated; consumers
+        deduplicate them by their ids.
         """
         if not emits:
             return
-        deadline = time.monotonic() + PRODUCE_RETRY_S
+        deadline = time.monotonic() + (PRODUCE_RETRY_S if retry_s is None else retry_s)
         attempt = 0
         while True:
             try:
@@ -167,18 +224,50 @@ class Producer:
                 await asyncio.sleep(delay)
 
     async def _send_once(self, emits: Sequence[Any]) -> None:
+        """One attempt: every record handed over, then every acknowledgement awaited; the first failure raised.
+
+        Every record's future is awaited, or its outcome retrieved once it ends, even when a send fails half way:
+        asyncio otherwise logs each failed one ("Future exception was never retrieved") while the broker is away.
+        """
         producer = await self._producer()
-        pending = [
-            await producer.send(
-                e.topic, value=e.value, key=e.key, headers=list(e.headers), partition=getattr(e, "partition", None)
-            )
-            for e in emits
-        ]
+        pending: list[asyncio.Future[Any]] = []
         try:
-            await asyncio.gather(*pending)
-        except OutOfOrderSequenceNumber:
-            self._replace(producer)
+            for e in emits:
+                sent = await producer.send(
+                    e.topic, value=e.value, key=e.key, headers=list(e.headers), partition=getattr(e, "partition", None)
+                )
+                pending.append(sent)
+            outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        except ProducerClosed as exc:
+            _retrieve_when_done(pending)
+            if producer is not self._kafka and not self.stopping:
+                raise BrokerUnavailable("the producer was retired while this batch was handed over") from exc
             raise
+        except BaseException as exc:
+            _retrieve_when_done(pending)
+            self._failed(producer, exc)
+            raise
+        failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failure is not None:
+            self._failed(producer, failure)
+            raise failure
+
+    def _failed(self, producer: AIOKafkaProducer, exc: BaseException) -> None:
+        if isinstance(exc, OutOfOrderSequenceNumber):
+            self._retire(producer, "out-of-order sequence number after an outage")
+        elif broker_away(exc):
+            self._retire(producer, f"broker away: {exc!r}")
+
+
+def _retrieve_when_done(futures: Sequence[asyncio.Future[Any]]) -> None:
+    """Retrieve each future's outcome when it ends, so that a failure nobody awaits is not reported as lost."""
+    for future in futures:
+        future.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def skip_when_broker_away(timer: str, look: Callable[[], Awaitable[object]]) -> bool:

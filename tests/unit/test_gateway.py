@@ -1,15 +1,23 @@
-"""The customs gateway without Kafka: the boundary's records, the file drop and the simulator connector."""
+"""The customs gateway without Kafka: the boundary's records, the file drop, the simulator connector, and the
+connector loop on fake clients through a broker outage."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaTimeoutError, LeaderNotAvailableError, MessageSizeTooLargeError
 from click.testing import CliRunner
 
 from streams.cli.main import cli
@@ -17,7 +25,8 @@ from streams.contracts.avro import SchemaCatalogue
 from streams.domain.drafts import drafts_for, make_lrn
 from streams.domain.model import Consolidation
 from streams.domain.planning import FilingDraft, FilingType, PlannedFiling, plan
-from streams.errors import DecodeError, InputError
+from streams.errors import BrokerUnavailable, DecodeError, InputError
+from streams.gateway import connector as connector_module
 from streams.gateway import simulator as simulator_module
 from streams.gateway.base import (
     HEADER_ADDRESSEE,
@@ -27,7 +36,7 @@ from streams.gateway.base import (
     InboundMessage,
     OutboundFiling,
 )
-from streams.gateway.connector import decode_filing
+from streams.gateway.connector import GatewayConnector, decode_filing
 from streams.gateway.files import FileDropGateway, outbox_name, write_atomically
 from streams.gateway.simulator import (
     KafkaSnapshotStore,
@@ -40,6 +49,7 @@ from streams.gateway.simulator import (
 )
 from streams.messages.parse import parse_notification
 from streams.messages.render import render_filing
+from streams.pipeline.stage import Emit
 from streams.settings import Settings
 from streams.simulator import Outcome, RiskRule, RiskScript
 from streams.topics import TopicSpec
@@ -552,3 +562,303 @@ class TestGatewayCommand:
         """The gateway command is listed by the ics2 entry point."""
         result = CliRunner().invoke(cli, ["gateway", "--help"])
         assert result.exit_code == 0 and "--poll-interval" in result.output
+
+
+SETTINGS = Settings(topic_prefix="g.")
+OUTBOUND = TopicPartition("g.ics2.filings.outbound", 0)
+
+
+@dataclass
+class FakeRecord:
+    """What the loop reads of a ``ConsumerRecord``."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class FakeConsumer:
+    """The loop's view of its aiokafka consumer: hands out ``records`` from the committed offset after each
+    subscription (as a group rejoined after an outage does), takes commits; ``hang`` makes commit and stop wait
+    for a broker that never comes back."""
+
+    def __init__(self, records: list[FakeRecord], *, hang: bool = False) -> None:
+        self.records = records
+        self.hang = hang
+        self.position = 0
+        self.committed = 0
+        self.commits: list[int] = []
+        self.subscribed = True
+        self.subscriptions = 0
+        self.unsubscriptions = 0
+        self.polled_at: int | None = None
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+        assert self.subscribed, "read while not subscribed"
+        if self.position < len(self.records):
+            batch, self.position = self.records[self.position :], len(self.records)
+            return {OUTBOUND: batch}
+        await asyncio.sleep(max(timeout_ms, 10) / 1000)
+        return {}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assert self.subscribed, "commit while not subscribed"
+        if self.hang:
+            await asyncio.Event().wait()
+        self.committed = offsets[OUTBOUND]
+        self.commits.append(self.committed)
+
+    def assignment(self) -> set[TopicPartition]:
+        return {OUTBOUND} if self.subscribed else set()
+
+    def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
+        return self.polled_at
+
+    def subscribe(self, topics: list[str]) -> None:
+        self.subscribed = True
+        self.subscriptions += 1
+
+    def unsubscribe(self) -> None:
+        self.subscribed = False
+        self.unsubscriptions += 1
+        self.position = self.committed
+
+    async def stop(self) -> None:
+        if self.hang:
+            await asyncio.Event().wait()
+
+
+class FakeProducer:
+    """``streams.pipeline.runner.Producer`` on a broker that refuses the first ``failures`` deliveries; ``hang``:
+    one that never answers."""
+
+    def __init__(self, failures: Sequence[Exception] = (), *, hang: bool = False) -> None:
+        self.failures = list(failures)
+        self.hang = hang
+        self.attempts = 0
+        self.acknowledged: list[Emit] = []
+        self.stopped = False
+
+    async def send_all(self, emits: Sequence[Emit], retry_s: float | None = None) -> None:
+        self.attempts += 1
+        if self.hang:
+            await asyncio.Event().wait()
+        if self.failures:
+            raise self.failures.pop(0)
+        self.acknowledged.extend(emits)
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+def connector_with(consumer: FakeConsumer, producer: FakeProducer, store: MemorySnapshotStore) -> GatewayConnector:
+    """A connector on the simulator whose clients are the fakes (``_start`` makes real ones)."""
+    connector = GatewayConnector(SimulatorGateway(store, seed=1), SETTINGS, poll_interval=60.0)
+
+    async def start() -> None:
+        connector._consumer = consumer  # type: ignore[assignment]
+        connector._producer = producer  # type: ignore[assignment]
+        await connector.gateway.start()
+
+    connector._start = start  # type: ignore[method-assign]
+    return connector
+
+
+def outbound_record(filing: OutboundFiling, offset: int = 0) -> FakeRecord:
+    value = SchemaCatalogue.load().encode("Filing", filing_record(filing))
+    return FakeRecord(OUTBOUND.topic, OUTBOUND.partition, offset, filing.mbl.encode(), value)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def broker_answers(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether the broker answers the connector's direct question (``reach_broker``); a list of answers to come,
+    then yes."""
+    answers: list[bool] = []
+
+    async def reach_broker(settings: Settings, timeout: float = 15.0) -> None:
+        if answers and not answers.pop(0):
+            raise BrokerUnavailable("no Kafka broker answers")
+
+    monkeypatch.setattr(connector_module, "reach_broker", reach_broker)
+    monkeypatch.setattr(connector_module, "backoff", lambda attempt: 0.01)
+    return answers
+
+
+class TestConnectorRidesOutAnOutage:
+    async def test_answers_are_sent_again_until_acknowledged_then_committed(self, filings, broker_answers):
+        """An outage longer than the send's own retries (LeaderNotAvailable, then timeouts): the connector neither
+        dies nor drops the answers; it pauses reading, sends the same answers again until acknowledged, then
+        checkpoints. The filing, read again after reading resumes, is not answered twice, and is committed."""
+        broker_answers.extend([False, False])
+        consumer = FakeConsumer([outbound_record(filings["F12"])])
+        producer = FakeProducer([LeaderNotAvailableError(), KafkaTimeoutError(), KafkaTimeoutError()])
+        store = MemorySnapshotStore()
+        connector = connector_with(consumer, producer, store)
+        running = asyncio.create_task(connector.run())
+        await until(lambda: consumer.commits == [1])
+        connector.request_stop()
+        counters = await asyncio.wait_for(running, 5)
+        assert [e.topic for e in producer.acknowledged] == [connector.inbound_topic]
+        assert producer.attempts == 4
+        assert store.saves == 1
+        assert (consumer.unsubscriptions, consumer.subscriptions) == (1, 1)
+        assert counters.consumed == 2 and counters.answered == 1 and producer.stopped
+
+    async def test_a_checkpoint_that_fails_is_tried_again(self, filings, broker_answers):
+        """The simulator's snapshot goes to the broker too: while it is away the checkpoint is tried again, and
+        nothing is committed before it is saved."""
+
+        class AwayStore(MemorySnapshotStore):
+            failures = 2
+
+            async def save(self, state: dict[str, Any]) -> None:
+                if self.failures:
+                    self.failures -= 1
+                    raise KafkaTimeoutError()
+                await super().save(state)
+
+        consumer = FakeConsumer([outbound_record(filings["F12"])])
+        store = AwayStore()
+        connector = connector_with(consumer, FakeProducer(), store)
+        running = asyncio.create_task(connector.run())
+        await until(lambda: bool(consumer.commits))
+        connector.request_stop()
+        await asyncio.wait_for(running, 5)
+        assert store.saves == 1 and store.failures == 0
+
+    async def test_a_send_that_waits_without_failing_pauses_reading(self, filings, broker_answers, monkeypatch):
+        """aiokafka retries the records an idempotent producer has sent once until they are delivered, so a send
+        may wait for the whole outage without failing: after ``QUIET_FETCH_S`` the broker is asked, and reading
+        pauses when it does not answer; the same send goes on."""
+        monkeypatch.setattr(connector_module, "QUIET_FETCH_S", 0.05)
+        broker_answers.append(False)
+        consumer = FakeConsumer([outbound_record(filings["F12"])])
+        producer = FakeProducer(hang=True)
+        connector = connector_with(consumer, producer, MemorySnapshotStore())
+        running = asyncio.create_task(connector.run())
+        await until(lambda: connector.reading_paused)
+        assert producer.attempts == 1 and consumer.unsubscriptions == 1
+        connector.request_stop()
+        await asyncio.wait_for(running, 2)
+
+    async def test_an_idle_connector_pauses_reading_while_fetches_go_unanswered(self, broker_answers):
+        """No fetch answered for a while and no answer to a direct question: reading pauses (aiokafka's fetcher
+        would ask for metadata in a loop); it resumes once the broker answers."""
+        consumer = FakeConsumer([])
+        connector = connector_with(consumer, FakeProducer(), MemorySnapshotStore())
+        connector._consumer = consumer  # type: ignore[assignment]
+        consumer.polled_at = int((time.time() - connector_module.QUIET_FETCH_S - 1) * 1000)
+        broker_answers.append(False)
+        await connector._check_fetching(consumer)  # type: ignore[arg-type]
+        assert connector.reading_paused and consumer.unsubscriptions == 1
+        assert await connector._reading() is consumer
+        assert not connector.reading_paused and consumer.subscriptions == 1
+
+    async def test_fetches_answered_lately_need_no_question(self, broker_answers):
+        consumer = FakeConsumer([])
+        connector = connector_with(consumer, FakeProducer(), MemorySnapshotStore())
+        consumer.polled_at = int(time.time() * 1000)
+        broker_answers.append(False)
+        await connector._check_fetching(consumer)  # type: ignore[arg-type]
+        assert not connector.reading_paused and broker_answers == [False]
+
+    async def test_an_error_waiting_cannot_mend_still_stops_the_loop(self, filings, broker_answers):
+        """A record the broker refuses for good is not retried without end."""
+        consumer = FakeConsumer([outbound_record(filings["F12"])])
+        connector = connector_with(consumer, FakeProducer([MessageSizeTooLargeError()]), MemorySnapshotStore())
+        with pytest.raises(MessageSizeTooLargeError):
+            await asyncio.wait_for(connector.run(), 5)
+        assert consumer.commits == []
+
+
+class TestConnectorStopsWhileTheBrokerIsAway:
+    async def test_sigterm_ends_a_send_that_waits_for_the_broker(self, filings, broker_answers, monkeypatch):
+        """SIGTERM while answers wait for their acknowledgement, and while the consumer cannot leave its group: the
+        connector stops within seconds, with nothing checkpointed or committed (read again after the restart)."""
+        monkeypatch.setattr(connector_module, "CLOSE_WAIT_S", 0.2)
+        consumer = FakeConsumer([outbound_record(filings["F12"])], hang=True)
+        producer = FakeProducer(hang=True)
+        store = MemorySnapshotStore()
+        connector = connector_with(consumer, producer, store)
+        running = asyncio.create_task(connector.run(handle_signals=True))
+        await until(lambda: producer.attempts == 1)
+        started = time.monotonic()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(running, 5)
+        assert time.monotonic() - started < 2.0
+        assert store.saves == 0 and consumer.commits == []
+
+    async def test_stop_ends_a_backoff(self, filings, broker_answers, monkeypatch):
+        """Between two attempts the connector waits, capped at 10 s and more: a stop does not wait for the next."""
+        monkeypatch.setattr(connector_module, "backoff", lambda attempt: 60.0)
+        consumer = FakeConsumer([outbound_record(filings["F12"])])
+        producer = FakeProducer([KafkaTimeoutError()] * 5)
+        connector = connector_with(consumer, producer, MemorySnapshotStore())
+        running = asyncio.create_task(connector.run())
+        await until(lambda: producer.attempts == 1)
+        await asyncio.sleep(0.05)
+        connector.request_stop()
+        await asyncio.wait_for(running, 2)
+        assert producer.attempts == 1
+
+    async def test_a_commit_that_hangs_is_given_up_and_a_stop_ends_it(self, filings, broker_answers, monkeypatch):
+        """aiokafka's commit waits for the group's coordinator without end: the loop gives it up after
+        ``COMMIT_WAIT_S`` (the answers are acknowledged and checkpointed), and a stop ends it at once."""
+        monkeypatch.setattr(connector_module, "COMMIT_WAIT_S", 0.05)
+        monkeypatch.setattr(connector_module, "CLOSE_WAIT_S", 0.2)
+        consumer = FakeConsumer([outbound_record(filings["F12"])], hang=True)
+        store = MemorySnapshotStore()
+        connector = connector_with(consumer, FakeProducer(), store)
+        running = asyncio.create_task(connector.run())
+        await until(lambda: store.saves == 1)
+        await asyncio.sleep(0.2)
+        assert not running.done(), "a commit given up must not end the loop"
+        monkeypatch.setattr(connector_module, "COMMIT_WAIT_S", 60.0)
+        consumer.position = 0
+        await until(lambda: consumer.position == 1)
+        connector.request_stop()
+        await asyncio.wait_for(running, 2)
+
+    async def test_a_commit_given_up_pauses_reading_when_the_broker_is_away(self, filings, broker_answers, monkeypatch):
+        """A commit not done in time while the broker does not answer either: reading pauses (see ``_pause``),
+        and resumes once the broker answers; the filing read again is not answered twice."""
+        monkeypatch.setattr(connector_module, "COMMIT_WAIT_S", 0.05)
+        consumer = FakeConsumer([outbound_record(filings["F12"])], hang=True)
+        producer = FakeProducer()
+        connector = connector_with(consumer, producer, MemorySnapshotStore())
+        broker_answers.extend([False, False])
+        running = asyncio.create_task(connector.run())
+        await until(lambda: consumer.unsubscriptions == 1)
+        consumer.hang = False
+        await until(lambda: consumer.commits == [1])
+        connector.request_stop()
+        await asyncio.wait_for(running, 2)
+        assert consumer.subscriptions == 1 and len(producer.acknowledged) == 1
+
+    async def test_a_stop_during_a_submit_retry_dead_letters_nothing(self, filings, broker_answers):
+        """A stop that ends the wait between two submits of a filing customs did not take is no failure of that
+        filing: it is read again after the restart, not dead-lettered."""
+
+        class Unreachable(SimulatorGateway):
+            async def submit(self, filing: OutboundFiling, now: datetime) -> list[InboundMessage]:
+                raise BrokerUnavailable("customs does not answer")
+
+        consumer = FakeConsumer([outbound_record(filings["F12"])])
+        producer = FakeProducer()
+        connector = connector_with(consumer, producer, MemorySnapshotStore())
+        connector.gateway = Unreachable(MemorySnapshotStore())
+        running = asyncio.create_task(connector.run())
+        await until(lambda: connector.counters.consumed == 1)
+        connector.request_stop()
+        counters = await asyncio.wait_for(running, 2)
+        assert counters.dead_lettered == 0 and producer.acknowledged == [] and consumer.commits == []
