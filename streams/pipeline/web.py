@@ -233,7 +233,9 @@ def partitions_by_topic(assignment: Iterable[Any], prefix: str = "") -> dict[str
     return {topic: sorted(found[topic]) for topic in sorted(found)}
 
 
-def worker_view(settings: Settings, assignment: Iterable[Any]) -> dict[str, Any]:
+def worker_view(
+    settings: Settings, assignment: Iterable[Any], ens_partitions: list[int] | None = None
+) -> dict[str, Any]:
     """Which worker answers: host and process, app id, web address, and the partitions (so the ENS) it holds.
 
     With several workers each processes some MBLs only, yet every worker shows them all (``EnsView``); the header
@@ -251,7 +253,7 @@ def worker_view(settings: Settings, assignment: Iterable[Any]) -> dict[str, Any]
         "app_id": settings.app_id,
         "web": f"{settings.web_host}:{settings.web_port}",
         "ens_topic": ens_topic,
-        "ens_partitions": partitions.get(ens_topic, []),
+        "ens_partitions": partitions.get(ens_topic, []) if ens_partitions is None else ens_partitions,
         "partitions": partitions,
     }
 
@@ -312,7 +314,8 @@ def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, cloc
     def owned() -> set[int]:
         """The ENS partitions this worker processes now: its own table is the freshest for their MBLs (none before
         the engine has joined its groups, when every state comes from the changelog)."""
-        return {tp.partition for tp in pipeline.engine.assignment() if tp.topic == ens_topic}
+        tracker = pipeline.engine.processors.get("track-ens")
+        return {tp.partition for tp in tracker.ready if tp.topic == ens_topic} if tracker is not None else set()
 
     states = EnsView(table, owned)
     reader = ChangelogReader(pipeline.settings, pipeline.catalogue.ens_state_changelog.name, states)
@@ -414,7 +417,7 @@ def register_views(app: faust.App, pipeline: Any, schemas: SchemaCatalogue, cloc
     async def worker(web: Any, request: Any) -> Any:
         if operator_of(request) is None:
             return not_logged_in(web)
-        return web.json(worker_view(pipeline.settings, pipeline.engine.assignment()))
+        return web.json(worker_view(pipeline.settings, pipeline.engine.assignment(), sorted(owned())))
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
