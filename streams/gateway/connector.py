@@ -36,6 +36,7 @@ from streams.contracts.avro import SchemaCatalogue
 from streams.contracts.dead_letter import dead_letter
 from streams.errors import BrokerUnavailable, DecodeError, ICS2StreamsError
 from streams.gateway.base import HEADER_MESSAGE_ID, Gateway, InboundMessage, InDoubt, OutboundFiling
+from streams.gateway.clients import stop_quietly
 from streams.pipeline.runner import Producer, backoff, broker_away
 from streams.pipeline.stage import Emit
 from streams.settings import Settings
@@ -53,9 +54,6 @@ RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
 #: Longest wait for a commit: aiokafka waits for the group's coordinator without end. A commit not done loses
 #: nothing: the batch's answers are acknowledged and checkpointed, so its filings, read again, are not answered twice.
 COMMIT_WAIT_S = 5.0
-#: How long a stop waits for the gateway and each client to close; with the broker away a consumer would wait for it
-#: to leave the group, a producer to deliver what it holds.
-CLOSE_WAIT_S = 5.0
 #: A broker answers a fetch at least every half second (aiokafka's ``fetch_max_wait_ms``): none answered for this
 #: long, with partitions assigned, and the broker is asked directly whether it is there.
 QUIET_FETCH_S = 5.0
@@ -170,17 +168,9 @@ class GatewayConnector:
         return self.counters
 
     async def _start(self) -> None:
+        """Start the consumer and the gateway; a broker that is away is waited for, with backoff, like a send."""
         self._producer = Producer(self.settings, self.catalogue)
-        self._consumer = AIOKafkaConsumer(
-            self.outbound_topic,
-            **self.settings.kafka_client_kwargs(),
-            group_id=group_id_for(self.settings),
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self.max_records,
-        )
-        await self._consumer.start()
-        await self.gateway.start()
+        await self._until_done("start", self._start_once)
         log.info(
             "gateway_started",
             gateway=self.gateway.name,
@@ -189,22 +179,38 @@ class GatewayConnector:
             group=group_id_for(self.settings),
         )
 
-    async def _close(self) -> None:
-        """Stop the gateway and the clients, each for at most ``CLOSE_WAIT_S``, so that a broker that is away does
-        not hold the stop; offsets not committed stay uncommitted (the consumer never commits on its own)."""
-        closing: list[tuple[str, Awaitable[None]]] = [("gateway", self.gateway.stop())]
-        if self._consumer is not None:
-            closing.append(("consumer", self._consumer.stop()))
-        if self._producer is not None:
-            closing.append(("producer", self._producer.stop()))
-        await asyncio.gather(*(self._close_one(name, closed) for name, closed in closing))
-
-    @staticmethod
-    async def _close_one(name: str, closed: Awaitable[None]) -> None:
+    async def _start_once(self) -> None:
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(
+                self.outbound_topic,
+                **self.settings.kafka_client_kwargs(),
+                group_id=group_id_for(self.settings),
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=self.max_records,
+            )
+            try:
+                await self._consumer.start()
+            except Exception:
+                consumer, self._consumer = self._consumer, None
+                await stop_quietly(consumer.stop(), "consumer")
+                raise
         try:
-            await asyncio.wait_for(closed, CLOSE_WAIT_S)
-        except (TimeoutError, KafkaError, OSError) as exc:
-            log.warning("gateway_close_incomplete", client=name, error=repr(exc), waited_s=CLOSE_WAIT_S)
+            await self.gateway.start()
+        except Exception:
+            await stop_quietly(self.gateway.stop(), "gateway")
+            raise
+
+    async def _close(self) -> None:
+        """Stop the gateway and the clients, each for a few seconds at most (``stop_quietly``), so that a broker
+        that is away does not hold the stop; offsets not committed stay uncommitted (the consumer never commits on
+        its own)."""
+        closing = [stop_quietly(self.gateway.stop(), "gateway")]
+        if self._consumer is not None:
+            closing.append(stop_quietly(self._consumer.stop(), "consumer"))
+        if self._producer is not None:
+            closing.append(stop_quietly(self._producer.stop(), "producer"))
+        await asyncio.gather(*closing)
 
     async def _loop(self) -> None:
         next_poll = time.monotonic()
@@ -454,7 +460,12 @@ class GatewayConnector:
         if not doubt.messages:
             return
         since = doubt.since or datetime.fromtimestamp(0, UTC)
-        found = await self._until_stopped(self._message_ids_since(since - IN_DOUBT_MARGIN))
+        found: set[str] = set()
+
+        async def look() -> None:
+            found.update(await self._message_ids_since(since - IN_DOUBT_MARGIN))
+
+        await self._until_done("in-doubt check", look)
         missing = [m for m in doubt.messages if m.message_id not in found]
         await self._deliver(self._answers(missing))
         await self._checkpoint()
@@ -488,7 +499,7 @@ class GatewayConnector:
                         found.update(v.decode("utf-8", "replace") for k, v in record.headers if k == HEADER_MESSAGE_ID)
                 remaining = [tp for tp in remaining if await consumer.position(tp) < ends[tp]]
         finally:
-            await consumer.stop()
+            await stop_quietly(consumer.stop(), "in-doubt consumer")
         return found
 
     def _counts(self) -> dict[str, int]:

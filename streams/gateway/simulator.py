@@ -38,6 +38,7 @@ from aiokafka.admin import NewTopic
 from streams.admin import admin_client
 from streams.errors import ICS2StreamsError, InputError
 from streams.gateway.base import InboundMessage, InDoubt, OutboundFiling
+from streams.gateway.clients import stop_quietly
 from streams.pipeline.runner import Producer
 from streams.pipeline.stage import Emit
 from streams.settings import Settings
@@ -178,7 +179,7 @@ class KafkaSnapshotStore:
                     if record.key == self.key:
                         latest = record.value
         finally:
-            await consumer.stop()
+            await stop_quietly(consumer.stop(), "snapshot reader")
         if latest is None:
             return None
         try:

@@ -26,6 +26,7 @@ from streams.domain.drafts import drafts_for, make_lrn
 from streams.domain.model import Consolidation
 from streams.domain.planning import FilingDraft, FilingType, PlannedFiling, plan
 from streams.errors import BrokerUnavailable, DecodeError, InputError
+from streams.gateway import clients as clients_module
 from streams.gateway import connector as connector_module
 from streams.gateway import simulator as simulator_module
 from streams.gateway.base import (
@@ -36,6 +37,7 @@ from streams.gateway.base import (
     InboundMessage,
     OutboundFiling,
 )
+from streams.gateway.clients import stop_quietly
 from streams.gateway.connector import GatewayConnector, decode_filing
 from streams.gateway.files import FileDropGateway, outbox_name, write_atomically
 from streams.gateway.simulator import (
@@ -785,7 +787,7 @@ class TestConnectorStopsWhileTheBrokerIsAway:
     async def test_sigterm_ends_a_send_that_waits_for_the_broker(self, filings, broker_answers, monkeypatch):
         """SIGTERM while answers wait for their acknowledgement, and while the consumer cannot leave its group: the
         connector stops within seconds, with nothing checkpointed or committed (read again after the restart)."""
-        monkeypatch.setattr(connector_module, "CLOSE_WAIT_S", 0.2)
+        monkeypatch.setattr(clients_module, "CLOSE_WAIT_S", 0.2)
         consumer = FakeConsumer([outbound_record(filings["F12"])], hang=True)
         producer = FakeProducer(hang=True)
         store = MemorySnapshotStore()
@@ -815,7 +817,7 @@ class TestConnectorStopsWhileTheBrokerIsAway:
         """aiokafka's commit waits for the group's coordinator without end: the loop gives it up after
         ``COMMIT_WAIT_S`` (the answers are acknowledged and checkpointed), and a stop ends it at once."""
         monkeypatch.setattr(connector_module, "COMMIT_WAIT_S", 0.05)
-        monkeypatch.setattr(connector_module, "CLOSE_WAIT_S", 0.2)
+        monkeypatch.setattr(clients_module, "CLOSE_WAIT_S", 0.2)
         consumer = FakeConsumer([outbound_record(filings["F12"])], hang=True)
         store = MemorySnapshotStore()
         connector = connector_with(consumer, FakeProducer(), store)
@@ -862,3 +864,53 @@ class TestConnectorStopsWhileTheBrokerIsAway:
         connector.request_stop()
         counters = await asyncio.wait_for(running, 2)
         assert counters.dead_lettered == 0 and producer.acknowledged == [] and consumer.commits == []
+
+    async def test_a_start_during_an_outage_waits_for_the_broker(self, broker_answers):
+        """The broker goes away while the connector starts (the simulator reads its snapshot): the start is tried
+        again with backoff, instead of the connector exiting on the first timeout."""
+
+        class LateStore(MemorySnapshotStore):
+            failures = 2
+            loaded = False
+
+            async def load(self) -> dict[str, Any] | None:
+                if self.failures:
+                    self.failures -= 1
+                    raise KafkaTimeoutError()
+                self.loaded = True
+                return await super().load()
+
+        store = LateStore()
+        connector = GatewayConnector(SimulatorGateway(store, seed=1), SETTINGS, poll_interval=60.0)
+        connector._consumer = FakeConsumer([])  # type: ignore[assignment]
+        running = asyncio.create_task(connector.run())
+        await until(lambda: store.loaded)
+        connector.request_stop()
+        await asyncio.wait_for(running, 2)
+        assert store.failures == 0
+
+
+class TestStopQuietly:
+    async def test_a_cancelled_error_from_inside_a_client_stop_is_not_ours(self):
+        """aiokafka's consumer stop can raise the CancelledError of a fetch task it cancelled: logged, not
+        mistaken for a cancellation of the caller (the connector exited on it in an outage)."""
+
+        async def leaky_stop() -> None:
+            sleeping = asyncio.create_task(asyncio.sleep(10))
+            await asyncio.sleep(0)
+            sleeping.cancel()
+            await sleeping
+
+        await stop_quietly(leaky_stop(), "consumer")
+
+    async def test_a_stop_that_hangs_is_given_up(self):
+        started = time.monotonic()
+        await stop_quietly(asyncio.Event().wait(), "producer", timeout=0.05)
+        assert time.monotonic() - started < 1.0
+
+    async def test_the_callers_own_cancellation_still_cancels(self):
+        waiting = asyncio.create_task(stop_quietly(asyncio.Event().wait(), "consumer", timeout=10))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
