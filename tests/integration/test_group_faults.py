@@ -61,6 +61,11 @@ pytestmark = pytest.mark.timeout(600)
 SCHEMAS = SchemaCatalogue.load()
 #: Consolidations per run; each is booked by four parties, so every worker has a backlog on every partition.
 CONSOLIDATIONS = 30
+#: Booked before the workers start (the backlog worker A reads ahead); the others follow in waves, so that bookings
+#: still flow when B has joined every stage, however fast the workers are.
+BACKLOG = 12
+WAVE = 3
+WAVE_EVERY_S = 3.0
 #: Partitions of every topic: the victim holds half of them, and the survivor seeks each one it takes over.
 PARTITIONS = 4
 #: The seed co-load's parties that book it (each files its own part: 8 filings per consolidation in all).
@@ -196,10 +201,6 @@ def assignment(service: Service) -> dict[str, set[int]]:
     it does not answer."""
     view = get_json(service, "/api/worker") or {}
     return {topic: set(partitions) for topic, partitions in view.get("partitions", {}).items()}
-
-
-def ens_partitions(service: Service) -> set[int]:
-    return assignment(service).get(Catalogue.for_prefix("").ens_events.name, set())
 
 
 def settled_state(state: dict[str, Any] | None) -> Any:
@@ -411,13 +412,26 @@ class Reference:
 
 
 @contextlib.asynccontextmanager
-async def stopping(services: list[Service]) -> AsyncIterator[None]:
-    """Every service of the list (as it is at the end) stopped, whatever happened (SIGTERM; killed ones are gone)."""
+async def stopping(services: list[Service], tasks: list[asyncio.Task[None]] | None = None) -> AsyncIterator[None]:
+    """Every service and task of the lists (as they are at the end) stopped, whatever happened (SIGTERM; killed
+    services are gone already)."""
     try:
         yield
     finally:
+        for task in tasks or []:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for service in services:
             await asyncio.to_thread(service.stop)
+
+
+async def in_waves(settings: Settings, books: list[dict[str, Any]]) -> None:
+    """``WAVE`` consolidations (all their bookings) every ``WAVE_EVERY_S`` seconds."""
+    size = WAVE * len(PLANNERS)
+    for start in range(0, len(books), size):
+        await asyncio.sleep(WAVE_EVERY_S)
+        await publish_bookings(settings, books[start : start + size])
 
 
 @pytest.fixture(scope="module")
@@ -482,12 +496,12 @@ class Moment:
 
 
 def both_consuming(tail: Tail, first: Service, second: Service, reference: Reference) -> bool:
-    return consumed(first) > 0 and consumed(second) > 0
+    return consumed(first) > 0 and consumed(second) > 0 and joined(second)
 
 
 def registered_share(share: float) -> Callable[[Tail, Service, Service, Reference], bool]:
     def reached(tail: Tail, first: Service, second: Service, reference: Reference) -> bool:
-        return len(tail.observe({}).registered) >= share * len(reference.observed.registered)
+        return len(tail.observe({}).registered) >= share * len(reference.observed.registered) and joined(second)
 
     return reached
 
@@ -501,8 +515,9 @@ MOMENTS = [
 
 @dataclass
 class Takeover:
-    """One kill: the victim's ``ens-events`` partitions, and the seconds from the kill until the survivor holds every
-    partition again and until its first alert from one of the victim's partitions."""
+    """One kill: the victim's partitions of ``notifications.parsed`` (one stage reads it, the correlator), and the
+    seconds from the kill until the survivor holds every partition again and until it writes its first output of a
+    record of the victim's partitions."""
 
     victim: str
     registered: int
@@ -511,34 +526,45 @@ class Takeover:
     killed_at_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
     reassigned_s: float | None = None
 
-    def first_alert_s(self, tail: Tail) -> float | None:
+    def first_output_s(self, tail: Tail) -> float | None:
+        parsed = tail.catalogue.notifications_parsed.name
         stamps = [
             r.timestamp_ms
-            for r in tail.of("alerts")
-            if r.timestamp_ms > self.killed_at_ms and source_partition(r) in self.victim_partitions
+            for topic in ("ens_events", "notifications_parsed")
+            for r in tail.of(topic)
+            if r.timestamp_ms > self.killed_at_ms and source_of(r)[:2] in {(parsed, p) for p in self.victim_partitions}
         ]
         return (min(stamps) - self.killed_at_ms) / 1000 if stamps else None
 
     def describe(self, tail: Tail) -> str:
-        first_alert = fmt_s(self.first_alert_s(tail)) if self.victim_partitions else "n/a (none its own alone)"
         return (
-            f"{self.victim} killed at {self.registered} registered, alone holding ens-events "
+            f"{self.victim} killed at {self.registered} registered, holding notifications.parsed "
             f"{sorted(self.victim_partitions)}: survivor held every partition after {fmt_s(self.reassigned_s)}, "
-            f"first alert of the victim's partitions after {first_alert}"
+            f"first output of the victim's partitions after {fmt_s(self.first_output_s(tail))}"
         )
 
 
-def source_partition(record: Record) -> int | None:
-    source = (record.header("ics2-source") or b"").decode()
-    parts = source.rsplit(":", 2)
-    return int(parts[1]) if len(parts) == 3 else None
+def source_of(record: Record) -> tuple[str, int, int] | tuple[()]:
+    """The input a record names (``ics2-source``; ``ics2-rejected`` for a dead letter) as topic, partition, offset."""
+    for header in ("ics2-source", "ics2-rejected"):
+        parts = (record.header(header) or b"").decode().rsplit(":", 2)
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            return parts[0], int(parts[1]), int(parts[2])
+    return ()
 
 
 def taking(survivor: Service, victim: Service) -> bool:
-    """The restarted victim has taken records (so it holds partitions); fails when either worker died."""
+    """The restarted victim has taken records and holds partitions of every stage; fails when either worker died."""
     survivor.check_running("the restart")
     victim.check_running("the restart")
-    return consumed(victim) > 0
+    return consumed(victim) > 0 and joined(victim)
+
+
+def joined(service: Service) -> bool:
+    """Whether the worker processes partitions of every topic that one stage alone consumes: its kill leaves work
+    for the survivor to take over in every stage, whether the stages share a consumer group or each has its own."""
+    held = assignment(service)
+    return all(held.get(getattr(Catalogue.for_prefix(""), topic).name) for topic in ONE_STAGE_TOPICS)
 
 
 def holds_all(service: Service, settings: Settings) -> bool:
@@ -561,12 +587,16 @@ class TestTwoWorkersOneKilled:
         gate = customs(settings, tmp_path)
         first, second = group_worker(settings, tmp_path, "worker-a"), group_worker(settings, tmp_path, "worker-b")
         services = [first, gate, second]
+        tasks: list[asyncio.Task[None]] = []
         kills: list[Takeover] = []
         expected = len(reference.observed.registered)
-        async with stopping(services), Tail(settings) as tail, Commits(settings) as commits, Ticker(settings):
+        async with stopping(services, tasks), Tail(settings) as tail, Commits(settings) as commits, Ticker(settings):
             gate.start()
             first.start()
-            await publish_bookings(settings, consolidation_bookings(CONSOLIDATIONS))
+            books = consolidation_bookings(CONSOLIDATIONS)
+            await publish_bookings(settings, books[: BACKLOG * len(PLANNERS)])
+            later = asyncio.create_task(in_waves(settings, books[BACKLOG * len(PLANNERS) :]))
+            tasks.append(later)
             await asyncio.to_thread(first.wait_healthy, 90.0)
             # B starts while A works through the backlog it fetched: its join revokes partitions from A mid-batch.
             second.start()
@@ -590,9 +620,8 @@ class TestTwoWorkersOneKilled:
                     assert await poll_until(partial(taking, first, victim), 60.0, 0.1), (
                         f"the restarted victim took nothing:\n{tail_logs(victim)}"
                     )
-                # The victim's own ``ens-events`` partitions: the survivor's first alerts from them are its takeover.
-                own = ens_partitions(victim) - ens_partitions(first)
-                kill = Takeover(victim.name, len(tail.observe({}).registered), own)
+                parsed = assignment(victim).get(Catalogue.for_prefix("").notifications_parsed.name, set())
+                kill = Takeover(victim.name, len(tail.observe({}).registered), parsed)
                 victim.kill()
                 kill.killed_at, kill.killed_at_ms = time.monotonic(), time.time_ns() // 1_000_000
                 commits.mark_kill()
@@ -654,11 +683,8 @@ async def diagnosis(tail: Tail, commits: Commits, *workers: Service) -> str:
     """Input record -> when the first output naming it was written (broker time, ms)."""
     for topic in OUTPUTS:
         for record in tail.of(topic):
-            for header in ("ics2-source", "ics2-rejected"):
-                parts = (record.header(header) or b"").decode().rsplit(":", 2)
-                if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
-                    key = (parts[0], int(parts[1]), int(parts[2]))
-                    answered[key] = min(answered.get(key, record.timestamp_ms), record.timestamp_ms)
+            if key := source_of(record):
+                answered[key] = min(answered.get(key, record.timestamp_ms), record.timestamp_ms)
     kills = ", ".join(f"+{(at - commits.kills[0]):.1f}s" for at in commits.kills)
     lines = [f"kills at {kills} (times are seconds after the first kill)"]
     lines.append("never processed (input records no output names as its source, as read now; after them: when the next")
