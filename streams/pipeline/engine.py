@@ -440,6 +440,8 @@ class Engine:
         log.info("engine_started", stages=sorted(self.processors))
 
     async def stop(self) -> None:
+        # A stage sleeping in a produce backoff (the broker away) gives up at once instead of at its next attempt.
+        self.producer.stopping = True
         await asyncio.gather(*(p.stop() for p in self.processors.values()), return_exceptions=True)
         await self.producer.stop()
         log.info("engine_stopped")
