@@ -78,12 +78,11 @@ def fault_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrok
         broker.stop()
 
 
-@pytest.fixture
-async def fault_settings(fault_broker: LocalBroker, tmp_path: Path) -> Settings:
-    """Settings of a fresh topic prefix and app id on the module's broker, with every topic and party queue created."""
-    prefix = f"f{uuid.uuid4().hex[:8]}."
+async def fresh_settings(broker: LocalBroker, tmp_path: Path, letter: str = "f") -> Settings:
+    """Settings of a fresh topic prefix and app id on ``broker``, with every topic and party queue created."""
+    prefix = f"{letter}{uuid.uuid4().hex[:8]}."
     settings = Settings(
-        bootstrap_servers=fault_broker.config.bootstrap_servers,
+        bootstrap_servers=broker.config.bootstrap_servers,
         state_dir=tmp_path / "client-state",
         topic_prefix=prefix,
         app_id=f"{prefix}app",
@@ -91,6 +90,12 @@ async def fault_settings(fault_broker: LocalBroker, tmp_path: Path) -> Settings:
     )
     await apply_topics(settings, Catalogue.for_prefix(prefix), SEED_PARTIES)
     return settings
+
+
+@pytest.fixture
+async def fault_settings(fault_broker: LocalBroker, tmp_path: Path) -> Settings:
+    """Settings of a fresh topic prefix and app id on the module's broker, with every topic and party queue created."""
+    return await fresh_settings(fault_broker, tmp_path)
 
 
 def thaw(broker: LocalBroker) -> None:

@@ -24,19 +24,15 @@ import re
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from streams.admin import apply_topics
 from streams.broker import LocalBroker
 from streams.client import publish_bookings
 from streams.settings import Settings
-from streams.topics import Catalogue
-from tests.data import SEED_PARTIES
 from tests.integration.services import BROKER_START_TIMEOUT_S, Service, gateway, start_broker
 from tests.integration.test_faults import (
     FILINGS_PER_BOOKING,
@@ -45,6 +41,7 @@ from tests.integration.test_faults import (
     assert_nothing_lost_or_doubled,
     bookings,
     first_filings_out,
+    fresh_settings,
     mbl_of,
     running,
     settle,
@@ -86,16 +83,7 @@ async def outage_settings(outage_broker: LocalBroker, tmp_path: Path) -> Setting
     """A fresh topic prefix and app id on the module's broker (started again if a test left it stopped)."""
     if outage_broker.status(probe=False).pid is None:
         await asyncio.to_thread(outage_broker.start, BROKER_START_TIMEOUT_S)
-    prefix = f"o{uuid.uuid4().hex[:8]}."
-    settings = Settings(
-        bootstrap_servers=outage_broker.config.bootstrap_servers,
-        state_dir=tmp_path / "client-state",
-        topic_prefix=prefix,
-        app_id=f"{prefix}app",
-        default_partitions=4,
-    )
-    await apply_topics(settings, Catalogue.for_prefix(prefix), SEED_PARTIES)
-    return settings
+    return await fresh_settings(outage_broker, tmp_path, "o")
 
 
 def cpu_seconds(pid: int) -> float:
