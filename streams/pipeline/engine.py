@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import TopicPartition
 
+from streams.audit.reading import stage_group
 from streams.errors import ICS2StreamsError
 from streams.pipeline.runner import (
     AsyncHandler,
@@ -47,7 +48,7 @@ from streams.pipeline.runner import (
     broker_away,
 )
 from streams.pipeline.stage import Emit, Handler, Incoming
-from streams.pipeline.tables import StateTable
+from streams.pipeline.tables import ChangelogRecord, StateTable
 from streams.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -153,7 +154,7 @@ class StageProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         self.runner = runner
         self.producer = producer
         self.settings = settings
-        self.group_id = f"{settings.app_id}.{stage.name}"
+        self.group_id = stage_group(settings, stage.name)
         self.consumer: AIOKafkaConsumer | None = None
         self.assigned: set[TopicPartition] = set()
         self.ready: set[TopicPartition] = set()
@@ -163,7 +164,6 @@ class StageProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._warn = RateLimitedWarning()
-        self.batches = 0
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -342,8 +342,7 @@ class StageProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
             await self.runner.flush(batch)
             if epoch != self._epoch:
                 raise _Outlived()
-            changes = [record for table in self.stage.tables for record in table.pending_records()]
-            await self.producer.send_all(changes)
+            await self.producer.send_all(self._table_changes())
             if epoch != self._epoch:
                 raise _Outlived()
         except _Outlived:
@@ -362,9 +361,7 @@ class StageProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
                 if tp in self.assigned:
                     self.consumer.seek(tp, offset)
             return False
-        for table in self.stage.tables:
-            table.saved()
-        self.batches += 1
+        self._settle_tables(saved=True)
         offsets = {tp: batch_records[-1].offset + 1 for tp, batch_records in records.items()}
         try:
             await self.consumer.commit(offsets)
@@ -381,21 +378,30 @@ class StageProcessor(ConsumerRebalanceListener):  # type: ignore[misc]
             emits = work()
             try:
                 await self.producer.send_all(emits)
-                await self.producer.send_all([r for table in self.stage.tables for r in table.pending_records()])
+                await self.producer.send_all(self._table_changes())
             except BaseException:
-                for table in self.stage.tables:
-                    table.abandon()
+                self._settle_tables(saved=False)
                 raise
-            for table in self.stage.tables:
-                table.saved()
+            self._settle_tables(saved=True)
             return len(emits)
+
+    def _table_changes(self) -> list[ChangelogRecord]:
+        """The changelog records of what the stage's tables hold pending."""
+        return [record for table in self.stage.tables for record in table.pending_records()]
+
+    def _settle_tables(self, *, saved: bool) -> None:
+        """The pending writes become the tables' state (their changelog records acknowledged), or are forgotten."""
+        for table in self.stage.tables:
+            if saved:
+                table.saved()
+            else:
+                table.abandon()
 
     def _forget(self, batch: Batch) -> None:
         hook = getattr(self.runner.handler, "abandoned", None)
         if callable(hook):
             hook()
-        for table in self.stage.tables:
-            table.abandon()
+        self._settle_tables(saved=False)
 
     async def lag(self) -> dict[tuple[str, int], int]:
         """Highwater minus position per partition this stage holds (what ``/metrics`` shows)."""
